@@ -1,0 +1,51 @@
+"""The `edgeff` command: a table of subcommands, one module each under edgeff/commands/.
+
+Each command module defines HELP (one line), add_arguments(parser) and run(args) -> int.
+A user mistake raises EdgeFFError: printed as one line on stderr, exit code 2, no traceback.
+"""
+
+import argparse
+import importlib
+import sys
+
+from . import __version__
+from .errors import EdgeFFError
+
+COMMANDS = ("train", "eval", "info", "data")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        # argparse's own errors print usage over several lines; keep to one line.
+        raise EdgeFFError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
+def build_parser():
+    parser = _Parser(prog="edgeff", description="Forward-Forward training on small Linux devices.")
+    parser.add_argument("--version", action="version", version=f"edgeff {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name in COMMANDS:
+        module = importlib.import_module(f".commands.{name}", __package__)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv=None):
+    try:
+        args = build_parser().parse_args(argv)
+        if not getattr(args, "command", None):
+            build_parser().print_help()
+            return 2
+        return args._run(args)
+    except EdgeFFError as exc:
+        print(f"edgeff: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("edgeff: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,36 @@
+"""edgeff data: where each known data set is found, and downloading one."""
+
+import sys
+
+from ..data import KNOWN, fetch_dataset, find_dataset
+from ..progress import progress_enabled
+
+HELP = "list known data sets and where they are found, or fetch one into the cache"
+
+
+def add_arguments(p):
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    sub.add_parser("list", help="known data sets and where each was found")
+    f = sub.add_parser("fetch", help="download a data set's official files and check their sha256")
+    f.add_argument("name", choices=sorted(KNOWN))
+    f.add_argument("--data-dir", help="download here instead of ~/.cache/edgeff/NAME")
+    f.add_argument("--mirror", help="base URL to download from instead of the official one")
+    f.add_argument("--quiet", action="store_true")
+
+
+def run(args):
+    if args.action == "list":
+        for name in KNOWN:
+            print(f"{name:14} {find_dataset(name) or 'not found'}")
+        return 0
+    show = progress_enabled(args.quiet, False)
+
+    def progress(fname, done, total):
+        if show:
+            sys.stderr.write(f"\r{fname}: {done / 1e6:.1f}/{total / 1e6:.1f} MB\x1b[K")
+
+    dest = fetch_dataset(args.name, args.data_dir, args.mirror, progress=progress)
+    if show:
+        sys.stderr.write("\n")
+    print(f"{args.name}: saved in {dest}")
+    return 0

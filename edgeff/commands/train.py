@@ -1,0 +1,104 @@
+"""edgeff train: train a dense FF net, print its test error, save the run."""
+
+import dataclasses
+import json
+import os
+import sys
+import time
+
+from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..data import load_dataset
+from ..errors import UsageError
+from ..progress import Progress, progress_enabled
+from ..runs import MODEL, peak_rss_mib, save_run
+from ..train import Trainer, warm_up
+
+HELP = "train a Forward-Forward net on a data set, print its test error and save it"
+
+_D = TrainConfig()
+
+
+def add_arguments(p):
+    p.add_argument("--dataset", default=_D.dataset, help="name (fashion-mnist, mnist, kmnist) or a .npz file "
+                   "with x_train, y_train, x_test, y_test (default: %(default)s)")
+    p.add_argument("--data-dir", help="where to look for the data set first")
+    p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training examples only")
+    p.add_argument("--model", default=_D.model, help="layer widths, input first (default: %(default)s)")
+    p.add_argument("--schedule", default=_D.schedule, choices=SCHEDULES,
+                   help="simultaneous: every layer on every batch; layerwise: layer k to the end, then k+1")
+    p.add_argument("--epochs", type=int, default=_D.epochs, help="epochs (per layer when layerwise)")
+    p.add_argument("--batch-size", type=int, default=_D.batch_size)
+    p.add_argument("--optimizer", default=_D.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--lr", type=float, default=_D.lr, help="FF layers' learning rate (default: %(default)s)")
+    p.add_argument("--constant-lr", dest="lr_decay", action="store_false",
+                   help="keep the learning rate constant (default: full for half the epochs, then falling linearly)")
+    p.add_argument("--weight-decay", type=float, default=_D.weight_decay)
+    p.add_argument("--threshold", type=float, default=_D.threshold, help="goodness threshold theta")
+    p.add_argument("--goodness", default=_D.goodness, choices=GOODNESS, help="sum or mean of squared activities")
+    p.add_argument("--negatives", default=_D.negatives, choices=NEGATIVES,
+                   help="wrong label for negative data: hard (most positive to the first layer) or random")
+    p.add_argument("--label-value", type=float, default=_D.label_value, help="brightness of the overlaid label")
+    p.add_argument("--head-epochs", type=int, default=_D.head_epochs, help="epochs of the linear head (0: none)")
+    p.add_argument("--head-lr", type=float, default=_D.head_lr)
+    p.add_argument("--classifier", default=_D.classifier, choices=CLASSIFIERS,
+                   help="how test error is measured: linear head (one pass) or goodness over all labels")
+    p.add_argument("--seed", type=int, default=_D.seed)
+    p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
+    p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
+
+
+def config_from_args(args):
+    fields = TrainConfig.__dataclass_fields__
+    return TrainConfig(**{k: getattr(args, k) for k in fields}).validate()
+
+
+def run(args):
+    cfg = config_from_args(args)
+    out = args.out or os.path.join("runs", f"{os.path.basename(cfg.dataset).removesuffix('.npz')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if os.path.exists(os.path.join(out, MODEL)) and not args.force:
+        raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
+    t0 = time.perf_counter()
+    ds = load_dataset(cfg.dataset, args.data_dir)
+    load_seconds = time.perf_counter() - t0
+    if args.limit_train is not None:
+        if args.limit_train < 1:
+            raise UsageError(f"--limit-train must be at least 1, got {args.limit_train}")
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:args.limit_train], y_train=ds.y_train[:args.limit_train])
+    if cfg.sizes[0] != ds.x_train.shape[1]:
+        raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
+                         f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
+    show = progress_enabled(args.quiet, args.json)
+    log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
+    log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
+        f"{ds.num_classes} classes ({load_seconds:.1f} s)")
+    compile_seconds = warm_up()
+    log(f"kernels ready in {compile_seconds:.1f} s")
+    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    t0 = time.perf_counter()
+    history = trainer.fit()
+    train_seconds = time.perf_counter() - t0
+    net = trainer.net
+    errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in net.classifiers()}
+    metrics = {
+        "test_error": errors[cfg.classifier],
+        **{f"test_error_{c}": e for c, e in errors.items()},
+        "classifier": cfg.classifier,
+        "train_seconds": round(train_seconds, 3),
+        "train_samples": int(len(ds.y_train)),
+        "compile_seconds": round(compile_seconds, 3),
+        "load_seconds": round(load_seconds, 3),
+        "peak_rss_mib": round(peak_rss_mib(), 1),
+        "epoch_losses": history,
+        "dataset": ds.name,
+        "model": cfg.model,
+        "out": out,
+    }
+    save_run(out, cfg, net, metrics)
+    if args.json:
+        print(json.dumps(metrics))
+    else:
+        others = ", ".join(f"{c} {e:.2%}" for c, e in errors.items())
+        print(f"test error {errors[cfg.classifier]:.2%} ({others}); trained in {train_seconds:.1f} s; saved {out}")
+    return 0

@@ -1,0 +1,19 @@
+"""One error hierarchy. The CLI catches EdgeFFError, prints one line, exits 2."""
+
+
+class EdgeFFError(Exception):
+    """A user-facing problem: the message says what is wrong and what to do."""
+
+    exit_code = 2
+
+
+class UsageError(EdgeFFError):
+    """A bad flag value, spec or combination of options."""
+
+
+class DataError(EdgeFFError):
+    """A data set that is missing, malformed or inconsistent."""
+
+
+class ModelError(EdgeFFError):
+    """A model or run directory that is missing, corrupt or incompatible."""

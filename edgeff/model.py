@@ -1,0 +1,193 @@
+"""The dense FF network: weights, label overlay, forward pass, both classifiers, save/load.
+
+Input layout. A data row has D features (pixels scaled to [0, 1]). The label is
+shown to the net as C extra-bright inputs, value `label_value` at the label's
+position and 0 elsewhere (a neutral label is value/C everywhere):
+  - "replace" (Hinton's way, used for images with more than C pixels): the
+    first C pixels are overwritten; they are border pixels, almost always 0.
+  - "append" (used for flat feature vectors, where every feature may matter,
+    and for inputs of C features or fewer): the C label inputs are added after
+    the D features, so the first layer has D + C inputs.
+Each layer's input is length-normalised, so only the direction of the previous
+layer's activity vector is passed on, not its goodness.
+"""
+
+import io
+import json
+
+import numpy as np
+
+from .errors import ModelError
+from .fileio import atomic_write
+from .kernels import batch, dense, ff_loss, norm
+
+FORMAT_VERSION = 1
+EPS = 1e-4
+
+
+class FFNet:
+    def __init__(self, weights, biases, num_classes, label_offset, label_value, mean_goodness,
+                 head_w=None, head_b=None):
+        self.weights = weights            # list of (D_in, D_out) float32
+        self.biases = biases              # list of (D_out,) float32
+        self.num_classes = num_classes
+        self.label_offset = label_offset  # first label column of the input row
+        self.label_value = label_value
+        self.mean_goodness = mean_goodness
+        self.head_w = head_w              # (sum of hidden widths, C) float32 or None
+        self.head_b = head_b              # (C,) float32 or None
+
+    @classmethod
+    def create(cls, sizes, num_classes, label_value, mean_goodness, rng, image=True):
+        d = sizes[0]
+        label_offset = 0 if image and d > num_classes else d
+        widths = [d + (num_classes if label_offset == d else 0)] + list(sizes[1:])
+        weights, biases = [], []
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / np.sqrt(fan_in)      # as torch.nn.Linear
+            weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
+            biases.append(rng.uniform(-bound, bound, fan_out).astype(np.float32))
+        return cls(weights, biases, num_classes, label_offset, label_value, mean_goodness)
+
+    @property
+    def in_features(self):
+        """Features per data row (D)."""
+        return self.label_offset if self.label_offset else self.in_width
+
+    @property
+    def in_width(self):
+        return self.weights[0].shape[0]
+
+    @property
+    def widths(self):
+        return [w.shape[1] for w in self.weights]
+
+    def stage(self, x, idx, scale, labels, out):
+        """out <- normalised input rows x[idx] overlaid with labels (-1: neutral).  out: (B, in_width)."""
+        batch.gather_scaled(x, idx, scale, out)
+        batch.overlay_labels(out, labels, self.label_offset, self.num_classes, self.label_value)
+        norm.length_normalise(out, out, EPS)
+
+    def forward(self, x_norm, zs, hs, good, first=0, last=None, on_layer=None):
+        """Run layers first..last-1 on normalised rows x_norm: zs[k] <- relu activities,
+        hs[k] <- their normalised copy (next layer's input), on_layer(k, z, good) after each."""
+        last = len(self.weights) if last is None else last
+        inp = x_norm
+        for k in range(first, last):
+            z = zs[k]
+            np.matmul(inp, self.weights[k], out=z)
+            ff_loss.ff_activate(z, self.biases[k], hs[k], good, self.mean_goodness, EPS)
+            if on_layer is not None:
+                on_layer(k, z, good)
+            inp = hs[k]
+        return inp
+
+    # ---- inference (allocates per chunk: not the training hot path) ----
+
+    def _buffers(self, rows):
+        zs = [np.empty((rows, w), np.float32) for w in self.widths]
+        hs = [np.empty((rows, w), np.float32) for w in self.widths]
+        return np.empty((rows, self.in_width), np.float32), zs, hs, np.empty(rows, np.float32)
+
+    def goodness_scores(self, x, scale, score_layers=None, chunk=1000):
+        """(N, C) goodness summed over score_layers (default: every layer) for every candidate
+        label; argmax is Hinton's goodness classifier. (Hinton leaves the first layer out of
+        a 4-layer net; on our 2- and 4-layer nets counting every layer measured better.)"""
+        layers = range(len(self.weights)) if score_layers is None else score_layers
+        n, c = x.shape[0], self.num_classes
+        scores = np.zeros((n, c), np.float32)
+        xin, zs, hs, good = self._buffers(min(chunk, n))
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
+            r = len(idx)
+            for label in range(c):
+                self.stage(x, idx, scale, np.full(r, label, np.int64), xin[:r])
+
+                def add(k, z, g, label=label):
+                    if k in layers:
+                        scores[start:start + r, label] += g[:r]
+                self.forward(xin[:r], [z[:r] for z in zs], [h[:r] for h in hs], good[:r], on_layer=add)
+        return scores
+
+    def features(self, x, scale, idx, xin, zs, hs, good, feats):
+        """feats <- normalised activities of every hidden layer for neutral-label rows x[idx]."""
+        r = len(idx)
+        self.stage(x, idx, scale, np.full(r, -1, np.int64), xin[:r])
+        self.forward(xin[:r], [z[:r] for z in zs], [h[:r] for h in hs], good[:r])
+        col = 0
+        for h in hs:
+            feats[:r, col:col + h.shape[1]] = h[:r]
+            col += h.shape[1]
+
+    def head_logits(self, x, scale, chunk=1000):
+        if self.head_w is None:
+            raise ModelError("this model has no linear head: train with --head-epochs 1 or more, or use --classifier goodness")
+        n = x.shape[0]
+        logits = np.empty((n, self.num_classes), np.float32)
+        xin, zs, hs, good = self._buffers(min(chunk, n))
+        feats = np.empty((min(chunk, n), self.head_w.shape[0]), np.float32)
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
+            self.features(x, scale, idx, xin, zs, hs, good, feats)
+            np.matmul(feats[:len(idx)], self.head_w, out=logits[start:start + len(idx)])
+            logits[start:start + len(idx)] += self.head_b
+        return logits
+
+    def predict(self, x, scale, classifier):
+        scores = self.head_logits(x, scale) if classifier == "linear" else self.goodness_scores(x, scale)
+        return scores.argmax(axis=1)
+
+    # ---- persistence ----
+
+    def save(self, path, config_json):
+        arrays = {f"w{k}": w for k, w in enumerate(self.weights)}
+        arrays.update({f"b{k}": b for k, b in enumerate(self.biases)})
+        if self.head_w is not None:
+            arrays.update(head_w=self.head_w, head_b=self.head_b)
+        meta = dict(format_version=FORMAT_VERSION, num_classes=self.num_classes, label_offset=self.label_offset,
+                    label_value=self.label_value, mean_goodness=self.mean_goodness, config=json.loads(config_json))
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+
+        def write(f):
+            buf = io.BytesIO()
+            np.savez(buf, **arrays)
+            f.write(buf.getvalue())
+        atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(bytes(z["meta"]).decode())
+                n = sum(1 for k in z.files if k.startswith("w"))
+                weights = [z[f"w{k}"] for k in range(n)]
+                biases = [z[f"b{k}"] for k in range(n)]
+                head = (z["head_w"], z["head_b"]) if "head_w" in z.files else (None, None)
+        except FileNotFoundError:
+            raise ModelError(f"{path}: no such model file: train one with 'edgeff train --out DIR'") from None
+        except Exception as exc:
+            raise ModelError(f"{path}: not a readable edgeff model ({type(exc).__name__}: {exc}); retrain or restore it") from None
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
+                             f"({FORMAT_VERSION}); upgrade edgeff")
+        net = cls(weights, biases, meta["num_classes"], meta["label_offset"], meta["label_value"],
+                  meta["mean_goodness"], *head)
+        net.check()
+        return net, meta["config"]
+
+    def check(self):
+        prev = self.in_width
+        for k, (w, b) in enumerate(zip(self.weights, self.biases)):
+            if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != prev or b.shape != (w.shape[1],):
+                raise ModelError(f"layer {k}: weight {w.shape} / bias {b.shape} do not chain from width {prev}")
+            if not (np.isfinite(w).all() and np.isfinite(b).all()):
+                raise ModelError(f"layer {k} holds NaN or Inf: the run diverged; retrain with a lower --lr")
+            prev = w.shape[1]
+        if self.head_w is not None and self.head_w.shape != (sum(self.widths), self.num_classes):
+            raise ModelError(f"linear head {self.head_w.shape} does not match hidden widths {self.widths}")
+
+    def classifiers(self):
+        return ["linear", "goodness"] if self.head_w is not None else ["goodness"]
+
+    def error(self, x, y, scale, classifier):
+        return float((self.predict(x, scale, classifier) != y).mean())

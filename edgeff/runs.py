@@ -1,0 +1,32 @@
+"""A run directory: config.json, model.npz, metrics.json, written atomically."""
+
+import json
+import os
+import resource
+
+from .config import TrainConfig
+from .errors import ModelError
+from .fileio import atomic_write_text
+from .model import FFNet
+
+CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
+
+
+def peak_rss_mib():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+
+
+def save_run(out_dir, cfg, net, metrics):
+    os.makedirs(out_dir, exist_ok=True)
+    net.save(os.path.join(out_dir, MODEL), cfg.to_json())
+    atomic_write_text(os.path.join(out_dir, CONFIG), cfg.to_json() + "\n")
+    atomic_write_text(os.path.join(out_dir, METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+
+
+def load_run(run_dir):
+    """(net, TrainConfig) from a run directory (or a model.npz path)."""
+    path = os.path.join(run_dir, MODEL) if os.path.isdir(run_dir) else run_dir
+    if not os.path.exists(path):
+        raise ModelError(f"{run_dir}: no {MODEL} here; train one with 'edgeff train --out {run_dir}'")
+    net, cfg = FFNet.load(path)
+    return net, TrainConfig.from_dict(cfg)

@@ -1,0 +1,46 @@
+"""Batch staging: gather rows of the stored data set as float32, overlay labels."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _gather_scaled(src, idx, scale, out):
+    # src: (N, D) uint8 or float32 stored data set
+    # idx: (B,) int64 rows to take
+    # out: (B, W) float32, W >= D; out[:, :D] <- src[idx] * scale, other columns untouched
+    for i in range(idx.shape[0]):
+        r = idx[i]
+        for j in range(src.shape[1]):
+            out[i, j] = src[r, j] * scale
+
+
+@njit(cache=True)
+def _overlay_labels(x, labels, offset, num_classes, value):
+    # x: (B, W) float32, in place: columns [offset, offset + C) <- value * one_hot(label)
+    # labels: (B,) int64; label -1 means neutral: every label column value / C
+    for i in range(x.shape[0]):
+        lab = labels[i]
+        for c in range(num_classes):
+            if lab < 0:
+                x[i, offset + c] = value / num_classes
+            else:
+                x[i, offset + c] = value if c == lab else 0.0
+
+
+def gather_scaled(src, idx, scale, out):
+    """out[:, :D] <- src[idx] * scale as float32 (src uint8 or float32, idx int64)."""
+    if src.ndim != 2 or out.ndim != 2 or out.dtype != np.float32 or idx.dtype != np.int64:
+        raise ValueError("gather_scaled: need src (N, D), idx int64 (B,), out float32 (B, W)")
+    if out.shape[0] != idx.shape[0] or out.shape[1] < src.shape[1]:
+        raise ValueError(f"gather_scaled: out{out.shape} cannot hold {idx.shape[0]} rows of {src.shape[1]}")
+    _gather_scaled(src, idx, np.float32(scale), out)
+
+
+def overlay_labels(x, labels, offset, num_classes, value):
+    """x[:, offset:offset+C] <- value * one_hot(labels) (label -1: neutral, value/C everywhere)."""
+    if x.dtype != np.float32 or labels.dtype != np.int64 or labels.shape[0] != x.shape[0]:
+        raise ValueError("overlay_labels: need x float32 (B, W) and labels int64 (B,)")
+    if offset < 0 or offset + num_classes > x.shape[1]:
+        raise ValueError(f"overlay_labels: label columns [{offset}, {offset + num_classes}) outside width {x.shape[1]}")
+    _overlay_labels(x, labels, int(offset), int(num_classes), np.float32(value))

@@ -1,0 +1,24 @@
+"""Length normalisation of each row: x / (||x|| + eps), as Hinton's FF does between layers."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _length_normalise(x, out, eps):
+    # x: (B, D) float32; out: (B, D) float32 (may be x itself)
+    for i in range(x.shape[0]):
+        s = 0.0
+        for j in range(x.shape[1]):
+            s += x[i, j] * x[i, j]
+        inv = 1.0 / (np.sqrt(s) + eps)
+        for j in range(x.shape[1]):
+            out[i, j] = x[i, j] * inv
+
+
+def length_normalise(x, out, eps=1e-4):
+    """out <- x / (||x||_2 + eps) row by row. out may be x (in place)."""
+    if x.dtype != np.float32 or out.dtype != np.float32 or x.shape != out.shape or x.ndim != 2:
+        raise ValueError(f"length_normalise: need two float32 (B, D) arrays of one shape, got {x.shape} {out.shape}")
+    _length_normalise(x, out, np.float32(eps))
+    return out

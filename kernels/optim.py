@@ -1,0 +1,51 @@
+"""In-place optimiser updates on flat parameter views (one pass, no temporaries)."""
+
+import numpy as np
+from numba import njit
+
+
+@njit(cache=True)
+def _sgd_momentum(w, g, vel, lr, momentum, weight_decay):
+    # w, g, vel: (P,) float32; w and vel updated in place
+    for i in range(w.shape[0]):
+        v = momentum * vel[i] + g[i] + weight_decay * w[i]
+        vel[i] = v
+        w[i] -= lr * v
+
+
+@njit(cache=True)
+def _adam(w, g, m, v, lr_t, beta1, beta2, eps_t, weight_decay):
+    # w, g, m, v: (P,) float32; w, m, v updated in place
+    # lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t); eps_t = eps * sqrt(1 - beta2**t)
+    for i in range(w.shape[0]):
+        gi = g[i] + weight_decay * w[i]
+        mi = beta1 * m[i] + (1.0 - beta1) * gi
+        vi = beta2 * v[i] + (1.0 - beta2) * gi * gi
+        m[i] = mi
+        v[i] = vi
+        w[i] -= lr_t * mi / (np.sqrt(vi) + eps_t)
+
+
+def _flat(*arrays):
+    ref = arrays[0]
+    for a in arrays:
+        if a.dtype != np.float32 or a.shape != ref.shape or not a.flags.c_contiguous:
+            raise ValueError(f"optimiser arrays must be C-contiguous float32 of one shape, got {a.dtype} {a.shape}")
+    return [a.reshape(-1) for a in arrays]
+
+
+def sgd_momentum_step(w, g, vel, lr, momentum=0.9, weight_decay=0.0):
+    """vel <- momentum*vel + g + wd*w; w <- w - lr*vel."""
+    w1, g1, v1 = _flat(w, g, vel)
+    _sgd_momentum(w1, g1, v1, np.float32(lr), np.float32(momentum), np.float32(weight_decay))
+
+
+def adam_step(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    """Adam (Kingma & Ba) step number t >= 1, bias-corrected, as torch.optim.Adam."""
+    if t < 1:
+        raise ValueError("adam_step: t counts steps from 1")
+    w1, g1, m1, v1 = _flat(w, g, m, v)
+    c2 = np.sqrt(1.0 - beta2**t)
+    lr_t = lr * c2 / (1.0 - beta1**t)
+    _adam(w1, g1, m1, v1, np.float32(lr_t), np.float32(beta1), np.float32(beta2),
+          np.float32(eps * c2), np.float32(weight_decay))

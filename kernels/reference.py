@@ -1,0 +1,107 @@
+"""Plain-NumPy twins of every kernel: the test oracle. Same names, same arguments,
+same in-place contract, written for clarity rather than speed (float64 inside)."""
+
+import numpy as np
+
+
+def _softplus(x):
+    return np.logaddexp(0.0, x)
+
+
+def _sigmoid(x):
+    return 0.5 * (1.0 + np.tanh(0.5 * x))
+
+
+# kernels/dense.py
+def dense_forward(x, w, b, out):
+    out[...] = np.maximum(x.astype(np.float64) @ w + b, 0.0)
+    return out
+
+
+def local_grad(x, dz, gw, gb):
+    gw[...] = x.T.astype(np.float64) @ dz
+    gb[...] = dz.sum(axis=0, dtype=np.float64)
+    return gw, gb
+
+
+# kernels/norm.py
+def length_normalise(x, out, eps=1e-4):
+    x64 = x.astype(np.float64)
+    out[...] = x64 / (np.linalg.norm(x64, axis=1, keepdims=True) + eps)
+    return out
+
+
+# kernels/ff_loss.py
+def goodness(h, mean=False):
+    h = h.astype(np.float64)
+    return (h**2).mean(axis=1) if mean else (h**2).sum(axis=1)
+
+
+def ff_activate(z, b, h_next, good, mean=False, eps=1e-4):
+    h = np.maximum(z.astype(np.float64) + b, 0.0)
+    z[...] = h
+    good[...] = goodness(h, mean)
+    length_normalise(h, h_next, eps)
+
+
+def ff_loss(h, n_pos, theta, mean=False):
+    """Per-row FF loss of activities h (rows < n_pos positive)."""
+    sign = np.where(np.arange(h.shape[0]) < n_pos, 1.0, -1.0)
+    return _softplus(-sign * (goodness(h, mean) - theta))
+
+
+def ff_loss_grad(h, good, n_pos, theta, loss, mean=False):
+    sign = np.where(np.arange(h.shape[0]) < n_pos, 1.0, -1.0)
+    u = sign * (good.astype(np.float64) - theta)
+    loss[...] = _softplus(-u)
+    dgood = -sign * _sigmoid(-u) / h.shape[0]
+    dh = dgood[:, None] * 2.0 * h / (h.shape[1] if mean else 1.0)
+    h[...] = dh
+
+
+def label_goodness(z0, wl, inv, b, out, mean=False):
+    z = inv[:, None, None] * (z0[:, None, :].astype(np.float64) + wl[None, :, :]) + b
+    h = np.maximum(z, 0.0)
+    out[...] = (h**2).mean(axis=2) if mean else (h**2).sum(axis=2)
+
+
+# kernels/optim.py
+def sgd_momentum_step(w, g, vel, lr, momentum=0.9, weight_decay=0.0):
+    vel[...] = momentum * vel + g + weight_decay * w
+    w -= lr * vel
+
+
+def adam_step(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0):
+    g = g + weight_decay * w
+    m[...] = beta1 * m + (1 - beta1) * g
+    v[...] = beta2 * v + (1 - beta2) * g * g
+    m_hat = m / (1 - beta1**t)
+    v_hat = v / (1 - beta2**t)
+    w -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+
+# kernels/batch.py
+def gather_scaled(src, idx, scale, out):
+    out[:, : src.shape[1]] = src[idx].astype(np.float64) * scale
+
+
+def overlay_labels(x, labels, offset, num_classes, value):
+    cols = np.where(labels[:, None] < 0, value / num_classes,
+                    value * (labels[:, None] == np.arange(num_classes)))
+    x[:, offset : offset + num_classes] = cols
+
+
+# kernels/softmax.py
+def softmax_xent_grad(logits, y, loss):
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    loss[...] = -logp[np.arange(len(y)), y]
+    onehot = np.eye(logits.shape[1])[y]
+    logits[...] = (np.exp(logp) - onehot) / logits.shape[0]
+
+
+def hardest_wrong_label(scores, y, out):
+    masked = scores.astype(np.float64).copy()
+    masked[np.arange(len(y)), y] = -np.inf
+    out[...] = masked.argmax(axis=1)

@@ -1,0 +1,15 @@
+from setuptools import setup
+
+setup(
+    name="edgeff",
+    version="0.1.0",
+    description="Forward-Forward training on small Linux devices, inside a memory budget, exported to ONNX.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=["edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy"],
+    package_dir={"edgeff": "edgeff", "edgeff.kernels": "kernels", "edgeff.deploy": "deploy"},
+    install_requires=["numpy>=1.24", "numba>=0.59", "onnx>=1.15", "onnxruntime>=1.17", "pyserial>=3.5"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},
+)

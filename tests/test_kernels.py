@@ -1,0 +1,168 @@
+"""Every Numba kernel against its NumPy twin in kernels/reference.py, on random
+and edge-case shapes (batch 1, odd widths)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from edgeff.kernels import batch, dense, ff_loss, norm, optim, softmax
+from edgeff.kernels import reference as ref
+
+shapes = st.tuples(st.integers(1, 17), st.integers(1, 33))
+SETTINGS = settings(max_examples=25, deadline=None)
+
+
+def rand(rng, *shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+
+def close(a, b, rtol=1e-5, atol=1e-6):
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+@SETTINGS
+@given(shapes, st.integers(1, 19), st.integers(0, 2**31))
+def test_dense_forward_and_local_grad(shape, d_out, seed):
+    rng = np.random.default_rng(seed)
+    b_rows, d_in = shape
+    x, w, b = rand(rng, b_rows, d_in), rand(rng, d_in, d_out), rand(rng, d_out)
+    out, want = np.empty((b_rows, d_out), np.float32), np.empty((b_rows, d_out))
+    close(dense.dense_forward(x, w, b, out), ref.dense_forward(x, w, b, want), rtol=1e-4, atol=1e-5)
+    dz = rand(rng, b_rows, d_out)
+    gw, gb = np.empty((d_in, d_out), np.float32), np.empty(d_out, np.float32)
+    gw_r, gb_r = np.empty((d_in, d_out)), np.empty(d_out)
+    dense.local_grad(x, dz, gw, gb)
+    ref.local_grad(x, dz, gw_r, gb_r)
+    close(gw, gw_r, rtol=1e-4, atol=1e-5)
+    close(gb, gb_r, rtol=1e-4, atol=1e-5)
+
+
+@SETTINGS
+@given(shapes, st.integers(0, 2**31))
+def test_length_normalise(shape, seed):
+    rng = np.random.default_rng(seed)
+    x = rand(rng, *shape, scale=3.0)
+    x[0] = 0.0  # an all-zero row stays finite (eps)
+    out, want = np.empty_like(x), np.empty(shape)
+    close(norm.length_normalise(x, out), ref.length_normalise(x, want))
+    inplace = x.copy()
+    norm.length_normalise(inplace, inplace)
+    close(inplace, want)
+
+
+@SETTINGS
+@given(shapes, st.booleans(), st.floats(0.0, 5.0), st.integers(0, 2**31))
+def test_ff_activate_and_loss_grad(shape, mean, theta, seed):
+    rng = np.random.default_rng(seed)
+    rows, d = shape
+    n_pos = int(rng.integers(0, rows + 1))
+    z, b = rand(rng, rows, d, scale=2.0), rand(rng, d)
+    z_r = z.astype(np.float64)
+    h, h_r = np.empty_like(z), np.empty((rows, d))
+    g, g_r = np.empty(rows, np.float32), np.empty(rows)
+    ff_loss.ff_activate(z, b, h, g, mean)
+    ref.ff_activate(z_r, b, h_r, g_r, mean)
+    close(z, z_r, rtol=1e-5), close(h, h_r, rtol=1e-5), close(g, g_r, rtol=1e-5)
+    loss, loss_r = np.empty(rows, np.float32), np.empty(rows)
+    ff_loss.ff_loss_grad(z, g, n_pos, theta, loss, mean)
+    ref.ff_loss_grad(z_r, g_r, n_pos, theta, loss_r, mean)
+    close(z, z_r, rtol=1e-4, atol=1e-7)
+    close(loss, loss_r, rtol=1e-4, atol=1e-6)
+
+
+def test_ff_loss_is_stable_for_huge_goodness():
+    h = np.full((2, 3), 1e3, np.float32)
+    g = np.array([3e6, 3e6], np.float32)
+    loss = np.empty(2, np.float32)
+    ff_loss.ff_loss_grad(h, g, 1, 2.0, loss)
+    assert np.isfinite(h).all() and np.isfinite(loss).all()
+    assert loss[0] == 0.0 and loss[1] == pytest.approx(3e6 - 2.0, rel=1e-6)
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(2, 11), st.integers(1, 25), st.booleans(), st.integers(0, 2**31))
+def test_label_goodness_matches_explicit_overlays(b_rows, c, d, mean, seed):
+    rng = np.random.default_rng(seed)
+    z0, wl, b = rand(rng, b_rows, d), rand(rng, c, d), rand(rng, d)
+    inv = np.abs(rand(rng, b_rows)) + 0.1
+    out, want = np.empty((b_rows, c), np.float32), np.empty((b_rows, c))
+    ff_loss.label_goodness(z0, wl, inv, b, out, mean)
+    ref.label_goodness(z0, wl, inv, b, want, mean)
+    close(out, want, rtol=1e-4, atol=1e-5)
+
+
+@SETTINGS
+@given(st.integers(1, 20), st.integers(2, 12), st.integers(0, 2**31))
+def test_hardest_wrong_label(rows, c, seed):
+    rng = np.random.default_rng(seed)
+    scores = rand(rng, rows, c)
+    y = rng.integers(0, c, rows).astype(np.int64)
+    out, want = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    ff_loss.hardest_wrong_label(scores, y, out)
+    ref.hardest_wrong_label(scores, y, want)
+    np.testing.assert_array_equal(out, want)
+    assert (out != y).all()
+
+
+@SETTINGS
+@given(st.integers(1, 2000), st.integers(1, 5), st.floats(0.0, 0.1), st.integers(0, 2**31))
+def test_optimisers(n, steps, wd, seed):
+    rng = np.random.default_rng(seed)
+    w0 = rand(rng, n)
+    w, w_r = w0.copy(), w0.astype(np.float64)
+    m, v, m_r, v_r = np.zeros(n, np.float32), np.zeros(n, np.float32), np.zeros(n), np.zeros(n)
+    s, s_r = np.zeros(n, np.float32), np.zeros(n)
+    w2, w2_r = w0.copy(), w0.astype(np.float64)
+    for t in range(1, steps + 1):
+        g = rand(rng, n)
+        optim.adam_step(w, g, m, v, t, 0.01, weight_decay=wd)
+        ref.adam_step(w_r, g, m_r, v_r, t, 0.01, weight_decay=wd)
+        optim.sgd_momentum_step(w2, g, s, 0.05, 0.9, wd)
+        ref.sgd_momentum_step(w2_r, g, s_r, 0.05, 0.9, wd)
+    close(w, w_r, rtol=1e-4, atol=1e-5)
+    close(w2, w2_r, rtol=1e-4, atol=1e-5)
+    assert not np.array_equal(w, w0)
+
+
+@SETTINGS
+@given(st.integers(1, 20), st.integers(2, 12), st.integers(0, 2**31))
+def test_softmax_xent_grad(rows, c, seed):
+    rng = np.random.default_rng(seed)
+    logits = rand(rng, rows, c, scale=10.0)
+    y = rng.integers(0, c, rows).astype(np.int64)
+    d, d_r = logits.copy(), logits.astype(np.float64)
+    loss, loss_r = np.empty(rows, np.float32), np.empty(rows)
+    softmax.softmax_xent_grad(d, y, loss)
+    ref.softmax_xent_grad(d_r, y, loss_r)
+    close(d, d_r, rtol=1e-4, atol=1e-6)
+    close(loss, loss_r, rtol=1e-4, atol=1e-5)
+
+
+@SETTINGS
+@given(st.integers(1, 30), st.integers(1, 20), st.integers(0, 4), st.sampled_from([np.uint8, np.float32]),
+       st.integers(0, 2**31))
+def test_gather_and_overlay(n, d, extra, dtype, seed):
+    rng = np.random.default_rng(seed)
+    src = (rng.integers(0, 256, (n, d)) if dtype == np.uint8 else rng.standard_normal((n, d))).astype(dtype)
+    idx = rng.integers(0, n, 7).astype(np.int64)
+    out, want = np.full((7, d + extra), 5.0, np.float32), np.full((7, d + extra), 5.0)
+    batch.gather_scaled(src, idx, 1 / 255, out)
+    ref.gather_scaled(src, idx, 1 / 255, want)
+    close(out, want)
+    c = min(d + extra, 3)
+    labels = rng.integers(-1, c, 7).astype(np.int64)
+    batch.overlay_labels(out, labels, d + extra - c, c, 2.5)
+    ref.overlay_labels(want, labels, d + extra - c, c, 2.5)
+    close(out, want)
+
+
+def test_wrappers_reject_bad_shapes_and_dtypes():
+    x = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="do not chain"):
+        dense.dense_forward(x, np.zeros((2, 5), np.float32), np.zeros(5, np.float32), np.zeros((4, 5), np.float32))
+    with pytest.raises(ValueError, match="float32"):
+        norm.length_normalise(x.astype(np.float64), x)
+    with pytest.raises(ValueError, match="outside width"):
+        batch.overlay_labels(x, np.zeros(4, np.int64), 2, 2, 1.0)
+    with pytest.raises(ValueError, match="t counts steps"):
+        optim.adam_step(x, x, x, x, 0, 0.1)

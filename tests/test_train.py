@@ -1,0 +1,106 @@
+"""The FF trainer: local gradients by finite differences, determinism, learning on a
+small separable problem, both schedules, and the classifiers."""
+
+import numpy as np
+import pytest
+
+from edgeff.config import TrainConfig
+from edgeff.data import Dataset
+from edgeff.kernels import dense, ff_loss
+from edgeff.kernels import reference as ref
+from edgeff.model import FFNet
+from edgeff.train import Trainer
+
+
+@pytest.mark.parametrize("mean", [False, True])
+def test_local_gradient_matches_finite_differences(mean):
+    """dLoss/dw and dLoss/db of one FF layer, from its own input and output only."""
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((8, 5)).astype(np.float32)
+    w = rng.standard_normal((5, 4)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    n_pos, theta = 4, 1.5
+
+    def loss(w64, b64):
+        h = np.maximum(x.astype(np.float64) @ w64 + b64, 0.0)
+        return ref.ff_loss(h, n_pos, theta, mean).mean()
+
+    z = x @ w
+    h_next, good, rows = np.empty_like(z), np.empty(8, np.float32), np.empty(8, np.float32)
+    ff_loss.ff_activate(z, b, h_next, good, mean)
+    ff_loss.ff_loss_grad(z, good, n_pos, theta, rows, mean)
+    gw, gb = np.empty_like(w), np.empty_like(b)
+    dense.local_grad(x, z, gw, gb)
+    assert rows.mean() == pytest.approx(loss(w, b), rel=1e-5)
+
+    eps = 1e-5
+    num_w = np.zeros(w.shape)
+    for i, j in np.ndindex(w.shape):
+        d = np.zeros(w.shape)
+        d[i, j] = eps
+        num_w[i, j] = (loss(w + d, b) - loss(w - d, b)) / (2 * eps)
+    num_b = np.array([(loss(w, b + e) - loss(w, b - e)) / (2 * eps) for e in np.eye(4) * eps])
+    np.testing.assert_allclose(gw, num_w, rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(gb, num_b, rtol=1e-3, atol=1e-6)
+
+
+def blobs(n_train=600, n_test=300, d=24, c=4, seed=0):
+    """Gaussian class blobs: a task any working FF net learns in a few epochs."""
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, (c, d))
+
+    def draw(n):
+        y = rng.integers(0, c, n).astype(np.int32)
+        x = np.clip(centres[y] + 0.15 * rng.standard_normal((n, d)), 0, 1)
+        return (x * 255).astype(np.uint8), y
+
+    (xt, yt), (xv, yv) = draw(n_train), draw(n_test)
+    return Dataset(name="blobs", x_train=xt, y_train=yt, x_test=xv, y_test=yv, num_classes=c, scale=1 / 255,
+                   image_shape=None, label_names=tuple(str(i) for i in range(c)), source="test")
+
+
+def train(ds, **kw):
+    cfg = TrainConfig(**{"model": f"{ds.x_train.shape[1]}-64-64", "epochs": 30, "batch_size": 32, **kw}).validate()
+    t = Trainer(cfg, ds)
+    history = t.fit()
+    return t.net, history
+
+
+@pytest.mark.parametrize("schedule", ["simultaneous", "layerwise"])
+@pytest.mark.parametrize("negatives", ["hard", "random"])
+def test_learns_a_separable_problem(schedule, negatives):
+    ds = blobs()
+    net, history = train(ds, schedule=schedule, negatives=negatives)
+    assert np.all(np.isfinite(history))
+    for classifier in ("linear", "goodness"):
+        err = net.error(ds.x_test, ds.y_test, ds.scale, classifier)
+        assert err < 0.1, (classifier, err)
+    first, last = np.mean(history[0]), np.mean(history[-1])
+    assert last < first
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    ds = blobs()
+    a, _ = train(ds, epochs=2, seed=3)
+    b, _ = train(ds, epochs=2, seed=3)
+    c, _ = train(ds, epochs=2, seed=4)
+    for wa, wb in zip(a.weights + [a.head_w], b.weights + [b.head_w]):
+        np.testing.assert_array_equal(wa, wb)
+    assert not np.array_equal(a.weights[0], c.weights[0])
+
+
+def test_inputs_narrower_than_the_label_count_get_appended_label_inputs():
+    ds = blobs(d=3, c=5)
+    net, _ = train(ds, epochs=40)
+    assert net.label_offset == 3 and net.in_width == 8 and net.in_features == 3
+    assert net.error(ds.x_test, ds.y_test, ds.scale, "linear") < 0.3
+
+
+def test_save_load_round_trip(tmp_path):
+    ds = blobs()
+    net, _ = train(ds, epochs=1)
+    net.save(tmp_path / "m.npz", TrainConfig().to_json())
+    back, cfg = FFNet.load(tmp_path / "m.npz")
+    for c in ("linear", "goodness"):
+        np.testing.assert_array_equal(net.predict(ds.x_test, ds.scale, c), back.predict(ds.x_test, ds.scale, c))
+    assert cfg["model"] == TrainConfig().model
