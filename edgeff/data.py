@@ -159,8 +159,8 @@ def _load_npz(path):
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
             raise DataError(f"{path}: {key} must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
     u8 = xt.dtype == np.uint8 and xs.dtype == np.uint8
-    conv = (lambda x: np.ascontiguousarray(x.reshape(len(x), -1))) if u8 else \
-        (lambda x: np.ascontiguousarray(x.reshape(len(x), -1), dtype=np.float32))
+    width = int(np.prod(xt.shape[1:]))
+    conv = lambda x: np.ascontiguousarray(x.reshape(len(x), width), dtype=np.uint8 if u8 else np.float32)
     ys_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
     c = len(names) if names else (int(ys_all.max()) + 1 if ys_all.size else 0)
     return Dataset(os.path.basename(path), conv(xt), arrays["y_train"].astype(np.int32), conv(xs),
