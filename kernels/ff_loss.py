@@ -9,8 +9,11 @@ loss = softplus(-(g - theta)) for positives, softplus(g - theta) for negatives.
 import numpy as np
 from numba import njit
 
+# Reductions may be reordered (so they vectorise); NaN and Inf keep their IEEE meaning.
+FAST = {"reassoc", "contract", "nsz", "arcp"}
 
-@njit(cache=True)
+
+@njit(cache=True, fastmath=FAST)
 def _ff_activate(z, b, mean, eps, h_next, good):
     # z: (R, D) float32 pre-activation x @ w, in place -> h = relu(z + b)
     # b: (D,) float32
@@ -20,8 +23,7 @@ def _ff_activate(z, b, mean, eps, h_next, good):
     for i in range(z.shape[0]):
         s = 0.0
         for j in range(d):
-            v = z[i, j] + b[j]
-            v = v if v > 0.0 else 0.0
+            v = max(z[i, j] + b[j], 0.0)
             z[i, j] = v
             s += v * v
         good[i] = s / d if mean else s
@@ -55,7 +57,7 @@ def _ff_loss_grad(h, good, n_pos, theta, mean, loss):
             h[i, j] = coef * h[i, j]           # relu'(z) is folded in: h == 0 where z + b <= 0
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _label_goodness(z0, wl, inv, b, mean, out):
     # z0: (B, D) float32 x_without_label @ w (label inputs zeroed)
     # wl: (C, D) float32 the label inputs' rows of w, times the overlay value
@@ -66,9 +68,8 @@ def _label_goodness(z0, wl, inv, b, mean, out):
         for c in range(wl.shape[0]):
             s = 0.0
             for j in range(d):
-                v = inv[i] * (z0[i, j] + wl[c, j]) + b[j]
-                if v > 0.0:
-                    s += v * v
+                v = max(inv[i] * (z0[i, j] + wl[c, j]) + b[j], 0.0)
+                s += v * v
             out[i, c] = s / d if mean else s
 
 

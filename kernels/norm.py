@@ -4,7 +4,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
 def _length_normalise(x, out, eps):
     # x: (B, D) float32; out: (B, D) float32 (may be x itself)
     for i in range(x.shape[0]):
