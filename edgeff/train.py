@@ -7,7 +7,8 @@ overlaid) then B negatives (a wrong label overlaid). A layer's step is
     dz = dLoss/dz                  (ff_loss_grad, in place over h)
     gw, gb = x.T @ dz, sum(dz)     (local_grad)
     w, b <- optimiser step         (adam / sgd)
-All buffers are allocated once before the first batch.
+Every buffer is a view into one arena laid out by the memory planner before the
+first batch (edgeff/memory.py); the loop allocates nothing.
 """
 
 import time
@@ -16,23 +17,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import batch, dense, ff_loss, norm, optim, softmax
+from .budget import plan_for
+from .memory import Arena
 from .model import EPS, FFNet
-
-
-def _zeros(*shape):
-    return np.zeros(shape, np.float32)
 
 
 @dataclass
 class _Param:
-    """A parameter with its gradient and optimiser state."""
+    """A parameter with its gradient and optimiser state (views into the arena)."""
     w: np.ndarray
-    g: np.ndarray = None
-    m: np.ndarray = None
-    v: np.ndarray = None
-
-    def __post_init__(self):
-        self.g, self.m, self.v = (np.zeros_like(self.w) for _ in range(3))
+    g: np.ndarray
+    m: np.ndarray
+    v: np.ndarray | None
 
 
 @dataclass
@@ -63,38 +59,62 @@ class Trainer:
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
         self.rng = np.random.default_rng(cfg.seed)
-        self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
-                                 image=ds.image_shape is not None)
-        net, bsz = self.net, cfg.batch_size
-        rows = 2 * bsz
-        self.xin = _zeros(rows, net.in_width)           # staged, normalised input rows
-        self.zs = [_zeros(rows, w) for w in net.widths]  # activities, then dLoss/dz
-        self.hs = [_zeros(rows, w) for w in net.widths]  # normalised activities (next input)
-        self.good = _zeros(rows)
-        self.loss = _zeros(rows)
-        self.labels = np.zeros(rows, np.int64)
-        self.idx = np.zeros(bsz, np.int64)
-        self.params = [(_Param(w), _Param(b)) for w, b in zip(net.weights, net.biases)]
-        self.opts = [_Optimizer(cfg.optimizer, cfg.lr, cfg.weight_decay) for _ in net.weights]
-        # hard negatives: first-layer goodness of every label overlay, from one matmul
-        self.z0 = _zeros(bsz, net.widths[0])
-        self.inv = _zeros(bsz)
-        self.label_scores = _zeros(bsz, ds.num_classes)
-        self.wl = _zeros(ds.num_classes, net.widths[0])
+        net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
+                           image=ds.image_shape is not None)
+        self.plan = plan_for(cfg, net.in_width, ds.num_classes)
+        self.arena = Arena(self.plan)
+        for k in range(len(net.weights)):        # move the parameters into the arena
+            net.weights[k] = self._into(f"w{k}", net.weights[k])
+            net.biases[k] = self._into(f"b{k}", net.biases[k])
+        self.net = net
+        self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
+
+    def _into(self, name, values):
+        view = self.arena.view(name)
+        view[...] = values
+        return view
+
+    def _bind_phase(self, p, layers):
+        """Point the working buffers at phase p's views; fresh optimiser state for `layers`."""
+        v = self.arena.view
+        last = layers[-1]
+        self.xin, self.idx, self.labels = v(f"p{p}/xin"), v(f"p{p}/idx"), v(f"p{p}/labels")
+        self.zs = [v(f"p{p}/z{k}") for k in range(last + 1)]
+        self.hs = [v(f"p{p}/h{k}") for k in range(last + 1)]
+        self.good, self.loss = v(f"p{p}/good"), v(f"p{p}/loss")
+        if self.cfg.negatives == "hard":
+            self.z0, self.inv = v(f"p{p}/hn_z0"), v(f"p{p}/hn_inv")
+            self.label_scores, self.wl = v(f"p{p}/hn_scores"), v(f"p{p}/hn_wl")
+        else:
+            self.uniform = np.zeros(self.cfg.batch_size)     # the one buffer numpy's RNG can fill in place
+        self.params, self.opts = {}, {}
+        for k in layers:
+            state = [(v(f"p{p}/opt{s}_w{k}"), v(f"p{p}/opt{s}_b{k}")) for s in range(2 if self.cfg.optimizer == "adam" else 1)]
+            for pair in state:
+                pair[0][...] = 0.0
+                pair[1][...] = 0.0
+            mw, mb = state[0]
+            vw, vb = state[1] if len(state) > 1 else (None, None)
+            self.params[k] = (_Param(self.net.weights[k], v(f"p{p}/gw{k}"), mw, vw),
+                              _Param(self.net.biases[k], v(f"p{p}/gb{k}"), mb, vb))
+            self.opts[k] = _Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
 
     # ---- one batch ----
 
-    def _stage(self, idx):
-        """xin[:2b] <- normalised positives then negatives for data rows idx."""
-        net, ds, b = self.net, self.ds, len(idx)
-        y = self.labels[:b]
+    def _stage(self, b):
+        """xin[:2b] <- normalised positives then negatives for data rows idx[:b]."""
+        net, ds = self.net, self.ds
+        idx = self.idx[:b]
+        self.idx[b:2 * b] = idx
+        y, neg = self.labels[:b], self.labels[b:2 * b]
         y[:] = ds.y_train[idx]
-        neg = self.labels[b:2 * b]
         if self.cfg.negatives == "hard":
             self._hard_negatives(idx, y, neg)
         else:
-            neg[:] = (y + self.rng.integers(1, ds.num_classes, b)) % ds.num_classes
-        net.stage(ds.x_train, np.concatenate([idx, idx]), ds.scale, self.labels[:2 * b], self.xin[:2 * b])
+            u = self.uniform[:b]
+            self.rng.random(out=u)
+            ff_loss.random_wrong_label(y, u, ds.num_classes, neg)
+        net.stage(ds.x_train, self.idx[:2 * b], ds.scale, self.labels[:2 * b], self.xin[:2 * b])
 
     def _hard_negatives(self, idx, y, out):
         """out <- the wrong label whose overlay the first layer currently finds most positive.
@@ -102,16 +122,18 @@ class Trainer:
         Exact and cheap: the overlay changes only the C label inputs, and the
         row norm is the same for every one-hot label, so z_c = inv * (x0 @ w + value * w[label c])."""
         net, b = self.net, len(idx)
-        x0 = self.xin[:b]
+        lo, hi = net.label_offset, net.label_offset + net.num_classes
+        x0, inv = self.xin[:b], self.inv[:b]
         batch.gather_scaled(self.ds.x_train, idx, self.ds.scale, x0)
-        x0[:, net.label_offset:net.label_offset + net.num_classes] = 0.0
-        np.einsum("ij,ij->i", x0, x0, out=self.inv[:b])
-        self.inv[:b] = 1.0 / (np.sqrt(self.inv[:b] + net.label_value ** 2) + EPS)
-        w = net.weights[0]
-        np.matmul(x0, w, out=self.z0[:b])
-        np.multiply(w[net.label_offset:net.label_offset + net.num_classes], net.label_value, out=self.wl)
-        ff_loss.label_goodness(self.z0[:b], self.wl, self.inv[:b], net.biases[0], self.label_scores[:b],
-                               net.mean_goodness)
+        x0[:, lo:hi] = 0.0
+        np.einsum("ij,ij->i", x0, x0, out=inv)
+        np.add(inv, net.label_value ** 2, out=inv)
+        np.sqrt(inv, out=inv)
+        np.add(inv, EPS, out=inv)
+        np.reciprocal(inv, out=inv)
+        np.matmul(x0, net.weights[0], out=self.z0[:b])
+        np.multiply(net.weights[0][lo:hi], net.label_value, out=self.wl)
+        ff_loss.label_goodness(self.z0[:b], self.wl, inv, net.biases[0], self.label_scores[:b], net.mean_goodness)
         ff_loss.hardest_wrong_label(self.label_scores[:b], y, out)
 
     def _train_layer(self, k, x, rows, n_pos):
@@ -123,53 +145,52 @@ class Trainer:
         pw, pb = self.params[k]
         dense.local_grad(x, z, pw.g, pb.g)
         self.opts[k].step(self.params[k])
-        return float(self.loss[:rows].mean())
+        return self.loss[:rows].mean()
 
-    def _batch(self, idx, layers):
-        """Stage one batch and train `layers` (frozen layers below them just forward)."""
-        b = len(idx)
+    def _batch(self, b, layers, losses):
+        """Stage batch idx[:b], train `layers` (frozen layers below just forward); losses[i] += loss."""
         rows = 2 * b
-        self._stage(idx)
+        self._stage(b)
         x = self.xin[:rows]
-        losses = []
         for k in range(layers[-1] + 1):
-            if k in layers:
-                losses.append(self._train_layer(k, x, rows, b))
+            if k in self.params:
+                losses[layers.index(k)] += self._train_layer(k, x, rows, b)
             else:
                 self.net.forward(x, [z[:rows] for z in self.zs], [h[:rows] for h in self.hs], self.good[:rows],
                                  first=k, last=k + 1)
             x = self.hs[k][:rows]
-        return losses
 
     def _epoch(self, layers, epoch, epochs, desc):
         n, bsz = len(self.ds.y_train), self.cfg.batch_size
         for k in layers:
             self.opts[k].scale = lr_scale(epoch, epochs, self.cfg.lr_decay)
-        order = self.rng.permutation(n)
+        self.rng.shuffle(self.order)
         bar = self.progress(n, desc)
         total = np.zeros(len(layers))
         count = 0
         for start in range(0, n, bsz):
-            idx = self.idx[:min(bsz, n - start)]
-            idx[:] = order[start:start + bsz]
-            total += self._batch(idx, layers)
+            b = min(bsz, n - start)
+            self.idx[:b] = self.order[start:start + b]
+            self._batch(b, layers, total)
             count += 1
             if bar:
-                bar.update(len(idx), loss=float(total.mean() / count))
+                bar.update(b, loss=float(total.mean() / count))
         if bar:
             bar.close()
         return (total / count).tolist()
 
+    def phases(self):
+        n = len(self.net.weights)
+        return [list(range(n))] if self.cfg.schedule == "simultaneous" else [[k] for k in range(n)]
+
     def fit(self):
         cfg, n_layers = self.cfg, len(self.net.weights)
         history = []
-        if cfg.schedule == "simultaneous":
+        for p, layers in enumerate(self.phases()):
+            self._bind_phase(p, layers)
             for e in range(cfg.epochs):
-                history.append(self._epoch(list(range(n_layers)), e, cfg.epochs, f"epoch {e + 1}/{cfg.epochs}"))
-        else:
-            for k in range(n_layers):
-                for e in range(cfg.epochs):
-                    history.append(self._epoch([k], e, cfg.epochs, f"layer {k + 1}/{n_layers} epoch {e + 1}/{cfg.epochs}"))
+                where = f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 and n_layers > 1 else ""
+                history.append(self._epoch(layers, e, cfg.epochs, f"{where}epoch {e + 1}/{cfg.epochs}"))
         if cfg.head_epochs:
             self.fit_head()
         return history
@@ -177,30 +198,36 @@ class Trainer:
     def fit_head(self):
         """Train the one-pass linear softmax head on the hidden layers' normalised activities
         (neutral label in); no gradient reaches the FF layers."""
-        cfg, net, ds = self.cfg, self.net, self.ds
-        bsz, n, c = cfg.batch_size, len(ds.y_train), ds.num_classes
-        feat_dim = sum(net.widths)
-        net.head_w, net.head_b = _zeros(feat_dim, c), _zeros(c)
-        head = (_Param(net.head_w), _Param(net.head_b))
+        cfg, net, ds, v = self.cfg, self.net, self.ds, self.arena.view
+        bsz, n = cfg.batch_size, len(ds.y_train)
+        net.head_w, net.head_b = v("head_w"), v("head_b")
+        net.head_w[...] = 0.0
+        net.head_b[...] = 0.0
+        opt_w, opt_b = [v(f"h/opt{s}_w") for s in range(2)], [v(f"h/opt{s}_b") for s in range(2)]
+        for a in opt_w + opt_b:
+            a[...] = 0.0
+        head = (_Param(net.head_w, v("h/gw"), *opt_w), _Param(net.head_b, v("h/gb"), *opt_b))
         opt = _Optimizer("adam", cfg.head_lr, 0.0)
-        feats, logits, y = _zeros(bsz, feat_dim), _zeros(bsz, c), np.zeros(bsz, np.int64)
+        idx, y, labels, feats, logits, loss = (v(f"h/{name}") for name in ("idx", "y", "labels", "feats", "logits", "loss"))
+        labels[:] = -1                             # the neutral label
+        xin, good = v("h/xin"), v("h/good")
+        zs, hs = [v(f"h/z{k}") for k in range(len(net.weights))], [v(f"h/h{k}") for k in range(len(net.weights))]
         for e in range(cfg.head_epochs):
             opt.scale = lr_scale(e, cfg.head_epochs, cfg.lr_decay)
-            order = self.rng.permutation(n)
+            self.rng.shuffle(self.order)
             bar = self.progress(n, f"head epoch {e + 1}/{cfg.head_epochs}")
             for start in range(0, n, bsz):
                 b = min(bsz, n - start)
-                idx = self.idx[:b]
-                idx[:] = order[start:start + bsz]
-                y[:b] = ds.y_train[idx]
-                net.features(ds.x_train, ds.scale, idx, self.xin, self.zs, self.hs, self.good, feats)
+                idx[:b] = self.order[start:start + b]
+                y[:b] = ds.y_train[idx[:b]]
+                net.features(ds.x_train, ds.scale, idx[:b], labels[:b], xin, zs, hs, good, feats)
                 np.matmul(feats[:b], net.head_w, out=logits[:b])
                 logits[:b] += net.head_b
-                softmax.softmax_xent_grad(logits[:b], y[:b], self.loss[:b])
+                softmax.softmax_xent_grad(logits[:b], y[:b], loss[:b])
                 dense.local_grad(feats[:b], logits[:b], head[0].g, head[1].g)
                 opt.step(head)
                 if bar:
-                    bar.update(b, loss=float(self.loss[:b].mean()))
+                    bar.update(b, loss=float(loss[:b].mean()))
             if bar:
                 bar.close()
 
@@ -220,6 +247,7 @@ def warm_up():
     ff_loss.ff_loss_grad(z, g, 1, 1.0, np.zeros(2, np.float32))
     ff_loss.label_goodness(z, z, g, b, np.zeros((2, 2), np.float32))
     ff_loss.hardest_wrong_label(np.zeros((2, 2), np.float32), idx, np.zeros(2, np.int64))
+    ff_loss.random_wrong_label(idx, np.zeros(2), 2, np.zeros(2, np.int64))
     dense.local_grad(z, z, np.zeros((3, 3), np.float32), b)
     for n in (3, optim.PARALLEL_FROM):  # serial and parallel variants
         p = np.zeros(n, np.float32)

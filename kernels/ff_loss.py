@@ -121,3 +121,18 @@ def hardest_wrong_label(scores, y, out):
     if y.shape[0] != scores.shape[0] or out.shape[0] != scores.shape[0]:
         raise ValueError(f"hardest_wrong_label: shapes scores{scores.shape} y{y.shape} out{out.shape}")
     _hardest_wrong_label(scores, y, out)
+
+
+@njit(cache=True)
+def _random_wrong_label(y, u, num_classes, out):
+    # y: (B,) int64 true labels; u: (B,) float64 uniform in [0, 1)
+    # out: (B,) int64 <- a wrong label, uniform over the C - 1 others
+    for i in range(y.shape[0]):
+        out[i] = (y[i] + 1 + int(u[i] * (num_classes - 1))) % num_classes
+
+
+def random_wrong_label(y, u, num_classes, out):
+    """out <- (y + 1 + floor(u * (C - 1))) mod C: uniform over the wrong labels, no allocation."""
+    if y.dtype != np.int64 or out.dtype != np.int64 or u.dtype != np.float64 or not (y.shape == u.shape == out.shape):
+        raise ValueError("random_wrong_label: need y, out int64 (B,) and u float64 (B,)")
+    _random_wrong_label(y, u, int(num_classes), out)

@@ -105,3 +105,7 @@ def hardest_wrong_label(scores, y, out):
     masked = scores.astype(np.float64).copy()
     masked[np.arange(len(y)), y] = -np.inf
     out[...] = masked.argmax(axis=1)
+
+
+def random_wrong_label(y, u, num_classes, out):
+    out[...] = (y + 1 + np.floor(u * (num_classes - 1)).astype(np.int64)) % num_classes

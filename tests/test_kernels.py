@@ -166,3 +166,17 @@ def test_wrappers_reject_bad_shapes_and_dtypes():
         batch.overlay_labels(x, np.zeros(4, np.int64), 2, 2, 1.0)
     with pytest.raises(ValueError, match="t counts steps"):
         optim.adam_step(x, x, x, x, 0, 0.1)
+
+
+@SETTINGS
+@given(st.integers(1, 50), st.integers(2, 12), st.integers(0, 2**31))
+def test_random_wrong_label(rows, c, seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, rows).astype(np.int64)
+    u = rng.random(rows)
+    u[0] = np.nextafter(1.0, 0.0)  # the edge of [0, 1)
+    out, want = np.empty(rows, np.int64), np.empty(rows, np.int64)
+    ff_loss.random_wrong_label(y, u, c, out)
+    ref.random_wrong_label(y, u, c, want)
+    np.testing.assert_array_equal(out, want)
+    assert (out != y).all() and (out >= 0).all() and (out < c).all()

@@ -62,12 +62,18 @@ def bench_net(name, spec, batch_size, steps):
     ds = random_dataset(batch_size * (steps + 2))
     trainer = Trainer(cfg, ds)
     layers = list(range(len(cfg.sizes) - 1))
-    batches = [np.arange(i * batch_size, (i + 1) * batch_size, dtype=np.int64) for i in range(steps + 2)]
-    for idx in batches[:2]:  # warm the caches and BLAS threads
-        trainer._batch(idx, layers)
+    trainer._bind_phase(0, layers)
+    losses = np.zeros(len(layers))
+
+    def run(i):
+        trainer.idx[:batch_size] = np.arange(i * batch_size, (i + 1) * batch_size)
+        trainer._batch(batch_size, layers, losses)
+
+    for i in range(2):  # warm the caches and BLAS threads
+        run(i)
     t0 = time.perf_counter()
-    for idx in batches[2:]:
-        trainer._batch(idx, layers)
+    for i in range(2, steps + 2):
+        run(i)
     seconds = (time.perf_counter() - t0) / steps
     shapes = gemm_shapes(cfg)
     flops = sum(2 * m * k * n for m, k, n in shapes)

@@ -8,7 +8,10 @@ import time
 
 from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..data import load_dataset
+from ..budget import data_bytes, fit_budget
 from ..errors import UsageError
+from ..memory import fmt_bytes, parse_bytes
+from ..model import FFNet
 from ..progress import Progress, progress_enabled
 from ..runs import MODEL, peak_rss_mib, save_run
 from ..train import Trainer, warm_up
@@ -27,7 +30,11 @@ def add_arguments(p):
     p.add_argument("--schedule", default=_D.schedule, choices=SCHEDULES,
                    help="simultaneous: every layer on every batch; layerwise: layer k to the end, then k+1")
     p.add_argument("--epochs", type=int, default=_D.epochs, help="epochs (per layer when layerwise)")
-    p.add_argument("--batch-size", type=int, default=_D.batch_size)
+    p.add_argument("--batch-size", default=str(_D.batch_size),
+                   help="examples per batch, or 'auto': the largest that fits --memory-budget (default: %(default)s)")
+    p.add_argument("--memory-budget", metavar="SIZE",
+                   help="memory training may use (arena + data), like 48MiB or 1GB; checked before training starts")
+    p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--optimizer", default=_D.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=_D.lr, help="FF layers' learning rate (default: %(default)s)")
     p.add_argument("--constant-lr", dest="lr_decay", action="store_false",
@@ -49,26 +56,61 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def config_from_args(args):
-    fields = TrainConfig.__dataclass_fields__
-    return TrainConfig(**{k: getattr(args, k) for k in fields}).validate()
+def config_from_args(args, batch_size):
+    values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
+    values["batch_size"] = batch_size
+    return TrainConfig(**values).validate()
 
 
-def run(args):
-    cfg = config_from_args(args)
-    out = args.out or os.path.join("runs", f"{os.path.basename(cfg.dataset).removesuffix('.npz')}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if os.path.exists(os.path.join(out, MODEL)) and not args.force:
-        raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
+@dataclasses.dataclass
+class Prepared:
+    cfg: TrainConfig
+    ds: object
+    plan: object
+    load_seconds: float
+    plan_args: tuple
+
+
+def prepare(args):
+    """Config, data and memory plan, every check done before any training."""
+    auto = args.batch_size == "auto"
+    try:
+        batch_size = 1 if auto else int(args.batch_size)
+    except ValueError:
+        raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
+    cfg = config_from_args(args, batch_size)
+    budget = parse_bytes(args.memory_budget) if args.memory_budget else None
+    if auto and budget is None:
+        raise UsageError("--batch-size auto needs --memory-budget")
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0
     if args.limit_train is not None:
         if args.limit_train < 1:
             raise UsageError(f"--limit-train must be at least 1, got {args.limit_train}")
-        ds = dataclasses.replace(ds, x_train=ds.x_train[:args.limit_train], y_train=ds.y_train[:args.limit_train])
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:args.limit_train].copy(),
+                                 y_train=ds.y_train[:args.limit_train].copy())  # copies: the rest is freed
     if cfg.sizes[0] != ds.x_train.shape[1]:
         raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
                          f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
+    _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+    plan, batch_size = fit_budget(cfg, in_width, ds.num_classes, ds, budget, auto)
+    cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    return Prepared(cfg, ds, plan, load_seconds,
+                    (plan, batch_size, data_bytes(ds), budget, list(cfg.sizes[1:]), in_width))
+
+
+def run(args):
+    out = args.out or os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if os.path.exists(os.path.join(out, MODEL)) and not args.force and not args.dry_run:
+        raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
+    prepared = prepare(args)
+    if args.dry_run:
+        from .plan import plan_report, print_plan
+        report = plan_report(*prepared.plan_args)
+        print(json.dumps(report)) if args.json else print_plan(report)
+        return 0
+    cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
@@ -76,6 +118,8 @@ def run(args):
     compile_seconds = warm_up()
     log(f"kernels ready in {compile_seconds:.1f} s")
     trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
+        f"{fmt_bytes(trainer.plan.naive_bytes)}), batch size {cfg.batch_size}")
     t0 = time.perf_counter()
     history = trainer.fit()
     train_seconds = time.perf_counter() - t0
@@ -90,6 +134,8 @@ def run(args):
         "compile_seconds": round(compile_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "arena_bytes": trainer.plan.arena_bytes,
+        "batch_size": cfg.batch_size,
         "epoch_losses": history,
         "dataset": ds.name,
         "model": cfg.model,

@@ -1,0 +1,94 @@
+"""How much the training loop allocates. Run by test_memory.py in a fresh process
+with NUMBA_NRT_STATS=1 (it must be set before Numba starts); prints JSON lines.
+
+Numba's NRT counts one small wrapper per array argument of every call from Python
+(the argument's MemInfo, freed on return). So: each kernel must count exactly its
+array arguments (nothing allocated inside), and a whole batch must count the same
+at two batch sizes with every allocation freed (nothing sized by the data)."""
+
+import json
+import tracemalloc
+
+import numpy as np
+from numba.core.runtime import rtsys
+
+from edgeff.config import TrainConfig
+from edgeff.data import Dataset
+from edgeff.kernels import batch, dense, ff_loss, norm, optim, softmax
+from edgeff.train import Trainer, warm_up
+
+
+def nrt():
+    s = rtsys.get_allocation_stats()
+    return s.alloc, s.free
+
+
+def kernel_calls():
+    """(name, call, number of array arguments) for every kernel."""
+    r = np.random.default_rng(0)
+    f = lambda *s: r.random(s).astype(np.float32)
+    x8, idx, y = r.integers(0, 255, (64, 50)).astype(np.uint8), np.arange(64, dtype=np.int64), np.arange(64) % 10
+    z, h, g, b, loss = f(128, 30), f(128, 30), f(128), f(30), f(128)
+    big = f(1 << 20)
+    return [
+        ("gather_scaled", lambda: batch.gather_scaled(x8, idx, 1.0, f(64, 50)), 3),
+        ("overlay_labels", lambda: batch.overlay_labels(z, np.zeros(128, np.int64), 0, 10, 1.0), 2),
+        ("length_normalise", lambda: norm.length_normalise(z, h), 2),
+        ("ff_activate", lambda: ff_loss.ff_activate(z, b, h, g), 4),
+        ("ff_loss_grad", lambda: ff_loss.ff_loss_grad(z, g, 64, 1.0, loss), 3),
+        ("label_goodness", lambda: ff_loss.label_goodness(z[:64], f(10, 30), g[:64], b, f(64, 10)), 5),
+        ("hardest_wrong_label", lambda: ff_loss.hardest_wrong_label(f(64, 10), y, np.zeros(64, np.int64)), 3),
+        ("random_wrong_label", lambda: ff_loss.random_wrong_label(y, np.zeros(64), 10, np.zeros(64, np.int64)), 3),
+        ("local_grad(bias)", lambda: dense.local_grad(f(128, 7), z, f(7, 30), b), 2),
+        ("adam_step", lambda: optim.adam_step(b, b, f(30), f(30), 1, 0.1), 4),
+        ("adam_step(parallel)", lambda: optim.adam_step(big, big, big.copy(), big.copy(), 1, 0.1), 4),
+        ("sgd_momentum_step", lambda: optim.sgd_momentum_step(b, b, f(30), 0.1), 3),
+        ("softmax_xent_grad", lambda: softmax.softmax_xent_grad(f(64, 10), y, f(64)), 3),
+    ]
+
+
+def loop_counts(ds, schedule, negatives, batch_size, batches=40):
+    cfg = TrainConfig(model="784-300-200", batch_size=batch_size, schedule=schedule, negatives=negatives).validate()
+    t = Trainer(cfg, ds)
+    layers = t.phases()[-1]
+    t._bind_phase(len(t.phases()) - 1, layers)
+    losses = np.zeros(len(layers))
+
+    def step(i):
+        t.idx[:batch_size] = t.order[i * batch_size:(i + 1) * batch_size]
+        t._batch(batch_size, layers, losses)
+
+    for i in range(3):
+        step(i)                                   # first calls may cache things
+    tracemalloc.start()
+    base, _ = tracemalloc.get_traced_memory()
+    tracemalloc.reset_peak()
+    a0, f0 = nrt()
+    for i in range(3, 3 + batches):
+        step(i)
+    a1, f1 = nrt()
+    cur, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return dict(schedule=schedule, batch_size=batch_size, batches=batches, nrt_alloc=a1 - a0, nrt_unfreed=(a1 - a0) - (f1 - f0),
+                traced_growth=cur - base, traced_peak_growth=peak - base)
+
+
+def main():
+    warm_up()
+    for name, call, n_arrays in kernel_calls():
+        call()                                     # compile
+        a0, _ = nrt()
+        call()
+        a1, _ = nrt()
+        print(json.dumps(dict(kernel=name, nrt_alloc=a1 - a0, array_args=n_arrays)))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (128 * 50, 784), dtype=np.uint8)
+    y = rng.integers(0, 10, len(x)).astype(np.int32)
+    ds = Dataset("probe", x, y, x[:10], y[:10], 10, 1 / 255, (28, 28), tuple("0123456789"), "probe")
+    for schedule, negatives in (("simultaneous", "hard"), ("layerwise", "random")):
+        counts = [loop_counts(ds, schedule, negatives, bs) for bs in (32, 128)]
+        print(json.dumps(dict(loop=schedule, runs=counts)))
+
+
+if __name__ == "__main__":
+    main()
