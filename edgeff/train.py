@@ -11,13 +11,16 @@ Every buffer is a view into one arena laid out by the memory planner before the
 first batch (edgeff/memory.py); the loop allocates nothing.
 """
 
+import hashlib
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from .kernels import batch, dense, ff_loss, norm, optim, softmax
+from . import checkpoint
 from .budget import plan_for
+from .errors import ModelError
 from .memory import Arena
 from .model import EPS, FFNet
 
@@ -160,76 +163,130 @@ class Trainer:
                                  first=k, last=k + 1)
             x = self.hs[k][:rows]
 
-    def _epoch(self, layers, epoch, epochs, desc):
-        n, bsz = len(self.ds.y_train), self.cfg.batch_size
-        for k in layers:
-            self.opts[k].scale = lr_scale(epoch, epochs, self.cfg.lr_decay)
-        self.rng.shuffle(self.order)
-        bar = self.progress(n, desc)
-        total = np.zeros(len(layers))
-        count = 0
-        for start in range(0, n, bsz):
-            b = min(bsz, n - start)
-            self.idx[:b] = self.order[start:start + b]
-            self._batch(b, layers, total)
-            count += 1
-            if bar:
-                bar.update(b, loss=float(total.mean() / count))
-        if bar:
-            bar.close()
-        return (total / count).tolist()
+    def _head_batch(self, b, losses):
+        """One step of the linear head on batch idx[:b]."""
+        net, ds, h = self.net, self.ds, self.head
+        idx, y = self.idx[:b], h["y"][:b]
+        y[:] = ds.y_train[idx]
+        net.features(ds.x_train, ds.scale, idx, h["labels"], h["xin"], h["zs"], h["hs"], h["good"], h["feats"])
+        logits = h["logits"][:b]
+        np.matmul(h["feats"][:b], net.head_w, out=logits)
+        logits += net.head_b
+        softmax.softmax_xent_grad(logits, y, self.loss[:b])
+        dense.local_grad(h["feats"][:b], logits, self.params["head"][0].g, self.params["head"][1].g)
+        self.opts["head"].step(self.params["head"])
+        losses[0] += self.loss[:b].mean()
+
+    def _bind_head(self):
+        """Views for training the one-pass linear softmax head on the hidden layers'
+        normalised activities (neutral label in); no gradient reaches the FF layers."""
+        net, v = self.net, self.arena.view
+        net.head_w, net.head_b = v("head_w"), v("head_b")
+        opt_w, opt_b = [v(f"h/opt{s}_w") for s in range(2)], [v(f"h/opt{s}_b") for s in range(2)]
+        for a in [net.head_w, net.head_b] + opt_w + opt_b:
+            a[...] = 0.0
+        self.params = {"head": (_Param(net.head_w, v("h/gw"), *opt_w), _Param(net.head_b, v("h/gb"), *opt_b))}
+        self.opts = {"head": _Optimizer("adam", self.cfg.head_lr, 0.0)}
+        n = len(net.weights)
+        self.head = {name: v(f"h/{name}") for name in ("y", "labels", "xin", "good", "feats", "logits")}
+        self.head["labels"][:] = -1                  # the neutral label
+        self.head["zs"] = [v(f"h/z{k}") for k in range(n)]
+        self.head["hs"] = [v(f"h/h{k}") for k in range(n)]
+        self.idx, self.loss = v("h/idx"), v("h/loss")
 
     def phases(self):
+        """Layers trained in each phase; the linear head, when asked for, is one more phase."""
         n = len(self.net.weights)
-        return [list(range(n))] if self.cfg.schedule == "simultaneous" else [[k] for k in range(n)]
+        ff = [list(range(n))] if self.cfg.schedule == "simultaneous" else [[k] for k in range(n)]
+        return ff + ([["head"]] if self.cfg.head_epochs else [])
 
-    def fit(self):
-        cfg, n_layers = self.cfg, len(self.net.weights)
-        history = []
-        for p, layers in enumerate(self.phases()):
-            self._bind_phase(p, layers)
-            for e in range(cfg.epochs):
-                where = f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 and n_layers > 1 else ""
-                history.append(self._epoch(layers, e, cfg.epochs, f"{where}epoch {e + 1}/{cfg.epochs}"))
-        if cfg.head_epochs:
-            self.fit_head()
+    def fit(self, checkpoint=None, every=0, resume=None, run_meta=None):
+        """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps
+        (run_meta: what else the caller needs back on resume). `resume` is (arrays, meta)
+        from checkpoint.load: continue exactly where it stopped."""
+        self.run_meta = run_meta or {}
+        cfg, n, bsz = self.cfg, len(self.ds.y_train), self.cfg.batch_size
+        phases, history, steps = self.phases(), [], 0
+        start = (0, 0, 0)
+        if resume:
+            start, history, steps = tuple(resume[1]["position"]), resume[1]["history"], resume[1]["steps"]
+        n_layers = len(self.net.weights)
+        for p in range(start[0], len(phases)):
+            layers = phases[p]
+            head = layers == ["head"]
+            self._bind_head() if head else self._bind_phase(p, layers)
+            epochs = cfg.head_epochs if head else cfg.epochs
+            first_epoch = start[1] if p == start[0] else 0
+            for e in range(first_epoch, epochs):
+                for opt in self.opts.values():
+                    opt.scale = lr_scale(e, epochs, cfg.lr_decay)
+                totals, count = np.zeros(len(layers)), 0
+                first_batch = 0
+                if resume and (p, e) == start[:2]:
+                    first_batch, totals, count = self._restore(*resume)
+                else:
+                    self.rng.shuffle(self.order)
+                where = "head " if head else (f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else "")
+                bar = self.progress(n, f"{where}epoch {e + 1}/{epochs}")
+                if bar and first_batch:
+                    bar.update(min(first_batch * bsz, n))
+                for i in range(first_batch, -(-n // bsz)):
+                    b = min(bsz, n - i * bsz)
+                    self.idx[:b] = self.order[i * bsz:i * bsz + b]
+                    self._head_batch(b, totals) if head else self._batch(b, layers, totals)
+                    count += 1
+                    steps += 1
+                    if bar:
+                        bar.update(b, loss=float(totals.mean() / count))
+                    if every and steps % every == 0:
+                        self._save(checkpoint, (p, e, i + 1), steps, history, totals, count)
+                if bar:
+                    bar.close()
+                history.append((totals / count).tolist())
         return history
 
-    def fit_head(self):
-        """Train the one-pass linear softmax head on the hidden layers' normalised activities
-        (neutral label in); no gradient reaches the FF layers."""
-        cfg, net, ds, v = self.cfg, self.net, self.ds, self.arena.view
-        bsz, n = cfg.batch_size, len(ds.y_train)
-        net.head_w, net.head_b = v("head_w"), v("head_b")
-        net.head_w[...] = 0.0
-        net.head_b[...] = 0.0
-        opt_w, opt_b = [v(f"h/opt{s}_w") for s in range(2)], [v(f"h/opt{s}_b") for s in range(2)]
-        for a in opt_w + opt_b:
-            a[...] = 0.0
-        head = (_Param(net.head_w, v("h/gw"), *opt_w), _Param(net.head_b, v("h/gb"), *opt_b))
-        opt = _Optimizer("adam", cfg.head_lr, 0.0)
-        idx, y, labels, feats, logits, loss = (v(f"h/{name}") for name in ("idx", "y", "labels", "feats", "logits", "loss"))
-        labels[:] = -1                             # the neutral label
-        xin, good = v("h/xin"), v("h/good")
-        zs, hs = [v(f"h/z{k}") for k in range(len(net.weights))], [v(f"h/h{k}") for k in range(len(net.weights))]
-        for e in range(cfg.head_epochs):
-            opt.scale = lr_scale(e, cfg.head_epochs, cfg.lr_decay)
-            self.rng.shuffle(self.order)
-            bar = self.progress(n, f"head epoch {e + 1}/{cfg.head_epochs}")
-            for start in range(0, n, bsz):
-                b = min(bsz, n - start)
-                idx[:b] = self.order[start:start + b]
-                y[:b] = ds.y_train[idx[:b]]
-                net.features(ds.x_train, ds.scale, idx[:b], labels[:b], xin, zs, hs, good, feats)
-                np.matmul(feats[:b], net.head_w, out=logits[:b])
-                logits[:b] += net.head_b
-                softmax.softmax_xent_grad(logits[:b], y[:b], loss[:b])
-                dense.local_grad(feats[:b], logits[:b], head[0].g, head[1].g)
-                opt.step(head)
-                if bar:
-                    bar.update(b, loss=float(loss[:b].mean()))
-            if bar:
-                bar.close()
+    # ---- checkpoints ----
+
+    def _state_arrays(self):
+        """The arrays a checkpoint holds: parameters, optimiser state in use, data order."""
+        arrays = {f"w{k}": w for k, w in enumerate(self.net.weights)}
+        arrays.update({f"b{k}": b for k, b in enumerate(self.net.biases)})
+        for key, (pw, pb) in self.params.items():
+            for s, (mw, mb) in enumerate(((pw.m, pb.m), (pw.v, pb.v))):
+                if mw is not None:
+                    arrays[f"opt{s}_w{key}"], arrays[f"opt{s}_b{key}"] = mw, mb
+            if key == "head":
+                arrays["head_w"], arrays["head_b"] = pw.w, pb.w
+        arrays["order"] = self.order
+        return arrays
+
+    def _save(self, path, position, steps, history, totals, count):
+        meta = dict(self.run_meta, config=self.cfg.__dict__, position=list(position), steps=steps, history=history,
+                    epoch_count=count, opt_t={str(k): o.t for k, o in self.opts.items()},
+                    rng=self.rng.bit_generator.state, data=self.data_fingerprint())
+        checkpoint.save(path, dict(self._state_arrays(), epoch_totals=totals), meta)
+
+    def data_fingerprint(self):
+        y = np.ascontiguousarray(self.ds.y_train, np.int32)
+        return dict(n_train=int(len(y)), features=int(self.ds.x_train.shape[1]), num_classes=int(self.ds.num_classes),
+                    labels_sha256=hashlib.sha256(y.tobytes()).hexdigest())
+
+    def _restore(self, arrays, meta):
+        """Load a checkpoint's state into the bound views; returns (next batch, epoch totals, count)."""
+        if meta["data"] != self.data_fingerprint():
+            raise ModelError("the checkpoint was made on other training data (size, shape or labels differ); "
+                             "resume with the same --dataset and --limit-train")
+        for name, view in self._state_arrays().items():
+            saved = arrays.get(name)
+            if saved is None or saved.shape != view.shape or saved.dtype != view.dtype:
+                got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
+                raise ModelError(f"checkpoint does not fit this model: {name} is {got}, the model needs "
+                                 f"{view.dtype} {view.shape}")
+            view[...] = saved
+        for k, t in meta["opt_t"].items():
+            self.opts[k if k == "head" else int(k)].t = t
+        self.rng.bit_generator.state = meta["rng"]
+        return meta["position"][2], arrays["epoch_totals"].copy(), meta["epoch_count"]
 
 
 def warm_up():

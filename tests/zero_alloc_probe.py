@@ -50,8 +50,9 @@ def kernel_calls():
 def loop_counts(ds, schedule, negatives, batch_size, batches=40):
     cfg = TrainConfig(model="784-300-200", batch_size=batch_size, schedule=schedule, negatives=negatives).validate()
     t = Trainer(cfg, ds)
-    layers = t.phases()[-1]
-    t._bind_phase(len(t.phases()) - 1, layers)
+    ff_phases = [p for p in t.phases() if p != ["head"]]
+    layers = ff_phases[-1]
+    t._bind_phase(len(ff_phases) - 1, layers)
     losses = np.zeros(len(layers))
 
     def step(i):

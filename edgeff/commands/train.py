@@ -1,6 +1,7 @@
 """edgeff train: train a dense FF net, print its test error, save the run."""
 
 import dataclasses
+import glob
 import json
 import os
 import sys
@@ -8,6 +9,7 @@ import time
 
 from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..data import load_dataset
+from .. import checkpoint
 from ..budget import data_bytes, fit_budget
 from ..errors import UsageError
 from ..memory import fmt_bytes, parse_bytes
@@ -52,6 +54,10 @@ def add_arguments(p):
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
+    p.add_argument("--checkpoint-every", type=int, default=0, metavar="N",
+                   help="write OUT/checkpoint.npz every N steps (batches), atomically")
+    p.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint, with its config "
+                   "(training options given here are ignored); the result is bit for bit the uninterrupted run's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -71,8 +77,13 @@ class Prepared:
     plan_args: tuple
 
 
-def prepare(args):
+def prepare(args, resume_meta=None):
     """Config, data and memory plan, every check done before any training."""
+    if resume_meta is not None:  # the checkpoint's own config: same data, same model, same schedule
+        for k, v in resume_meta["config"].items():
+            setattr(args, k, v)
+        args.batch_size = str(resume_meta["config"]["batch_size"])
+        args.limit_train = resume_meta["limit_train"]
     auto = args.batch_size == "auto"
     try:
         batch_size = 1 if auto else int(args.batch_size)
@@ -101,10 +112,20 @@ def prepare(args):
 
 
 def run(args):
+    resume = None
+    if args.resume:
+        resume = checkpoint.load(os.path.join(args.resume, checkpoint.NAME))
+        if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
+            raise UsageError("--resume continues in its own directory; leave out --out or give the same one")
+        args.out, args.force = args.resume, True
+        for stale in glob.glob(os.path.join(args.resume, f".{checkpoint.NAME}.*.tmp")):
+            os.unlink(stale)  # a checkpoint write the crash cut short; the last complete one is intact
+    if args.checkpoint_every < 0:
+        raise UsageError(f"--checkpoint-every must be 0 (off) or more, got {args.checkpoint_every}")
     out = args.out or os.path.join("runs", f"{os.path.basename(args.dataset).removesuffix('.npz')}-{time.strftime('%Y%m%d-%H%M%S')}")
     if os.path.exists(os.path.join(out, MODEL)) and not args.force and not args.dry_run:
         raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
-    prepared = prepare(args)
+    prepared = prepare(args, resume[1] if resume else None)
     if args.dry_run:
         from .plan import plan_report, print_plan
         report = plan_report(*prepared.plan_args)
@@ -121,7 +142,11 @@ def run(args):
     log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
         f"{fmt_bytes(trainer.plan.naive_bytes)}), batch size {cfg.batch_size}")
     t0 = time.perf_counter()
-    history = trainer.fit()
+    if args.checkpoint_every or resume:
+        os.makedirs(out, exist_ok=True)
+    every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
+    history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
+                          run_meta=dict(every=every, limit_train=args.limit_train))
     train_seconds = time.perf_counter() - t0
     net = trainer.net
     errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in net.classifiers()}
