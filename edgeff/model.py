@@ -19,7 +19,7 @@ import numpy as np
 
 from .errors import ModelError
 from .fileio import atomic_write
-from .kernels import batch, dense, ff_loss, norm
+from .kernels import batch, ff_loss, norm
 
 FORMAT_VERSION = 1
 EPS = 1e-4

@@ -13,7 +13,8 @@ import pytest
 
 import edgeff.data as data
 from edgeff.cli import main
-from edgeff.data import IDX_FILES, DataError, Dataset, fetch_dataset, find_dataset, load_dataset, read_idx, validate
+from edgeff.data import IDX_FILES, DataError, Dataset, find_dataset, load_dataset, read_idx, validate
+from edgeff.fetch import fetch_dataset
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}

@@ -2,7 +2,8 @@
 
 import sys
 
-from ..data import KNOWN, fetch_dataset, find_dataset
+from ..data import KNOWN, find_dataset
+from ..fetch import fetch_dataset
 from ..progress import progress_enabled
 
 HELP = "list known data sets and where they are found, or fetch one into the cache"
