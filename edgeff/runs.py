@@ -16,6 +16,15 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
+def rss_mib():
+    """Resident memory now (Linux /proc), or the peak so far where /proc is absent."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return peak_rss_mib()
+
+
 def save_run(out_dir, cfg, net, metrics):
     os.makedirs(out_dir, exist_ok=True)
     net.save(os.path.join(out_dir, MODEL), cfg.to_json())

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
 from ..progress import Progress, progress_enabled
-from ..runs import MODEL, peak_rss_mib, save_run
+from ..runs import MODEL, peak_rss_mib, rss_mib, save_run
 from ..train import Trainer, warm_up
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
@@ -137,6 +137,7 @@ def run(args):
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
         f"{ds.num_classes} classes ({load_seconds:.1f} s)")
     compile_seconds = warm_up()
+    rss_before = rss_mib()
     log(f"kernels ready in {compile_seconds:.1f} s")
     trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
     log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
@@ -159,6 +160,7 @@ def run(args):
         "compile_seconds": round(compile_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
+        "rss_before_training_mib": round(rss_before, 1),
         "arena_bytes": trainer.plan.arena_bytes,
         "batch_size": cfg.batch_size,
         "epoch_losses": history,
