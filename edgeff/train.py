@@ -71,6 +71,7 @@ class Trainer:
             net.biases[k] = self._into(f"b{k}", net.biases[k])
         self.net = net
         self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
+        self.y_train = ds.y_train.astype(np.int64)               # labels as the kernels take them
 
     def _into(self, name, values):
         view = self.arena.view(name)
@@ -110,7 +111,7 @@ class Trainer:
         idx = self.idx[:b]
         self.idx[b:2 * b] = idx
         y, neg = self.labels[:b], self.labels[b:2 * b]
-        y[:] = ds.y_train[idx]
+        np.take(self.y_train, idx, out=y, mode="clip")  # "clip": no hidden copy; idx is always in range
         if self.cfg.negatives == "hard":
             self._hard_negatives(idx, y, neg)
         else:
@@ -167,7 +168,7 @@ class Trainer:
         """One step of the linear head on batch idx[:b]."""
         net, ds, h = self.net, self.ds, self.head
         idx, y = self.idx[:b], h["y"][:b]
-        y[:] = ds.y_train[idx]
+        np.take(self.y_train, idx, out=y, mode="clip")
         net.features(ds.x_train, ds.scale, idx, h["labels"], h["xin"], h["zs"], h["hs"], h["good"], h["feats"])
         logits = h["logits"][:b]
         np.matmul(h["feats"][:b], net.head_w, out=logits)

@@ -1,43 +1,84 @@
-"""edgeff info: what this machine is and what edgeff runs on here."""
+"""edgeff info: what this machine is and what edgeff runs on here.
+
+One flat dict (collect()), printed as aligned "key: value" lines or, with --json, as one
+JSON object. Heavy or optional packages (numba, onnxruntime) are imported only here.
+"""
 
 import json
+import os
 import platform
 
 from .. import __version__
 from ..board import detect_board
 
-HELP = "show platform, CPU, board (Raspberry Pi / Jetson / generic), NumPy BLAS, Numba and onnxruntime"
+HELP = "show platform, board (Raspberry Pi / Jetson / generic), CPU, memory, NumPy BLAS, Numba and onnxruntime"
 
 
 def add_arguments(p):
-    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
-def _blas():
-    import numpy as np
+def _platform():
     try:
-        cfg = np.show_config(mode="dicts")
-        blas = cfg["Build Dependencies"]["blas"]
-        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
-    except Exception:
-        return "unknown"
+        os_name = platform.freedesktop_os_release().get("PRETTY_NAME") or platform.system()
+    except OSError:  # no /etc/os-release
+        os_name = platform.system()
+    return dict(os=os_name, kernel=f"{platform.system()} {platform.release()}",
+                python=platform.python_version(), python_implementation=platform.python_implementation())
+
+
+def _numpy():
+    import numpy as np
+    out = dict(numpy=np.__version__, blas="unknown")
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    except Exception:  # NumPy < 1.26 has no mode="dicts"
+        return out
+    out["blas"] = f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    if blas.get("openblas configuration"):
+        out["blas_config"] = blas["openblas configuration"]
+    return out
+
+
+def _numba_cache_dir():
+    """Where Numba puts edgeff's compiled kernels (they use cache=True), and why there."""
+    import numba
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR, "NUMBA_CACHE_DIR"
+    from .. import kernels
+    in_tree = os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "__pycache__")
+    if os.access(in_tree if os.path.isdir(in_tree) else os.path.dirname(in_tree), os.W_OK):
+        return in_tree, "default: __pycache__ beside the kernels' source"
+    from numba.misc.appdirs import AppDirs
+    user_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    return user_dir, "default: user-wide, because the kernels' directory is read-only"
 
 
 def _numba():
     import numba
     from numba import njit, prange
 
+    from .. import kernels  # noqa: F401  it picks edgeff's threading layer: report that one
+
     @njit(parallel=True)
-    def probe(n):
+    def probe(n):  # the threading layer is chosen at the first parallel launch
         s = 0
         for i in prange(n):
             s += i
         return s
 
-    probe(4)
-    cache = numba.config.CACHE_DIR or "next to each module (__pycache__), NUMBA_CACHE_DIR unset"
-    return dict(numba=numba.__version__, numba_threading_layer=numba.threading_layer(),
-                numba_num_threads=numba.config.NUMBA_NUM_THREADS, numba_cache_dir=cache)
+    try:
+        probe(8)
+        layer = numba.threading_layer()
+    except ValueError:  # nothing was launched: NUMBA_DISABLE_JIT=1
+        layer = "none (JIT disabled)" if numba.config.DISABLE_JIT else "not initialised"
+    except Exception as exc:  # no usable threading layer on this machine
+        layer = f"unavailable ({exc})"
+    cache_dir, cache_source = _numba_cache_dir()
+    return dict(numba=numba.__version__, numba_threading_layer=layer,
+                numba_threading_layer_requested=numba.config.THREADING_LAYER,
+                numba_num_threads=numba.config.NUMBA_NUM_THREADS,
+                numba_cache_dir=cache_dir, numba_cache_source=cache_source)
 
 
 def _onnxruntime():
@@ -45,19 +86,31 @@ def _onnxruntime():
         import onnxruntime as ort
     except ImportError:
         return dict(onnxruntime="not installed")
+    except Exception as exc:  # installed but broken (e.g. built against another NumPy)
+        return dict(onnxruntime=f"not importable ({type(exc).__name__}: {exc})")
     return dict(onnxruntime=ort.__version__, onnxruntime_providers=ort.get_available_providers())
 
 
-def collect():
-    import numpy as np
-    board = detect_board()
-    info = dict(edgeff=__version__, os=f"{platform.system()} {platform.release()}",
-                python=f"{platform.python_implementation()} {platform.python_version()}", **board,
-                numpy=np.__version__, blas=_blas())
-    info["cpu_features"] = " ".join(board["cpu_features"])
+def collect(root="/"):
+    """Everything `edgeff info` reports, as one flat JSON-serialisable dict."""
+    info = _platform()
+    info.update(detect_board(root))
+    info.update(_numpy())
     info.update(_numba())
     info.update(_onnxruntime())
+    info["edgeff"] = __version__
     return info
+
+
+def _human(key, value):
+    if key.endswith("_bytes"):
+        return f"{value / 2**20:,.0f} MiB"
+    if key == "cpu_features":
+        text = " ".join(value) or "(none listed)"
+        return text if len(text) <= 100 else f"{text[:96]}... ({len(value)} flags)"
+    if isinstance(value, list):
+        return ", ".join(map(str, value))
+    return str(value)
 
 
 def run(args):
@@ -65,13 +118,7 @@ def run(args):
     if args.json:
         print(json.dumps(info))
         return 0
-    width = max(map(len, info))
+    width = max(map(len, info)) + 1
     for key, value in info.items():
-        if key == "cpu_features" and len(value) > 100:
-            value = value[:97] + "..."
-        if isinstance(value, list):
-            value = ", ".join(map(str, value))
-        if key.endswith("_bytes"):
-            value = f"{value / 2**20:.0f} MiB"
-        print(f"{key:<{width}}  {value}")
+        print(f"{key + ':':<{width}} {_human(key, value)}")
     return 0
