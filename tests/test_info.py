@@ -1,84 +1,74 @@
-"""Board detection on laid-out trees (a Pi 5, a Jetson Nano, a PC), the real machine,
-`edgeff info`, and the progress bar."""
+"""`edgeff info`: human lines and --json, checked against the packages themselves."""
 
-import io
 import json
+import os
 import platform
+import subprocess
+import sys
 
 import numba
+import numpy as np
 
+import edgeff
 from edgeff.board import detect_board
 from edgeff.cli import main
-from edgeff.progress import Progress, progress_enabled
 
-MEMINFO = "MemTotal:        8245000 kB\nMemFree:  100 kB\nMemAvailable:    7000000 kB\n"
-
-
-def lay_out(root, files):
-    for rel, text in files.items():
-        p = root / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(text if isinstance(text, bytes) else text.encode())
-    return str(root)
+KEYS = {"os", "kernel", "python", "python_implementation", "arch", "board", "family", "cpu_model",
+        "cpu_features", "cores", "mem_total_bytes", "mem_available_bytes", "numpy", "blas", "numba",
+        "numba_threading_layer", "numba_threading_layer_requested", "numba_num_threads",
+        "numba_cache_dir", "numba_cache_source", "onnxruntime", "edgeff"}
 
 
-def test_raspberry_pi_5(tmp_path):
-    root = lay_out(tmp_path, {
-        "proc/device-tree/model": b"Raspberry Pi 5 Model B Rev 1.0\x00",
-        "proc/cpuinfo": "processor\t: 0\nBogoMIPS\t: 108.00\nFeatures\t: fp asimd evtstrm crc32\nCPU part\t: 0xd0b\n"
-                        "Model\t\t: Raspberry Pi 5 Model B Rev 1.0\n",
-        "proc/meminfo": MEMINFO,
-    })
-    b = detect_board(root)
-    assert b["family"] == "raspberry-pi" and b["board"] == "Raspberry Pi 5 Model B Rev 1.0"
-    assert b["cpu_model"] == "Raspberry Pi 5 Model B Rev 1.0" and "asimd" in b["cpu_features"]
-    assert b["mem_total_bytes"] == 8245000 * 1024 and b["mem_available_bytes"] == 7000000 * 1024
+def onnxruntime_version():
+    try:
+        import onnxruntime
+    except ImportError:
+        return "not installed"
+    return onnxruntime.__version__
 
 
-def test_jetson_nano(tmp_path):
-    root = lay_out(tmp_path, {
-        "etc/nv_tegra_release": "# R32 (release), REVISION: 7.1, GCID: 29818004, BOARD: t210ref, EABI: aarch64\n",
-        "proc/cpuinfo": "processor\t: 0\nmodel name\t: ARMv8 Processor rev 1 (v8l)\nFeatures\t: fp asimd\n",
-        "proc/meminfo": MEMINFO,
-    })
-    b = detect_board(root)
-    assert b["family"] == "jetson" and "R32 (release)" in b["board"]
-    root2 = lay_out(tmp_path / "orin", {"proc/device-tree/model": b"NVIDIA Jetson Orin Nano Developer Kit\x00"})
-    assert detect_board(root2)["family"] == "jetson"
-
-
-def test_generic_pc(tmp_path):
-    root = lay_out(tmp_path, {"proc/cpuinfo": "model name\t: AMD Ryzen 7\nflags\t\t: sse avx2 fma\n",
-                              "proc/meminfo": MEMINFO})
-    b = detect_board(root)
-    assert b["family"] == "generic" and b["board"] == "generic"
-    assert b["cpu_model"] == "AMD Ryzen 7" and b["cpu_features"] == ["avx2", "fma", "sse"]
-
-
-def test_this_machine():
-    b = detect_board()
-    assert b["arch"] == platform.machine() and b["mem_total_bytes"] > 0 and b["cores"] >= 1
-
-
-def test_info_command(capsys):
+def test_info_json(capsys):
     assert main(["info", "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
-    assert info["numba"] == numba.__version__ and info["arch"] == platform.machine()
-    assert info["numba_threading_layer"] in ("tbb", "omp", "workqueue")
+    assert KEYS <= info.keys()
+    assert info["numba"] == numba.__version__ and info["numpy"] == np.__version__
+    assert info["edgeff"] == edgeff.__version__ and info["python"] == platform.python_version()
+    assert info["python_implementation"] == platform.python_implementation()
+    assert info["numba_threading_layer"] == numba.threading_layer()  # the probe ran in this process
+    assert info["numba_num_threads"] == numba.config.NUMBA_NUM_THREADS
+    assert info["onnxruntime"] == onnxruntime_version()
+    board = detect_board()
+    assert {k: info[k] for k in ("arch", "board", "family", "cpu_model", "cpu_features", "cores")} == \
+        {k: board[k] for k in ("arch", "board", "family", "cpu_model", "cpu_features", "cores")}
+    assert info["mem_total_bytes"] == board["mem_total_bytes"]
+
+
+def test_info_numba_cache_dir_default(capsys):
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    if numba.config.CACHE_DIR:
+        assert info["numba_cache_source"] == "NUMBA_CACHE_DIR"
+    else:
+        assert info["numba_cache_source"].startswith("default")
+        assert os.path.isabs(info["numba_cache_dir"])
+
+
+def test_info_numba_cache_dir_from_environment(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "edgeff.cli", "info", "--json"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["numba_cache_dir"] == str(tmp_path) and info["numba_cache_source"] == "NUMBA_CACHE_DIR"
+
+
+def test_info_human(capsys):
     assert main(["info"]) == 0
-    assert "numba_cache_dir" in capsys.readouterr().out
-
-
-def test_progress_draws_and_stays_quiet():
-    out = io.StringIO()
-    with Progress(100, "epoch 1/2", enabled=True, stream=out) as bar:
-        bar.update(60, loss=0.123456)
-        bar.update(40, loss=0.1)
-    text = out.getvalue()
-    assert "epoch 1/2" in text and "100/100" in text and "samples/s" in text and "loss=0.1" in text
-    quiet = io.StringIO()
-    with Progress(100, "x", enabled=False, stream=quiet) as bar:
-        bar.update(100, loss=1.0)
-    assert quiet.getvalue() == ""
-    assert not progress_enabled(False, False, io.StringIO())  # not a TTY
-    assert not progress_enabled(True, False) and not progress_enabled(False, True)
+    lines = capsys.readouterr().out.splitlines()
+    fields = dict(line.split(":", 1) for line in lines)
+    assert KEYS <= fields.keys()
+    assert fields["numba"].strip() == numba.__version__
+    assert fields["cpu_model"].strip() == detect_board()["cpu_model"]
+    columns = {len(line) - len(line.split(":", 1)[1].lstrip()) for line in lines}
+    assert len(columns) == 1  # every value starts in the same column
+    assert fields["mem_total_bytes"].strip().endswith("MiB")
