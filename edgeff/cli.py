@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import EdgeFFError
 
-COMMANDS = ("train", "eval", "plan", "info", "data")
+COMMANDS = ("train", "eval", "export", "infer", "plan", "info", "data")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -17,3 +17,7 @@ class DataError(EdgeFFError):
 
 class ModelError(EdgeFFError):
     """A model or run directory that is missing, corrupt or incompatible."""
+
+
+class ExportError(EdgeFFError):
+    """A model that cannot be exported, or an ONNX file that cannot be run."""

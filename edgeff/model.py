@@ -27,8 +27,9 @@ EPS = 1e-4
 
 class FFNet:
     def __init__(self, weights, biases, num_classes, label_offset, label_value, mean_goodness,
-                 head_w=None, head_b=None):
+                 head_w=None, head_b=None, input_info=None):
         self.weights = weights            # list of (D_in, D_out) float32
+        self.kinds = ["dense"] * len(weights)  # layer types, as export's converter table names them
         self.biases = biases              # list of (D_out,) float32
         self.num_classes = num_classes
         self.label_offset = label_offset  # first label column of the input row
@@ -36,6 +37,9 @@ class FFNet:
         self.mean_goodness = mean_goodness
         self.head_w = head_w              # (sum of hidden widths, C) float32 or None
         self.head_b = head_b              # (C,) float32 or None
+        # what a row is, for running the model without the data set: dataset name, scale (stored
+        # value * scale = feature), image_shape, label_names. Runs saved before it existed: None.
+        self.input_info = input_info
 
     @staticmethod
     def label_layout(d, num_classes, image):
@@ -151,7 +155,8 @@ class FFNet:
         if self.head_w is not None:
             arrays.update(head_w=self.head_w, head_b=self.head_b)
         meta = dict(format_version=FORMAT_VERSION, num_classes=self.num_classes, label_offset=self.label_offset,
-                    label_value=self.label_value, mean_goodness=self.mean_goodness, config=json.loads(config_json))
+                    label_value=self.label_value, mean_goodness=self.mean_goodness, config=json.loads(config_json),
+                    input=self.input_info)
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
 
         def write(f):
@@ -177,7 +182,7 @@ class FFNet:
             raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
                              f"({FORMAT_VERSION}); upgrade edgeff")
         net = cls(weights, biases, meta["num_classes"], meta["label_offset"], meta["label_value"],
-                  meta["mean_goodness"], *head)
+                  meta["mean_goodness"], *head, input_info=meta.get("input"))
         net.check()
         return net, meta["config"]
 
@@ -191,6 +196,13 @@ class FFNet:
             prev = w.shape[1]
         if self.head_w is not None and self.head_w.shape != (sum(self.widths), self.num_classes):
             raise ModelError(f"linear head {self.head_w.shape} does not match hidden widths {self.widths}")
+
+    def describe_input(self, ds):
+        """Record what the rows of data set ds are, so the saved model can run without it."""
+        self.input_info = dict(dataset=ds.name, features=int(ds.x_train.shape[1]), scale=float(ds.scale),
+                               dtype=str(ds.x_train.dtype),
+                               image_shape=list(ds.image_shape) if ds.image_shape else None,
+                               label_names=[str(n) for n in ds.label_names])
 
     def classifiers(self):
         return ["linear", "goodness"] if self.head_w is not None else ["goodness"]

@@ -29,7 +29,7 @@ def progress_enabled(quiet, json_mode, stream=None):
 
 
 def _fmt_time(seconds):
-    seconds = max(0, int(seconds))
+    seconds = max(0, round(seconds))  # round: perf_counter differences are not exact
     h, rest = divmod(seconds, 3600)
     m, s = divmod(rest, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"

@@ -58,7 +58,7 @@ def _numba():
     import numba
     from numba import njit, prange
 
-    from .. import kernels  # noqa: F401  it picks edgeff's threading layer: report that one
+    import edgeff.kernels  # noqa: F401  it picks edgeff's threading layer: report that one
 
     @njit(parallel=True)
     def probe(n):  # the threading layer is chosen at the first parallel launch

@@ -150,6 +150,7 @@ def run(args):
                           run_meta=dict(every=every, limit_train=args.limit_train))
     train_seconds = time.perf_counter() - t0
     net = trainer.net
+    net.describe_input(ds)
     errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in net.classifiers()}
     metrics = {
         "test_error": errors[cfg.classifier],

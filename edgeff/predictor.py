@@ -1,0 +1,82 @@
+"""A trained model ready to label rows: a run directory (NumPy/Numba forward) or an .onnx
+file (onnxruntime). Both give .features, .scale, .label_names and .predict(rows)."""
+
+import json
+import os
+
+import numpy as np
+
+from .errors import ExportError, UsageError
+from .runs import load_run
+
+DEFAULT_SCALE = 1 / 255  # runs saved before the model recorded its input scale held 8-bit pixels
+
+
+class RunPredictor:
+    engine = "numpy"
+
+    def __init__(self, path, classifier=None):
+        self.net, cfg = load_run(path)
+        info = self.net.input_info or {}
+        self.features = self.net.in_features
+        self.scale = info.get("scale", DEFAULT_SCALE)
+        self.label_names = info.get("label_names") or [str(c) for c in range(self.net.num_classes)]
+        self.classifier = classifier or cfg.classifier
+        if self.classifier not in self.net.classifiers():
+            raise UsageError(f"{path}: has no {self.classifier} classifier; use --classifier "
+                             f"{' or '.join(self.net.classifiers())}")
+
+    def predict(self, rows):
+        return self.net.predict(rows, 1.0, self.classifier)
+
+
+class OnnxPredictor:
+    engine = "onnxruntime"
+
+    def __init__(self, path, classifier=None, threads=0):
+        from .export import session
+        try:
+            with open(path, "rb") as f:
+                self.session = session(f.read(), threads)
+        except OSError as exc:
+            raise ExportError(f"{path}: cannot read it ({exc.strerror})") from None
+        except Exception as exc:  # onnxruntime: InvalidProtobuf, InvalidGraph, Fail, ...
+            raise ExportError(f"{path}: not a model onnxruntime can load ({str(exc).splitlines()[0][:200]})") from None
+        inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
+        shape = inputs[0].shape if len(inputs) == 1 else None
+        if shape is None or inputs[0].type != "tensor(float)" or len(shape) != 2 or not isinstance(shape[1], int):
+            got = ", ".join(f"{i.name} {i.type} {i.shape}" for i in inputs)
+            raise ExportError(f"{path}: takes {got}; edgeff infer runs models with one float32 input [N, D] "
+                              "(as 'edgeff export' writes)")
+        self.input_name, self.batch = inputs[0].name, shape[0] if isinstance(shape[0], int) else None
+        self.features = shape[1]
+        wanted = {"linear": "label", "goodness": "goodness_label" if "goodness_label" in outputs else "label"}
+        meta = self.session.get_modelmeta().custom_metadata_map
+        head = meta.get("head", "linear" if "probabilities" in outputs else "goodness")
+        self.classifier = classifier or ("goodness" if head == "goodness" else "linear")
+        exported = {"goodness": ["goodness"], "linear": ["linear"], "both": ["linear", "goodness"]}.get(head, [])
+        self.output = wanted[self.classifier] if self.classifier in exported else None
+        if self.output not in outputs:
+            raise UsageError(f"{path}: has no {self.classifier} output (its outputs: {', '.join(outputs)}); "
+                             f"export it with --head {self.classifier} or both")
+        info = json.loads(meta.get("input", "{}"))
+        self.scale = info.get("scale", DEFAULT_SCALE)
+        self.label_names = json.loads(meta["label_names"]) if "label_names" in meta else None
+
+    def predict(self, rows):
+        step = self.batch or 4096
+        labels = np.empty(len(rows), np.int64)
+        for i in range(0, len(rows), step):
+            chunk = rows[i:i + step]
+            if self.batch and len(chunk) < self.batch:   # a fixed-batch model: pad the last chunk
+                chunk = np.concatenate([chunk, np.zeros((self.batch - len(chunk), rows.shape[1]), np.float32)])
+            labels[i:i + step] = self.session.run([self.output], {self.input_name: chunk})[0][:len(rows) - i]
+        return labels
+
+
+def load_predictor(path, classifier=None):
+    if not os.path.exists(path):
+        raise UsageError(f"{path}: no such model; give a run directory, its model.npz or an .onnx file")
+    if os.path.isfile(path) and path.lower().endswith(".onnx"):
+        return OnnxPredictor(path, classifier)
+    return RunPredictor(path, classifier)

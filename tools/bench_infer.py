@@ -1,0 +1,65 @@
+"""Inference throughput of an exported model: onnxruntime against edgeff's NumPy/Numba forward.
+
+    python tools/bench_infer.py RUN_DIR [--seconds 2] [--json]
+
+For each head (linear, goodness) and batch size (1, 256): rows/s of the NumPy/Numba
+forward (FFNet.predict) and of onnxruntime on the exported graph (float32, and int8
+dynamic for the linear head), all measured in this one run on random rows. A
+benchmark, not a test: nothing is asserted.
+"""
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from edgeff import export
+from edgeff.runs import load_run
+from edgeff.train import warm_up
+
+
+def rows_per_second(fn, x, seconds):
+    fn(x)  # warm: first-call allocations and compilation stay out of the timing
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        fn(x)
+        n += 1
+    return n * len(x) / (time.perf_counter() - t0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dir")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    warm_up()
+    net, _ = load_run(args.run_dir)
+    rng = np.random.default_rng(0)
+    results = []
+    for head in ("linear", "goodness"):
+        if head == "linear" and net.head_w is None:
+            continue
+        model = export.build(net, head).SerializeToString()
+        engines = {"numpy": lambda x, head=head: net.predict(x, 1.0, head),
+                   "onnxruntime": (lambda s: lambda x: s.run(["label"], {"x": x}))(export.session(model))}
+        if head == "linear":
+            q = export.session(export.quantize(model, "dynamic"))
+            engines["onnxruntime-int8"] = lambda x, q=q: q.run(["label"], {"x": x})
+        for batch in (1, 256):
+            x = rng.random((batch, net.in_features)).astype(np.float32)
+            row = {"head": head, "batch": batch}
+            row.update({name: rows_per_second(fn, x, args.seconds) for name, fn in engines.items()})
+            row["onnxruntime_over_numpy"] = row["onnxruntime"] / row["numpy"]
+            results.append(row)
+            if not args.json:
+                print(f"{head:8s} batch {batch:3d}: " + ", ".join(
+                    f"{k} {v:,.0f} rows/s" for k, v in row.items() if k not in ("head", "batch", "onnxruntime_over_numpy"))
+                    + f"; onnxruntime/numpy {row['onnxruntime_over_numpy']:.2f}x")
+    if args.json:
+        print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
