@@ -9,7 +9,10 @@ setup(
     python_requires=">=3.11",
     packages=["edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy"],
     package_dir={"edgeff": "edgeff", "edgeff.kernels": "kernels", "edgeff.deploy": "deploy"},
-    install_requires=["numpy>=1.24", "numba>=0.59", "onnx>=1.15", "onnxruntime>=1.17", "pyserial>=3.5"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6"]},
+    install_requires=["numpy>=1.24", "numba>=0.59", "pyserial>=3.5",
+                      # no wheels on PyPI for 32-bit ARM: there edgeff infers with NumPy/Numba
+                      "onnx>=1.15; platform_machine != 'armv7l'",
+                      "onnxruntime>=1.17; platform_machine != 'armv7l'"],
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib"], "report": ["matplotlib"]},
     entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},
 )

@@ -21,3 +21,7 @@ class ModelError(EdgeFFError):
 
 class ExportError(EdgeFFError):
     """A model that cannot be exported, or an ONNX file that cannot be run."""
+
+
+class DeployError(EdgeFFError):
+    """A bundle, transfer or device install that failed; the device keeps its current release."""

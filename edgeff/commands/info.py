@@ -95,6 +95,8 @@ def collect(root="/"):
     """Everything `edgeff info` reports, as one flat JSON-serialisable dict."""
     info = _platform()
     info.update(detect_board(root))
+    from ..deploy.targets import detect
+    info["target"] = detect(info["arch"], info["board"]).name   # the profile 'edgeff bundle --target' takes
     info.update(_numpy())
     info.update(_numba())
     info.update(_onnxruntime())

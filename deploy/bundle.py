@@ -1,0 +1,174 @@
+"""`edgeff bundle`: everything a device needs to run and keep training a run, offline.
+
+    model.onnx             the run exported (the head it reports), checked against NumPy
+    model-int8.onnx        int8 weights, where the target profile asks for it
+    run/                   config.json, model.npz, metrics.json: the device can go on training
+    sample.npy             a few test rows; sample_labels.json, the labels the host gives them
+    install.py             the installer the device runs (standard library only)
+    wheels/                edgeff's wheel, and the runtime dependencies for the target's
+                           platform (pip download --platform ...), unless --no-wheels
+    manifest.json          edgeff version, target, every file with sha256 and size, release id
+
+The release id hashes the file list, so the same inputs give the same id and hashes; a
+bundle is a directory, or a .tar.gz of one written with fixed metadata.
+"""
+
+import gzip
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import zlib
+
+import numpy as np
+
+from .. import __version__
+from ..errors import DeployError
+from . import install as device
+from .targets import get as get_target
+from .wheel import build_wheel
+
+SAMPLE_ROWS = 16
+RUNTIME = ["numpy", "numba", "onnx", "onnxruntime", "pyserial"]
+
+
+def wheelhouse(target, dest):
+    """Download the runtime dependencies' wheels for the target's platform into dest."""
+    if not target.wheels:
+        raise DeployError(f"PyPI has no wheels of edgeff's dependencies for {target.arch} ({target.name}); "
+                          "bundle with --no-wheels (the device then installs from its package index)")
+    cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
+           "--implementation", "cp", "--python-version", target.python, "--abi", target.abi, "-d", dest]
+    for tag in target.platforms:
+        cmd += ["--platform", tag]
+    r = subprocess.run(cmd + RUNTIME, capture_output=True, text=True)
+    if r.returncode:
+        errors = [line for line in r.stderr.splitlines() if "ERROR" in line] or r.stderr.strip().splitlines()[-1:]
+        raise DeployError(f"pip download for {target.name} failed: {errors[0] if errors else 'no output'}; "
+                          "check the package index is reachable, or bundle with --no-wheels")
+
+
+def _write_files(run_dir, target, root, wheels, step):
+    from .. import export
+    from ..data import load_dataset
+    from ..runs import CONFIG, METRICS, MODEL, load_run
+    net, cfg = load_run(run_dir)
+    metrics_path = os.path.join(run_dir, METRICS)
+    metrics = json.load(open(metrics_path)) if os.path.isfile(metrics_path) else {}
+    ds = load_dataset(cfg.dataset)
+    step("exporting model.onnx")
+    data, report = export.export(net, cfg, metrics, ds, cfg.classifier)
+    with open(os.path.join(root, "model.onnx"), "wb") as f:
+        f.write(data)
+    if target.quantize:
+        step("exporting model-int8.onnx")
+        qdata, _ = export.export(net, cfg, metrics, ds, cfg.classifier, quant="dynamic")
+        with open(os.path.join(root, "model-int8.onnx"), "wb") as f:
+            f.write(qdata)
+    os.makedirs(os.path.join(root, "run"))
+    for name in (CONFIG, MODEL, METRICS):
+        if os.path.isfile(os.path.join(run_dir, name)):
+            shutil.copyfile(os.path.join(run_dir, name), os.path.join(root, "run", name))
+    sample = ds.x_test[:SAMPLE_ROWS]
+    np.save(os.path.join(root, "sample.npy"), sample)
+    labels = net.predict((sample * np.float32(ds.scale)).astype(np.float32), 1.0, cfg.classifier)
+    with open(os.path.join(root, "sample_labels.json"), "w") as f:
+        json.dump(labels.tolist(), f)
+    shutil.copyfile(device.__file__, os.path.join(root, "install.py"))
+    os.makedirs(os.path.join(root, "wheels"))
+    wheel = os.path.relpath(build_wheel(os.path.join(root, "wheels")), root)
+    if wheels:
+        step(f"downloading the wheelhouse for {target.name} ({', '.join(target.platforms[:2])}, ...)")
+        wheelhouse(target, os.path.join(root, "wheels"))
+    return wheel, report
+
+
+def build(run_dir, target_name, out, wheels=True, step=lambda msg: None):
+    """Build the bundle of run_dir for a target into out (a directory, or a .tar.gz); returns the manifest."""
+    target = get_target(target_name)
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise DeployError(f"{out} already exists; remove it or choose another -o")
+    parent = os.path.dirname(os.path.abspath(out))
+    os.makedirs(parent, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".edgeff-bundle-", dir=parent) as tmp:
+        root = os.path.join(tmp, "bundle")
+        os.makedirs(root)
+        wheel, report = _write_files(run_dir, target, root, wheels, step)
+        files = []
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                files.append({"path": os.path.relpath(path, root).replace(os.sep, "/"),
+                              "sha256": device.sha256_file(path), "size": os.path.getsize(path)})
+        manifest = {"format": 1, "edgeff_version": __version__, "target": target.name, "arch": target.arch,
+                    "python": target.python, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "source_run": os.path.abspath(run_dir), "edgeff_wheel": wheel, "wheelhouse": bool(wheels),
+                    "onnx_runtime": target.arch != "armv7l", "export": report,
+                    "files": files, "release": device.release_id(files)}
+        with open(os.path.join(root, device.MANIFEST), "w") as f:
+            json.dump(manifest, f, indent=1, sort_keys=True)
+        step(f"writing {out}")
+        if out.endswith((".tar.gz", ".tgz")):
+            _write_tarball(root, out)
+        else:
+            if os.path.isdir(out):
+                os.rmdir(out)
+            os.rename(root, out)
+    return manifest
+
+
+def _write_tarball(root, out):
+    """A .tar.gz with sorted entries, no owners and fixed times: same files, same bytes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                info = tar.gettarinfo(path, os.path.relpath(path, root).replace(os.sep, "/"))
+                info.uid = info.gid = info.mtime = 0
+                info.uname = info.gname = ""
+                info.mode = 0o644
+                with open(path, "rb") as f:
+                    tar.addfile(info, f)
+    tmp = out + ".tmp"
+    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+        gz.write(buf.getvalue())
+    os.replace(tmp, out)
+
+
+def open_bundle(source, workdir):
+    """A verified bundle directory from a directory or a .tar.gz (unpacked into workdir, every
+    entry checked: regular files only, no absolute paths, no '..'); returns (dir, manifest)."""
+    if os.path.isdir(source):
+        return source, device.verify(source)
+    try:
+        tar = tarfile.open(source, "r:*")
+    except (OSError, tarfile.TarError) as exc:
+        raise DeployError(f"{source}: not a bundle directory or a readable .tar.gz ({exc})") from None
+    dest = os.path.join(workdir, "bundle")
+    os.makedirs(dest)
+    with tar:
+        try:
+            for member in tar:
+                if member.isdir() and member.name.rstrip("/") in (".", ""):
+                    continue
+                if member.isdir():
+                    os.makedirs(device.safe_path(dest, member.name.rstrip("/")), exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise DeployError(f"{source}: entry {member.name!r} is a {'link' if member.issym() or member.islnk() else 'special file'}; "
+                                      "a bundle holds regular files only")
+                path = device.safe_path(dest, member.name.removeprefix("./"))
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with tar.extractfile(member) as src, open(path, "wb") as f:
+                    shutil.copyfileobj(src, f)
+        except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+            raise DeployError(f"{source}: truncated or corrupt bundle ({type(exc).__name__}); build it again") from None
+    return dest, device.verify(dest)

@@ -1,0 +1,320 @@
+"""Install a bundle on the device: verify, install offline, smoke-test, switch atomically, roll back.
+
+Runs on the device, with the system python3 and nothing but the standard library:
+every bundle carries a copy, and `edgeff agent serial` imports it as edgeff.deploy.install.
+
+    ROOT/incoming/<release>/   files as they arrive (a transfer cut short stays here)
+    ROOT/releases/<release>/   installed releases, each with its own venv
+    ROOT/current               symlink to releases/<release>, swapped with one rename
+    ROOT/history.json          releases in the order they were made current
+
+    python3 install.py adopt|install|rollback|status --root ROOT [--release ID] [--keep N]
+
+prints one JSON object; on failure {"error": "..."} and exit code 1.
+"""
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
+try:
+    from edgeff.errors import DeployError
+except ImportError:  # run on the device from the bundle, before edgeff is installed
+    class DeployError(Exception):
+        pass
+
+MANIFEST = "manifest.json"
+INSTALLED = ".installed"
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def release_id(files):
+    """The release name: a hash of the bundle's file list (path, sha256), so equal bundles share it."""
+    listing = "".join(f"{f['path']}\0{f['sha256']}\n" for f in sorted(files, key=lambda f: f["path"]))
+    return hashlib.sha256(listing.encode()).hexdigest()[:16]
+
+
+def safe_path(root, rel):
+    """root/rel, refused if rel is absolute, has '..' or resolves (through symlinks) outside root."""
+    if not rel or os.path.isabs(rel) or "\\" in rel or ".." in rel.split("/"):
+        raise DeployError(f"refused path {rel!r}: bundle paths must be relative and stay inside the bundle")
+    path = os.path.join(root, rel)
+    real_root = os.path.realpath(root)
+    if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
+        raise DeployError(f"refused path {rel!r}: it leads outside the bundle through a symlink")
+    return path
+
+
+def read_manifest(bundle_dir):
+    try:
+        with open(os.path.join(bundle_dir, MANIFEST)) as f:
+            manifest = json.load(f)
+        files = manifest["files"]
+        assert all(isinstance(f["path"], str) and isinstance(f["sha256"], str) for f in files)
+    except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
+        raise DeployError(f"{bundle_dir}: no readable {MANIFEST} ({type(exc).__name__}); rebuild the bundle") from None
+    if manifest.get("release") != release_id(files):
+        raise DeployError(f"{bundle_dir}: {MANIFEST} does not match its own file list; rebuild the bundle")
+    return manifest
+
+
+def verify(bundle_dir, manifest=None):
+    """Every file the manifest lists is there with its sha256; nothing else but the manifest."""
+    manifest = manifest or read_manifest(bundle_dir)
+    listed = {MANIFEST}
+    for entry in manifest["files"]:
+        path = safe_path(bundle_dir, entry["path"])
+        if os.path.islink(path) or not os.path.isfile(path):
+            raise DeployError(f"{entry['path']}: missing from the bundle (or not a regular file); deploy again")
+        if sha256_file(path) != entry["sha256"]:
+            raise DeployError(f"{entry['path']}: sha256 differs from the manifest: the file is corrupt or was "
+                              "changed; deploy again")
+        listed.add(entry["path"])
+    for dirpath, dirnames, filenames in os.walk(bundle_dir):
+        for name in filenames:
+            rel = os.path.relpath(os.path.join(dirpath, name), bundle_dir).replace(os.sep, "/")
+            if rel not in listed and not rel.startswith(("venv/", INSTALLED)):
+                raise DeployError(f"{rel}: in the bundle but not in its manifest; rebuild the bundle")
+    return manifest
+
+
+class _Lock:
+    """One install, rollback or adopt at a time per ROOT."""
+
+    def __init__(self, root):
+        os.makedirs(root, exist_ok=True)
+        self.f = open(os.path.join(root, ".lock"), "w")
+
+    def __enter__(self):
+        fcntl.flock(self.f, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+
+
+def _history(root):
+    try:
+        with open(os.path.join(root, "history.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return []
+
+
+def _write_history(root, history):
+    tmp = os.path.join(root, ".history.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(history, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(root, "history.json"))
+
+
+def current(root):
+    link = os.path.join(root, "current")
+    return os.path.basename(os.readlink(link)) if os.path.islink(link) else None
+
+
+def _switch(root, release):
+    """Point ROOT/current at releases/<release> with one rename: never a moment without a whole release."""
+    tmp = os.path.join(root, ".current.tmp")
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(os.path.join("releases", release), tmp)
+    os.replace(tmp, os.path.join(root, "current"))
+    _fsync_dir(root)
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def adopt(root, release):
+    """Hard-link into incoming/<release>/ every file it needs that an installed release already
+    holds with the same sha256 (a new model with an unchanged wheelhouse sends only the model).
+    Returns the paths still missing."""
+    stage = os.path.join(root, "incoming", release)
+    manifest = read_manifest(stage)
+    known = {}
+    releases = os.path.join(root, "releases")
+    for other in sorted(os.listdir(releases)) if os.path.isdir(releases) else []:
+        try:
+            for entry in read_manifest(os.path.join(releases, other))["files"]:
+                known.setdefault(entry["sha256"], os.path.join(releases, other, entry["path"]))
+        except DeployError:
+            continue
+    missing, linked = [], 0
+    with _Lock(root):
+        for entry in manifest["files"]:
+            dest = safe_path(stage, entry["path"])
+            if os.path.isfile(dest) and sha256_file(dest) == entry["sha256"]:
+                continue
+            src = known.get(entry["sha256"])
+            if src and os.path.isfile(src) and sha256_file(src) == entry["sha256"]:
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                if os.path.lexists(dest):
+                    os.unlink(dest)
+                os.link(src, dest)
+                linked += 1
+            else:
+                missing.append(entry["path"])
+    return {"release": release, "missing": missing, "linked": linked}
+
+
+def _run(argv, what, timeout=1800):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DeployError(f"{what}: {exc}") from None
+    if r.returncode:
+        tail = (r.stderr.strip() or r.stdout.strip()).splitlines()[-1:] or ["no output"]
+        raise DeployError(f"{what} failed (exit {r.returncode}): {tail[0][:300]}")
+    return r.stdout
+
+
+def _setup_venv(release_dir, manifest):
+    """A venv under the release with edgeff installed from the bundle's wheelhouse (offline),
+    or, for a bundle without one, edgeff's wheel plus its dependencies from the package index."""
+    venv = os.path.join(release_dir, "venv")
+    _run([sys.executable, "-m", "venv", venv], "python3 -m venv (install python3-venv on the device)")
+    pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+    wheels = os.path.join(release_dir, "wheels")
+    edgeff_wheel = os.path.join(release_dir, manifest["edgeff_wheel"])
+    if manifest.get("wheelhouse"):
+        _run(pip + ["--no-index", "--find-links", wheels, edgeff_wheel], "offline install from the wheelhouse")
+    else:
+        _run(pip + [edgeff_wheel], "install of edgeff and its dependencies from the package index")
+    return os.path.join(venv, "bin", "edgeff")
+
+
+def _smoke(release_dir, edgeff, manifest):
+    """edgeff info; infer on the shipped sample with the ONNX model and with the run (which compiles
+    and caches the Numba kernels); both must give the labels the host got."""
+    info = json.loads(_run([edgeff, "info", "--json"], "smoke test: edgeff info"))
+    sample = os.path.join(release_dir, "sample.npy")
+    with open(os.path.join(release_dir, "sample_labels.json")) as f:
+        expected = json.load(f)
+    results = {"arch": info.get("arch"), "board": info.get("board"), "target": info.get("target")}
+    models = [("run", os.path.join(release_dir, "run"))]
+    if manifest.get("onnx_runtime", True) and os.path.isfile(os.path.join(release_dir, "model.onnx")):
+        models.insert(0, ("onnx", os.path.join(release_dir, "model.onnx")))
+    for name, model in models:
+        labels = json.loads(_run([edgeff, "infer", model, sample, "--json"], f"smoke test: edgeff infer ({name})"))["labels"]
+        if labels != expected:
+            raise DeployError(f"smoke test: {name} inference gives {labels[:8]}... on the shipped sample, the host "
+                              f"got {expected[:8]}...; the device's libraries differ from the host's")
+        results[f"infer_{name}"] = "labels agree"
+    return results
+
+
+def install(root, release, keep=3, smoke=True):
+    """Make incoming/<release> (or an installed releases/<release>) current. A failure at any
+    step leaves the previous release current."""
+    stage = os.path.join(root, "incoming", release)
+    final = os.path.join(root, "releases", release)
+    with _Lock(root):
+        if os.path.isfile(os.path.join(final, INSTALLED)):
+            report = {"release": release, "installed": "already", "smoke": None}
+        else:
+            manifest = verify(stage)
+            if manifest["arch"] not in ("any", platform.machine()):
+                raise DeployError(f"the bundle is for {manifest['arch']} ({manifest['target']}) but this device "
+                                  f"is {platform.machine()}; build one with --target for this device")
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            if os.path.exists(final):           # a failed earlier attempt
+                shutil.rmtree(final)
+            os.rename(stage, final)
+            try:
+                edgeff = _setup_venv(final, manifest)
+                report = {"release": release, "installed": "new",
+                          "smoke": _smoke(final, edgeff, manifest) if smoke else None}
+            except BaseException:
+                shutil.rmtree(final, ignore_errors=True)
+                raise
+            with open(os.path.join(final, INSTALLED), "w") as f:
+                f.write(release + "\n")
+        previous = current(root)
+        _switch(root, release)
+        history = [r for r in _history(root) if r != release] + [release]
+        _write_history(root, history)
+        report.update(previous=previous, current=release, removed=_prune(root, history, keep))
+    return report
+
+
+def _prune(root, history, keep):
+    """Keep the newest `keep` releases of the history (never the current one)."""
+    keep_set = set(history[-max(keep, 1):])
+    removed = []
+    releases = os.path.join(root, "releases")
+    for name in sorted(os.listdir(releases)):
+        if name not in keep_set:
+            shutil.rmtree(os.path.join(releases, name), ignore_errors=True)
+            removed.append(name)
+    _write_history(root, [r for r in history if r in keep_set])
+    return removed
+
+
+def rollback(root):
+    """Make the release before the current one current again."""
+    with _Lock(root):
+        history = [r for r in _history(root) if os.path.isfile(os.path.join(root, "releases", r, INSTALLED))]
+        now = current(root)
+        if now in history:
+            history.remove(now)
+        if not history:
+            raise DeployError(f"{root}: no earlier release to roll back to")
+        target = history[-1]
+        _switch(root, target)
+        _write_history(root, history)    # the release left stays installed: deploying it again is instant
+    return {"previous": now, "current": target}
+
+
+def status(root):
+    releases = os.path.join(root, "releases")
+    names = sorted(os.listdir(releases)) if os.path.isdir(releases) else []
+    return {"root": root, "current": current(root), "history": _history(root),
+            "releases": [n for n in names if os.path.isfile(os.path.join(releases, n, INSTALLED))],
+            "machine": platform.machine()}
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="install.py", description=__doc__.splitlines()[0])
+    p.add_argument("action", choices=("adopt", "install", "rollback", "status"))
+    p.add_argument("--root", required=True)
+    p.add_argument("--release")
+    p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--no-smoke", dest="smoke", action="store_false")
+    args = p.parse_args(argv)
+    try:
+        if args.action in ("adopt", "install") and not args.release:
+            raise DeployError(f"{args.action} needs --release")
+        result = {"adopt": lambda: adopt(args.root, args.release),
+                  "install": lambda: install(args.root, args.release, args.keep, args.smoke),
+                  "rollback": lambda: rollback(args.root),
+                  "status": lambda: status(args.root)}[args.action]()
+    except DeployError as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

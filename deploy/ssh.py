@@ -1,0 +1,114 @@
+"""The SSH transport: the system `ssh` client, one multiplexed connection for a whole deploy.
+
+Files stream through `ssh HOST 'cat >> PART'` from where an earlier, interrupted transfer
+stopped; the device checks the sha256 with `sha256sum` and renames the file into place.
+Every remote command is a POSIX shell line built with shlex.quote.
+"""
+
+import os
+import shlex
+import subprocess
+import tempfile
+
+from ..errors import DeployError
+from .transport import CHUNK, action_args, installers, parse_result, part_name
+
+CONNECT_TIMEOUT = 10
+
+
+class SshTransport:
+    def __init__(self, parts, ssh_config=None):
+        self.host = parts.hostname
+        self.url = f"ssh://{parts.netloc}{parts.path}"
+        # ssh://host/srv/edgeff is absolute; ssh://host/~/edgeff is relative to the remote home,
+        # where every ssh command starts
+        self.root = parts.path[3:] if parts.path.startswith("/~/") else parts.path
+        self._control = tempfile.mkdtemp(prefix="edgeff-ssh-")
+        self.base = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+                     "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                     "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=60"]
+        if ssh_config:
+            self.base += ["-F", ssh_config]
+        if parts.port:
+            self.base += ["-p", str(parts.port)]
+        self.base.append(f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname)
+
+    def _sh(self, script, *args, stdin=None, timeout=600):
+        """Run `sh -c script args...` in ROOT on the device; (returncode, stdout, stderr)."""
+        line = "cd " + shlex.quote(self.root) + " 2>/dev/null || { mkdir -p " + shlex.quote(self.root) + \
+               " && cd " + shlex.quote(self.root) + "; } && sh -c " + shlex.quote(script) + " sh " + \
+               " ".join(shlex.quote(a) for a in args)
+        try:
+            r = subprocess.run(self.base + ["--", line], input=stdin, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise DeployError(f"{self.url}: no answer in {timeout} s; is the device up?") from None
+        if r.returncode == 255:  # ssh's own failure: connection, authentication, host key
+            msg = r.stderr.decode(errors="replace").strip().splitlines()
+            raise DeployError(f"{self.url}: ssh failed: {msg[-1] if msg else 'connection lost'}; check the "
+                              "address, your key (ssh-add) and known_hosts")
+        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+
+    def probe(self):
+        rc, out, err = self._sh('uname -m; (tr -d "\\000" < /proc/device-tree/model) 2>/dev/null; echo; '
+                                'python3 -c "import sys; print(\'%d.%d\' % sys.version_info[:2])" 2>/dev/null || echo none')
+        lines = out.splitlines() + ["", "", ""]
+        return {"machine": lines[0].strip(), "model": lines[1].strip(), "python": lines[2].strip()}
+
+    def hashes(self, paths):
+        if not paths:
+            return {}
+        rc, out, err = self._sh('for f in "$@"; do [ -f "$f" ] && sha256sum -- "$f"; done; true', *paths)
+        found = {}
+        for line in out.splitlines():
+            digest, _, name = line.partition("  ")
+            found[name] = digest
+        return {p: found.get(p) for p in paths}
+
+    def put(self, local, rel, sha256, progress=None):
+        part = part_name(rel, sha256)
+        rc, out, err = self._sh('mkdir -p "$(dirname "$1")" && { [ -f "$1" ] && wc -c < "$1" || echo 0; }', part)
+        size = os.path.getsize(local)
+        offset = int(out.strip() or 0) if rc == 0 else 0
+        offset = offset if offset <= size else 0
+        cmd = self.base + ["--", f"cd {shlex.quote(self.root)} && " +
+                           ("cat >> " if offset else "cat > ") + shlex.quote(part)]
+        proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            with open(local, "rb") as f:
+                f.seek(offset)
+                for block in iter(lambda: f.read(CHUNK), b""):
+                    proc.stdin.write(block)
+                    if progress:
+                        progress(len(block))
+            proc.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+        err = proc.stderr.read().decode(errors="replace").strip()
+        if proc.wait() != 0:
+            raise DeployError(f"{self.url}: transfer of {rel} cut off ({err.splitlines()[-1] if err else 'connection lost'}); "
+                              "deploy again to resume where it stopped")
+        rc, out, err = self._sh('h=$(sha256sum < "$1" | cut -c1-64); if [ "$h" = "$3" ]; then mv -f "$1" "$2"; '
+                                'else rm -f "$1"; echo "sha256 $h"; exit 3; fi', part, rel, sha256)
+        if rc:
+            raise DeployError(f"{rel}: sha256 on the device differs after the transfer; deploy again")
+        return size - offset
+
+    def call(self, action, release=None, **kwargs):
+        candidates = installers(release, action)
+        script = " ".join(shlex.quote(c) for c in candidates)
+        rc, out, err = self._sh(f'for s in {script}; do [ -f "$s" ] && exec python3 "$s" "$@" --root "$PWD"; done; '
+                                'echo \'{"error": "nothing installed here yet"}\'; exit 1',
+                                *action_args(action, release, **kwargs), timeout=3600)
+        return parse_result(out if out.strip() else err, self.url)
+
+    def close(self):
+        subprocess.run(self.base[:-1] + ["-O", "exit", self.base[-1]], capture_output=True, timeout=10)
+        for name in os.listdir(self._control):
+            os.unlink(os.path.join(self._control, name))
+        os.rmdir(self._control)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,35 @@
+"""edgeff bundle: a run as a self-contained bundle for a device (model, weights, installer, wheelhouse)."""
+
+import json
+import sys
+
+from ..deploy.bundle import build
+from ..deploy.targets import PROFILES
+from ..memory import fmt_bytes
+from ..progress import progress_enabled
+
+HELP = "build a bundle of a run for a Raspberry Pi / Jetson target: ONNX model, weights, offline wheelhouse"
+
+
+def add_arguments(p):
+    p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'edgeff train --out'")
+    p.add_argument("--target", required=True, metavar="NAME", help=f"one of: {', '.join(PROFILES)}")
+    p.add_argument("-o", "--output", required=True, metavar="OUT", help="a new directory, or OUT.tar.gz")
+    p.add_argument("--no-wheels", dest="wheels", action="store_false",
+                   help="no wheelhouse: the device installs edgeff's dependencies from its package index")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+
+
+def run(args):
+    show = progress_enabled(args.quiet, args.json)
+    step = (lambda msg: print(f"bundle: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
+    manifest = build(args.run_dir, args.target, args.output, args.wheels, step)
+    if args.json:
+        print(json.dumps(manifest))
+        return 0
+    total = sum(f["size"] for f in manifest["files"])
+    wheels = sum(1 for f in manifest["files"] if f["path"].startswith("wheels/"))
+    print(f"wrote {args.output}: release {manifest['release']} for {manifest['target']} ({manifest['arch']}), "
+          f"{len(manifest['files'])} files, {fmt_bytes(total)}, {wheels} wheels")
+    return 0

@@ -1,0 +1,362 @@
+"""Memory profiling: a short training run measured against its memory plan.
+
+For one setting (config, data, plan) in this process:
+- baseline RSS: kernels compiled, data loaded, BLAS started, before the arena exists;
+- RSS timeline: a background thread reads /proc/self/statm every few milliseconds into
+  preallocated arrays (time, bytes, phase, step); the peak is their maximum;
+- Python heap: tracemalloc's peak over the loop above what it traced at the start;
+- Numba NRT: allocations in the loop beyond the one MemInfo wrapper Numba makes for
+  each array argument of a call from Python (the wrappers are counted by wrapping the
+  kernels' dispatchers while the loop runs); must be 0;
+- step time per layer: each layer's forward + update (median over its steps).
+Every phase of the schedule runs (steps split between them), so every buffer of the
+plan is touched and the arena is resident as it is in a real run.
+"""
+
+import contextlib
+import ctypes
+import gc
+import os
+import resource
+import threading
+import time
+import tracemalloc
+
+import numpy as np
+
+from .commands.plan import plan_report
+from .errors import UsageError
+from .memory import backprop_activation_bytes, peak_live_bytes
+
+MiB, GiB = 2**20, 2**30
+GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
+
+
+# ---- target profiles ----
+
+def _builtin(ram):
+    # default budget as deploy/targets.py has it: half the RAM less 100 MiB, at least 64 MiB
+    return dict(ram_bytes=ram, default_budget_bytes=max(64 * MiB, ram // 2 - 100 * MiB))
+
+
+BUILTIN_TARGETS = {"rpi-zero2w": _builtin(512 * MiB), "rpi3b": _builtin(1 * GiB), "rpi4b": _builtin(4 * GiB),
+                   "rpi5": _builtin(8 * GiB), "jetson-nano": _builtin(4 * GiB), "jetson-orin-nano": _builtin(8 * GiB)}
+
+
+def target_profile(name):
+    """{name, ram_bytes, default_budget_bytes, source} of a deploy target.
+
+    From edgeff.deploy.targets.PROFILES when that exists (each profile an object or a
+    dict with ram_bytes and default_budget_bytes), else from BUILTIN_TARGETS."""
+    try:
+        from .deploy.targets import PROFILES
+        source = "edgeff.deploy.targets"
+    except ImportError:
+        PROFILES, source = BUILTIN_TARGETS, "built-in table"
+    if name not in PROFILES:
+        raise UsageError(f"unknown --target {name!r}; known targets: {', '.join(sorted(PROFILES))}")
+    p = PROFILES[name]
+    get = (lambda key: p[key]) if isinstance(p, dict) else (lambda key: getattr(p, key))
+    return dict(name=name, ram_bytes=int(get("ram_bytes")), default_budget_bytes=int(get("default_budget_bytes")),
+                source=source)
+
+
+# ---- resident memory ----
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_bytes():
+    """Resident memory now (Linux /proc), or the peak so far where /proc is absent."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * PAGE
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def settle():
+    """Collect garbage and give freed heap back to the OS, so a baseline is not inflated."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+class RssSampler(threading.Thread):
+    """Samples RSS every `interval` s into preallocated arrays; `where` = (phase, step) now.
+
+    When the arrays fill up, every other sample is dropped and the interval doubles,
+    so memory stays bounded and the loop's Python heap is not disturbed."""
+
+    def __init__(self, interval=0.005, capacity=8192):
+        super().__init__(daemon=True, name="rss-sampler")
+        self.interval, self.n, self.running = interval, 0, True
+        self.t = np.zeros(capacity)
+        self.rss = np.zeros(capacity, np.int64)
+        self.phase = np.zeros(capacity, np.int32)
+        self.step = np.zeros(capacity, np.int64)
+        self.where = np.array([-1, 0], np.int64)
+        self.t0 = time.perf_counter()
+        try:
+            self._fd = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def sample(self):
+        if self.n == len(self.t):
+            for a in (self.t, self.rss, self.phase, self.step):
+                a[:self.n // 2] = a[:self.n:2]
+            self.n //= 2
+            self.interval *= 2
+        i = self.n
+        self.t[i] = time.perf_counter() - self.t0
+        if self._fd is None:
+            self.rss[i] = rss_bytes()
+        else:
+            self.rss[i] = int(os.pread(self._fd, 128, 0).split()[1]) * PAGE
+        self.phase[i], self.step[i] = self.where[0], self.where[1]
+        self.n = i + 1
+
+    def run(self):
+        while self.running:
+            self.sample()
+            time.sleep(self.interval)
+
+    def finish(self):
+        self.running = False
+        self.join()
+        self.sample()
+        if self._fd is not None:
+            os.close(self._fd)
+        n = self.n
+        return dict(t=self.t[:n].round(4).tolist(), rss=self.rss[:n].tolist(), phase=self.phase[:n].tolist(),
+                    step=self.step[:n].tolist())
+
+
+# ---- Numba's allocator ----
+
+@contextlib.contextmanager
+def nrt_counting():
+    """Yields counts(): (allocs, frees, array arguments passed) since entry. NRT statistics are
+    switched on for the duration; every dispatcher in edgeff.kernels counts its array arguments."""
+    from numba.core.dispatcher import Dispatcher
+    from numba.core.runtime import _nrt_python, rtsys
+    from .kernels import batch, dense, ff_loss, norm, optim, softmax
+
+    args = [0]
+
+    def counting(dispatcher):
+        def call(*a):
+            for x in a:
+                if isinstance(x, np.ndarray):
+                    args[0] += 1
+            return dispatcher(*a)
+        return call
+
+    patched = []
+    for module in (batch, dense, ff_loss, norm, optim, softmax):
+        for name, value in list(vars(module).items()):
+            if isinstance(value, Dispatcher):
+                patched.append((module, name, value))
+                setattr(module, name, counting(value))
+            elif isinstance(value, tuple) and value and all(isinstance(v, Dispatcher) for v in value):
+                patched.append((module, name, value))
+                setattr(module, name, tuple(counting(v) for v in value))
+    was_on = _nrt_python.memsys_stats_enabled()
+    _nrt_python.memsys_enable_stats()
+    s0 = rtsys.get_allocation_stats()
+
+    def counts():
+        s = rtsys.get_allocation_stats()
+        return s.alloc - s0.alloc, s.free - s0.free, args[0]
+
+    try:
+        yield counts
+    finally:
+        for module, name, value in patched:
+            setattr(module, name, value)
+        if not was_on:
+            _nrt_python.memsys_disable_stats()
+
+
+# ---- the profiled run ----
+
+def default_steps(cfg, in_width):
+    """A few hundred batches for small nets, fewer for big ones (about 6e11 flops in all)."""
+    sizes = [in_width] + list(cfg.sizes[1:])
+    flops = 6 * 2 * cfg.batch_size * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    return int(min(300, max(20, 6e11 // flops)))
+
+
+def warm_blas(in_width, width):
+    """Start BLAS's threads and buffers with one product of the first layer's shape (freed after)."""
+    x, w = np.ones((64, in_width), np.float32), np.ones((in_width, min(width, 256)), np.float32)
+    x @ w
+
+
+def measure(trainer_factory, steps, progress=None, interval=0.005):
+    """Build the trainer (its arena) and run `steps` batches over all its phases, measured.
+
+    trainer_factory() -> Trainer; progress(total, desc) -> bar or None. Returns a dict."""
+    progress = progress or (lambda total, desc: None)
+    sampler = RssSampler(interval)              # its arrays exist before the baseline
+    settle()
+    baseline = rss_bytes()
+    sampler.start()
+    trainer = trainer_factory()
+    after_setup = rss_bytes()
+    trainer.rng.shuffle(trainer.order)
+    phases = trainer.phases()
+    per_phase = max(2, -(-steps // len(phases)))
+    total = per_phase * len(phases)
+    n_layers = len(trainer.net.weights)
+    layer_time = np.zeros((total, n_layers))
+    step_time = np.zeros(total)
+    where = sampler.where
+    train_layer = trainer._train_layer
+
+    def timed_layer(k, x, rows, n_pos):
+        t0 = time.perf_counter()
+        loss = train_layer(k, x, rows, n_pos)
+        layer_time[where[1], k] += time.perf_counter() - t0
+        return loss
+
+    trainer._train_layer = timed_layer
+    n = len(trainer.ds.y_train)
+    b = min(trainer.cfg.batch_size, n)
+    batches = n // b
+    with nrt_counting() as nrt_counts:
+        tracemalloc.start()
+        traced0, _ = tracemalloc.get_traced_memory()
+        t_start = time.perf_counter()
+        for p, layers in enumerate(phases):
+            head = layers == ["head"]
+            trainer._bind_head() if head else trainer._bind_phase(p, layers)
+            losses = np.zeros(len(layers))
+            where[0] = p
+            bar = progress(per_phase, _phase_name(layers, n_layers))
+            for i in range(per_phase):
+                s = p * per_phase + i
+                where[1] = s
+                j = i % batches
+                t0 = time.perf_counter()
+                trainer.idx[:b] = trainer.order[j * b:(j + 1) * b]
+                trainer._head_batch(b, losses) if head else trainer._batch(b, layers, losses)
+                step_time[s] = time.perf_counter() - t0
+                if bar:
+                    bar.update(1)
+            if bar:
+                bar.close()
+        loop_seconds = time.perf_counter() - t_start
+        traced1, traced_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        allocs, frees, wrappers = nrt_counts()
+    timeline = sampler.finish()
+    del trainer._train_layer
+    peak = max(timeline["rss"])
+    return dict(trainer=trainer, baseline=baseline, after_setup=after_setup, peak=peak, timeline=timeline, phases=phases, per_phase=per_phase,
+                layer_time=layer_time, step_time=step_time, loop_seconds=loop_seconds, batch_rows=b,
+                python_heap_peak=traced_peak - traced0, python_heap_growth=traced1 - traced0,
+                nrt=dict(allocs=allocs, frees=frees, argument_wrappers=wrappers))
+
+
+def _phase_name(layers, n_layers):
+    if layers == ["head"]:
+        return "head"
+    if len(layers) == n_layers:
+        return "all layers" if n_layers > 1 else "layer 1"
+    return f"layer {layers[0] + 1}/{n_layers}"
+
+
+# ---- report data ----
+
+KINDS = ("weights", "optimizer", "activations", "gradients")
+
+
+def layer_rows(plan, sizes, batch_size, measured):
+    """Per hidden layer: the most bytes of each kind live at one step, backprop's activations, step time."""
+    rows, lt = [], measured["layer_time"]
+    for k, (d_in, width) in enumerate(zip(sizes, sizes[1:])):
+        mine = [b for b in plan.buffers if b.layer == k]
+        times = lt[:, k][lt[:, k] > 0]
+        rows.append(dict(layer=k + 1, in_width=d_in, width=width, params=d_in * width + width,
+                         **{f"{kind}_bytes": peak_live_bytes(mine, (kind,)) for kind in KINDS},
+                         backprop_activation_bytes=4 * batch_size * (2 * width + (d_in if k == 0 else 0)),
+                         step_seconds=float(np.median(times)) if len(times) else None))
+    return rows
+
+
+def backprop_estimate(sizes, batch_size, optimizer):
+    """The same net trained with backprop: every layer's parameters, optimiser state and
+    gradients at once, and every activation kept for the backward pass."""
+    params = 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
+    out = dict(weights=params, optimizer=params * (2 if optimizer == "adam" else 1), gradients=params,
+               activations=backprop_activation_bytes(list(sizes[1:]), sizes[0], batch_size))
+    return dict(out, total=sum(out.values()))
+
+
+def difference(m, arena, n_train, weights):
+    """Measured growth over the plan, item by item. The initial weights are drawn outside the
+    arena and copied in; what the allocator kept of them shows right after the trainer is built."""
+    growth, outside = m["peak"] - m["baseline"], 16 * n_train
+    kept = min(weights, max(0, m["after_setup"] - m["baseline"] - weights - outside))
+    items = [
+        dict(what="data order and int64 labels the Trainer keeps outside the arena", bytes=outside),
+        dict(what="initial weights drawn outside the arena and copied in, freed but kept by the allocator "
+                  "(RSS after the trainer was built - weights - the line above)", bytes=kept),
+        dict(what="Python heap peak in the loop (tracemalloc)", bytes=m["python_heap_peak"]),
+    ]
+    rest = growth - arena - sum(i["bytes"] for i in items)
+    return dict(measured_minus_planned_bytes=growth - arena, items=items, rest_bytes=rest,
+                rest_note="BLAS and Numba thread workspaces, allocator slack, page rounding; negative when "
+                          "arena pages were never touched")
+
+
+def setting_report(label, cfg, plan, in_width, held, budget, target, m):
+    """Everything the report says about one setting, as plain JSON-ready values."""
+    sizes = [in_width] + list(cfg.sizes[1:])
+    base = plan_report(plan, cfg.batch_size, held, budget, sizes[1:], sizes[0])
+    weights = sum(b.nbytes for b in plan.buffers if b.kind == "weights")
+    growth = m["peak"] - m["baseline"]
+    lt, st = m["layer_time"], m["step_time"]
+    head_steps = [i for i, p in enumerate(m["phases"]) if p == ["head"]]
+    head_mask = np.zeros(len(st), bool)
+    for p in head_steps:
+        head_mask[p * m["per_phase"]:(p + 1) * m["per_phase"]] = True
+    nrt = m["nrt"]
+    report = dict(
+        setting=label, model=cfg.model, dataset=cfg.dataset, schedule=cfg.schedule, optimizer=cfg.optimizer,
+        negatives=cfg.negatives, steps=int(len(st)), batch_rows=m["batch_rows"],
+        **{k: base[k] for k in ("arena_bytes", "naive_bytes", "data_bytes", "budget_bytes", "fits", "batch_size",
+                                "ff_activation_bytes", "backprop_activation_bytes")},
+        weights_bytes=weights,
+        headroom_bytes=None if budget is None else budget - plan.arena_bytes - held,
+        fits_measured=None if budget is None else growth + held <= budget,
+        rss_baseline_bytes=m["baseline"], rss_after_setup_bytes=m["after_setup"], peak_rss_bytes=m["peak"],
+        rss_growth_bytes=growth, growth_over_arena=round(growth / plan.arena_bytes, 4), goal_ratio=GOAL_RATIO,
+        meets_goal=growth <= GOAL_RATIO * plan.arena_bytes,
+        process_peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        python_heap_peak_bytes=m["python_heap_peak"], python_heap_growth_bytes=m["python_heap_growth"],
+        nrt_allocations_in_loop=nrt["allocs"] - nrt["argument_wrappers"],
+        nrt=dict(nrt, unfreed=nrt["allocs"] - nrt["frees"]),
+        ff_by_kind={kind: _peak(plan, kind) for kind in KINDS},
+        backprop=backprop_estimate(sizes, cfg.batch_size, cfg.optimizer),
+        layers=layer_rows(plan, sizes, cfg.batch_size, m),
+        other_bytes={kind: peak_live_bytes([b for b in plan.buffers if b.layer is None], (kind,))
+                     for kind in sorted({b.kind for b in plan.buffers if b.layer is None})},
+        step_seconds=dict(median=float(np.median(st[~head_mask])) if (~head_mask).any() else None,
+                          layers_median=float(np.median(lt[~head_mask].sum(axis=1))) if (~head_mask).any() else None,
+                          head_median=float(np.median(st[head_mask])) if head_mask.any() else None),
+        loop_seconds=round(m["loop_seconds"], 3),
+        difference=difference(m, plan.arena_bytes, len(m["trainer"].ds.y_train), weights),
+        target=None if target is None else dict(target, peak_rss_bytes=m["peak"], fits=m["peak"] <= target["ram_bytes"],
+                                                headroom_bytes=target["ram_bytes"] - m["peak"]),
+        phases=[_phase_name(p, len(sizes) - 1) for p in m["phases"]],
+        timeline=m["timeline"],
+        buffers=base["buffers"],
+    )
+    return report
+
+
+def _peak(plan, kind):
+    return peak_live_bytes(plan.buffers, (kind,))

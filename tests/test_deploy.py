@@ -1,0 +1,258 @@
+"""Bundles and deploys against real peers: an OpenSSH server on 127.0.0.1, a directory as an SD card,
+real offline installs into venvs from a real wheelhouse."""
+
+import importlib.metadata
+import io
+import json
+import os
+import re
+import subprocess
+import sys
+import tarfile
+import time
+
+import numpy as np
+import pytest
+
+from edgeff.deploy import install as device
+from edgeff.deploy.targets import PROFILES, detect, get
+from edgeff.errors import DeployError
+from sshd import Sshd
+
+
+def edgeff(*args, timeout=900):
+    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(r):
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgeff: error:"), r.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    rng = np.random.default_rng(0)
+    protos = rng.integers(0, 256, (3, 8, 8))
+
+    def x(y):
+        return np.clip(protos[y] + rng.normal(0, 40, (len(y), 8, 8)), 0, 255).astype(np.uint8)
+    y_train, y_test = rng.integers(0, 3, 600), rng.integers(0, 3, 300)
+    path = tmp_path_factory.mktemp("data") / "images.npz"
+    np.savez(path, x_train=x(y_train), y_train=y_train, x_test=x(y_test), y_test=y_test)
+    return path
+
+
+def train(data, out, model="64-40-30"):
+    ok(edgeff("train", "--dataset", data, "--model", model, "--epochs", "20", "--batch-size", "32", "--out", out,
+              "--json"))
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(data, tmp_path_factory):
+    d = tmp_path_factory.mktemp("runs")
+    return train(data, d / "first"), train(data, d / "second", "64-24")
+
+
+@pytest.fixture(scope="module")
+def bundle(runs, tmp_path_factory):
+    """A bundle with a real wheelhouse for this machine's architecture."""
+    out = tmp_path_factory.mktemp("bundles") / "x86"
+    return out, ok(edgeff("bundle", runs[0], "--target", "generic-x86_64", "-o", out, "--json"))
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    server = Sshd(str(tmp_path_factory.mktemp("sshd"))).start()
+    yield server
+    server.stop()
+
+
+def over_ssh(server, root, *args):
+    return edgeff("deploy", *args, "--to", f"ssh://device{root}", "--ssh-config", server.client_config)
+
+
+# ---------------------------------------------------------------- targets
+
+def test_profiles_cover_the_boards():
+    for name in ("rpi5", "rpi4b", "rpi3b", "rpi-zero2w", "rpi4b-32", "jetson-nano", "jetson-orin-nano",
+                 "generic-aarch64", "generic-armv7l", "generic-x86_64"):
+        t = PROFILES[name]
+        assert t.platforms[-1] == f"linux_{t.arch}" and t.default_budget_bytes < t.ram_bytes
+    assert {"manylinux_2_28_aarch64", "manylinux2014_aarch64"} <= set(get("rpi5").platforms)
+    assert not get("rpi4b-32").wheels and get("rpi4b-32").arch == "armv7l"
+    assert detect("aarch64", "Raspberry Pi 5 Model B Rev 1.0").name == "rpi5"
+    assert detect("armv7l", "Raspberry Pi 4 Model B Rev 1.4").name == "rpi4b-32"
+    assert detect("aarch64", "NVIDIA Jetson Nano Developer Kit").name == "jetson-nano"
+    assert detect("arm64", "").name == "generic-aarch64"
+    with pytest.raises(DeployError, match="known: rpi5"):
+        get("rpi9")
+
+
+# ---------------------------------------------------------------- bundles
+
+def test_bundle_lists_every_file_and_is_reproducible(runs, tmp_path):
+    a = ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", tmp_path / "a", "--json"))
+    b = ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", tmp_path / "b.tar.gz", "--json"))
+    assert a["release"] == b["release"] and a["files"] == b["files"]
+    assert device.verify(str(tmp_path / "a"))["release"] == a["release"]
+    paths = {f["path"] for f in a["files"]}
+    assert {"model.onnx", "run/model.npz", "run/config.json", "install.py", "sample.npy",
+            "wheels/edgeff-0.1.0-py3-none-any.whl"} <= paths
+    assert a["arch"] == "aarch64" and not a["wheelhouse"]
+    with tarfile.open(tmp_path / "b.tar.gz") as tar:
+        assert all(m.isfile() and m.uid == 0 and m.mtime == 0 for m in tar)
+
+
+def test_wheelhouse_for_a_pi_holds_the_hosts_versions(runs, tmp_path):
+    manifest = ok(edgeff("bundle", runs[0], "--target", "rpi5", "-o", tmp_path / "pi", "--json"))
+    wheels = [f["path"].split("/")[1] for f in manifest["files"] if f["path"].startswith("wheels/")]
+    for dist in ("numpy", "numba", "onnx", "onnxruntime", "llvmlite"):
+        found = [w for w in wheels if re.match(rf"{dist}-\d", w)]
+        assert len(found) == 1, (dist, wheels)
+        assert found[0].split("-")[1] == importlib.metadata.version(dist), found[0]
+        assert found[0].endswith(("aarch64.whl", "any.whl")), found[0]
+
+
+def test_no_wheels_on_pypi_for_armv7l(runs, tmp_path):
+    one_line_error(edgeff("bundle", runs[0], "--target", "rpi4b-32", "-o", tmp_path / "b"), "--no-wheels")
+    assert not (tmp_path / "b").exists()
+
+
+# ---------------------------------------------------------------- deploy over SSH
+
+def test_ssh_deploy_redeploy_update_smoke_failure_rollback(sshd, bundle, runs, tmp_path):
+    root = tmp_path / "device"
+    bundle_dir, manifest = bundle
+    first = ok(over_ssh(sshd, root, bundle_dir, "--json"))
+    release = manifest["release"]
+    assert first["install"]["current"] == release and first["install"]["previous"] is None
+    smoke = first["install"]["smoke"]
+    assert smoke == {"arch": "x86_64", "board": smoke["board"], "target": "generic-x86_64",
+                     "infer_onnx": "labels agree", "infer_run": "labels agree"}
+    assert os.readlink(root / "current") == f"releases/{release}"
+    assert first["sent_bytes"] == first["bundle_bytes"]
+
+    again = ok(over_ssh(sshd, root, bundle_dir, "--json"))   # nothing changed: nothing sent
+    assert again["sent_bytes"] == 0 and again["install"]["installed"] == "already"
+
+    # a bundle whose smoke test fails (the host's expected labels are wrong) never becomes current
+    bad = tmp_path / "bad"
+    os.system(f"cp -r {bundle_dir} {bad}")
+    labels = json.loads((bad / "sample_labels.json").read_text())
+    (bad / "sample_labels.json").write_text(json.dumps([(c + 1) % 3 for c in labels]))
+    m = json.loads((bad / "manifest.json").read_text())
+    for f in m["files"]:
+        f["sha256"] = device.sha256_file(bad / f["path"])
+    m["release"] = device.release_id(m["files"])
+    (bad / "manifest.json").write_text(json.dumps(m))
+    one_line_error(over_ssh(sshd, root, bad), "smoke test")
+    assert os.readlink(root / "current") == f"releases/{release}"
+    assert not (root / "releases" / m["release"]).exists()
+
+    # a new model: the wheelhouse is already on the device, only the model files travel
+    update = ok(over_ssh(sshd, root, runs[1], "--target", "generic-x86_64", "--no-smoke", "--json"))
+    assert update["linked_files"] >= 12 and update["sent_bytes"] < update["bundle_bytes"] / 10
+    assert os.readlink(root / "current") == f"releases/{update['release']}"
+
+    back = ok(over_ssh(sshd, root, "--rollback", "--json"))
+    assert back == {"previous": update["release"], "current": release}
+    assert os.readlink(root / "current") == f"releases/{release}"
+    one_line_error(edgeff("rollback", "--root", root), "no earlier release")
+
+
+def test_sshd_killed_mid_transfer_then_resumed(tmp_path_factory, bundle, tmp_path):
+    server = Sshd(str(tmp_path_factory.mktemp("sshd-kill"))).start()
+    root = tmp_path / "device"
+    bundle_dir, manifest = bundle
+    cmd = [sys.executable, "-m", "edgeff.cli", "deploy", str(bundle_dir), "--to", f"ssh://device{root}",
+           "--ssh-config", server.client_config, "--no-smoke"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        part = None
+        while part is None and proc.poll() is None:
+            parts = [p for p in root.glob("incoming/*/wheels/*.part") if p.stat().st_size > 0]
+            part = parts[0] if parts else None
+            time.sleep(0.002)
+        assert part is not None, "the deploy finished before the server could be killed"
+        server.kill()
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+        assert "deploy again" in err or "ssh failed" in err, err
+        assert not (root / "current").exists()
+        server.start()
+        done = ok(subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=900))
+        assert 0 < done["sent_bytes"] < done["bundle_bytes"]
+        assert os.readlink(root / "current") == f"releases/{manifest['release']}"
+        assert device.verify(str(root / "releases" / manifest["release"]))
+    finally:
+        proc.kill()
+        server.stop()
+
+
+def test_ssh_errors_are_one_line(tmp_path, bundle):
+    r = edgeff("deploy", bundle[0], "--to", "ssh://nobody@127.0.0.1:1/tmp/x", timeout=60)
+    one_line_error(r, "ssh failed")
+
+
+# ---------------------------------------------------------------- refusals: nothing sent, nothing run
+
+def _tar_with(tmp_path, name, member, data=b"x"):
+    path = tmp_path / name
+    with tarfile.open(path, "w:gz") as tar:
+        tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink"])
+def test_archive_entries_escaping_the_bundle(tmp_path, kind):
+    member = tarfile.TarInfo({"dotdot": "../evil.py", "absolute": "/tmp/evil.py", "symlink": "link"}[kind])
+    if kind == "symlink":
+        member.type, member.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    else:
+        member.size = 1
+    archive = _tar_with(tmp_path, f"{kind}.tar.gz", member)
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "evil.py" if kind != "symlink" else "link")
+    assert not (tmp_path / "device").exists() or not any((tmp_path / "device").rglob("*.py"))
+    assert not (tmp_path / "evil.py").exists()
+
+
+def test_truncated_bundle(tmp_path, bundle):
+    bundle_dir, _ = bundle
+    archive = tmp_path / "b.tar.gz"
+    subprocess.run(["tar", "-czf", archive, "-C", bundle_dir, "."], check=True)
+    archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "truncated or corrupt")
+
+
+def test_tampered_installer_is_never_sent_or_run(tmp_path, bundle):
+    bundle_dir, _ = bundle
+    bad = tmp_path / "bad"
+    os.system(f"cp -r {bundle_dir} {bad}")
+    (bad / "install.py").write_text("import os; os.system('touch /tmp/edgeff-pwned')\n")
+    one_line_error(edgeff("deploy", bad, "--to", f"file://{tmp_path}/device"), "install.py", "sha256")
+    assert not any((tmp_path / "device").rglob("install.py")) if (tmp_path / "device").exists() else True
+
+
+def test_bundle_for_another_architecture_is_refused(runs, tmp_path):
+    pi = tmp_path / "pi"
+    ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", pi, "--json"))
+    one_line_error(edgeff("deploy", pi, "--to", f"file://{tmp_path}/device"), "aarch64", "x86_64")
+    assert not (tmp_path / "device" / "incoming").exists()
+
+
+def test_dry_run_changes_nothing(tmp_path, bundle):
+    r = edgeff("deploy", bundle[0], "--to", f"file://{tmp_path}/device", "--dry-run", "--json")
+    report = ok(r)
+    assert report["dry_run"] and report["would_send_bytes"] == report["bundle_bytes"]
+    assert "install.py" in report["would_send"]
+    assert not (tmp_path / "device" / "incoming").exists() and not (tmp_path / "device" / "current").exists()
