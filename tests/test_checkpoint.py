@@ -42,12 +42,17 @@ def weights(run_dir):
         return {k: z[k] for k in z.files if k != "meta"}
 
 
+def _mtime(path):
+    try:
+        return os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        return None
+
+
 @pytest.mark.parametrize("schedule", ["simultaneous", "layerwise"])
 def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(data, tmp_path, schedule):
     ref = tmp_path / "ref"
-    t0 = time.monotonic()
     subprocess.run(edgeff_cmd(*train_args(data, ref, schedule)), check=True, capture_output=True, timeout=600)
-    duration = time.monotonic() - t0
     want = weights(ref)
 
     run = tmp_path / "run"
@@ -57,8 +62,11 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(data, tmp_pa
         resuming = (run / checkpoint.NAME).exists()
         args = ["train", "--resume", run, "--quiet"] if resuming else train_args(data, run, schedule)
         proc = subprocess.Popen(edgeff_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        if attempt < 4:                               # four kills at random moments of the run
-            time.sleep(rng.uniform(0.25, 0.6) * duration)
+        if attempt < 4:   # four kills at random moments, each after this attempt wrote a checkpoint
+            before = _mtime(run / checkpoint.NAME)
+            while proc.poll() is None and _mtime(run / checkpoint.NAME) == before:
+                time.sleep(0.002)
+            time.sleep(rng.uniform(0, 0.05))
             if proc.poll() is None:
                 proc.send_signal(signal.SIGKILL)
                 kills += 1
