@@ -70,6 +70,8 @@ class SshTransport:
         size = os.path.getsize(local)
         offset = int(out.strip() or 0) if rc == 0 else 0
         offset = offset if offset <= size else 0
+        if progress:
+            progress(offset)          # a resumed partial counts as done
         cmd = self.base + ["--", f"cd {shlex.quote(self.root)} && " +
                            ("cat >> " if offset else "cat > ") + shlex.quote(part)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -105,6 +105,8 @@ class FileTransport:
         offset = os.path.getsize(part) if os.path.isfile(part) else 0
         size = os.path.getsize(local)
         offset = offset if offset <= size else 0
+        if progress:
+            progress(offset)          # a resumed partial counts as done
         with open(local, "rb") as src, open(part, "r+b" if offset else "wb") as out:
             src.seek(offset)
             out.seek(offset)

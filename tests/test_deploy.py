@@ -256,3 +256,25 @@ def test_dry_run_changes_nothing(tmp_path, bundle):
     assert report["dry_run"] and report["would_send_bytes"] == report["bundle_bytes"]
     assert "install.py" in report["would_send"]
     assert not (tmp_path / "device" / "incoming").exists() and not (tmp_path / "device" / "current").exists()
+
+
+# ---------------------------------------------------------------- deploy over a serial line
+
+def test_serial_deploy_redeploy_and_status(bundle, tmp_path):
+    from ptyrelay import PtyRelay
+    relay, root = PtyRelay(), tmp_path / "device"
+    agent = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "agent", "serial", "--port", relay.agent_name,
+                              "--root", root], stderr=subprocess.PIPE)
+    try:
+        bundle_dir, manifest = bundle
+        url = f"serial://{relay.host_name}?baud=921600"
+        first = ok(edgeff("deploy", bundle_dir, "--to", url, "--no-smoke", "--json"))
+        assert first["install"]["current"] == manifest["release"] and first["sent_bytes"] >= first["bundle_bytes"]
+        assert device.verify(str(root / "releases" / manifest["release"]))
+        again = ok(edgeff("deploy", bundle_dir, "--to", url, "--json"))
+        assert again["sent_bytes"] == 0
+        one_line_error(edgeff("deploy", "--rollback", "--to", url), "no earlier release")
+        assert os.readlink(root / "current") == f"releases/{manifest['release']}"
+    finally:
+        agent.kill()
+        relay.close()

@@ -1,0 +1,541 @@
+"""Deploy over a serial line: a small framed protocol between a host and `edgeff agent serial`.
+
+Frame (all integers big-endian)::
+
+    magic "\\xedF" | type u8 | seq u16 | length u32 | header check u16 | payload | crc32 u32
+
+The header check is the low 16 bits of CRC32(magic..length), so a receiver can trust a
+frame's length before the payload arrives; the trailing CRC32 covers header and payload.
+A receiver scans for the magic, so it resynchronises after garbage: a bad header is
+skipped byte by byte, a frame whose CRC fails is dropped (and answered with NAK), a frame
+that stops arriving mid-way (dropped bytes) is dropped after a short quiet gap.
+
+Exchanges are stop-and-wait: the host sends one frame and waits for the answer with the
+same seq, resending it on NAK, on a damaged answer or after `timeout` s of silence, at
+most `tries` times, then fails with DeployError. The agent remembers its last answer, so
+a resent request is answered again, not run twice; while a request runs (hashing,
+install) it sends BUSY every 0.25 s so the host keeps waiting.
+
+    host -> agent   REQUEST  JSON {"op": "hashes" | "put" | "commit" | "call", ...}
+                    DATA     u64 offset + bytes of the file being put
+    agent -> host   REPLY    JSON {"ok": true, "result": ...} or {"ok": false, "error": "..."}
+                    ACK      u64 offset: the partial file now holds bytes [0, offset)
+                    NAK      "your frame arrived damaged, send it again" (seq 0xFFFF: some frame)
+                    BUSY     "still working on request seq"
+
+A file transfer: `put` {path, sha256, size} opens ROOT/path.part (and path.part.sha256,
+which names the file it belongs to) and answers the offset to start from: the size of a
+partial of the same (path, sha256), else 0. DATA at any offset <= the partial's size is
+written there and ACKed with the new size; the host always continues from the ACKed
+offset, so lost, repeated or reordered chunks are harmless and an interrupted transfer
+resumes where it stopped. `commit` checks size and sha256, fsyncs and renames the partial
+onto path atomically; on a mismatch the partial is deleted. Every path must stay inside the
+agent's root; the agent runs nothing but the actions in ACTIONS.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import random
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections import namedtuple
+
+import serial
+
+from edgeff import __version__
+from edgeff.errors import DeployError, EdgeFFError
+
+MAGIC = b"\xedF"
+_HEAD = struct.Struct(">2sBHI")           # magic, type, seq, length
+HEADER_LEN = _HEAD.size + 2                # + header check
+MAX_PAYLOAD = 64 * 1024
+REQUEST, DATA, REPLY, ACK, NAK, BUSY = 0x01, 0x02, 0x81, 0x82, 0x83, 0x84
+FRAME_TYPES = {REQUEST, DATA, REPLY, ACK, NAK, BUSY}
+ANY_SEQ = 0xFFFF                           # NAK for a frame whose seq could not be read
+_OFFSET = struct.Struct(">Q")
+KEEPALIVE = 0.25                           # s between BUSY frames of a running request
+ACTIONS = ("ping", "adopt", "install", "rollback", "status")
+
+Frame = namedtuple("Frame", "type seq payload")
+Damaged = namedtuple("Damaged", "seq")     # seq None: garbage, no frame header seen
+
+
+def encode_frame(ftype, seq, payload=b""):
+    head = _HEAD.pack(MAGIC, ftype, seq, len(payload))
+    head += struct.pack(">H", zlib.crc32(head) & 0xFFFF)
+    return head + payload + struct.pack(">I", zlib.crc32(payload, zlib.crc32(head)))
+
+
+def chunk_size_for(baud):
+    """Bytes of file per DATA frame: about 0.25 s of line time, a power of two in 512..4096."""
+    size = 512
+    while size < 4096 and size * 2 <= baud / 10 * 0.25:
+        size *= 2
+    return size
+
+
+def _quiet_gap(baud):
+    """Silence after which a frame that started arriving is taken as lost (s)."""
+    return max(0.1, 100 * 10 / baud)
+
+
+class FrameReader:
+    """Frames from a pyserial port opened with a short read timeout; resynchronises on garbage."""
+
+    def __init__(self, port, gap):
+        self.port, self.gap = port, gap
+        self.buf = bytearray()
+        self.pending_seq = None      # seq of a frame whose header arrived but not its end
+        self.garbage = 0             # bytes skipped since the last frame
+        self.last_byte = time.monotonic()
+
+    def read(self, deadline):
+        """The next Frame or Damaged, or None when nothing arrived by `deadline`.
+
+        A frame still arriving at the deadline is waited for until it stops arriving.
+        """
+        while True:
+            event = self._parse()
+            if event is not None:
+                return event
+            if time.monotonic() - self.last_byte > self.gap:  # the line went quiet
+                if self.pending_seq is not None:              # ... in mid-frame: bytes were lost
+                    seq, self.pending_seq = self.pending_seq, None
+                    self._drop_frame(len(self.buf))
+                    return Damaged(seq)
+                self._skip(len(self.buf))                     # a stub of magic or header
+                if self.garbage:
+                    self.garbage = 0
+                    return Damaged(None)
+            if self.pending_seq is None and time.monotonic() >= deadline:
+                return None
+            data = self.port.read(self.port.in_waiting or 1)
+            if data:
+                self.buf += data
+                self.last_byte = time.monotonic()
+
+    def _skip(self, n):
+        self.garbage += n
+        del self.buf[:n]
+
+    def _drop_frame(self, end):
+        """Drop a damaged frame that may span buf[:end]; a magic inside it may start a real one."""
+        resync = self.buf.find(MAGIC, 1, end)
+        del self.buf[:resync if resync > 0 else end]
+        self.garbage = 0
+
+    def _parse(self):
+        buf = self.buf
+        self.pending_seq = None
+        while True:
+            start = buf.find(MAGIC)
+            if start < 0:
+                self._skip(len(buf) - (1 if buf.endswith(MAGIC[:1]) else 0))
+                return None
+            self._skip(start)
+            if len(buf) < HEADER_LEN:
+                return None
+            _, ftype, seq, length = _HEAD.unpack_from(buf)
+            (check,) = struct.unpack_from(">H", buf, _HEAD.size)
+            if check != zlib.crc32(buf[:_HEAD.size]) & 0xFFFF or ftype not in FRAME_TYPES or length > MAX_PAYLOAD:
+                self._skip(1)
+                continue
+            end = HEADER_LEN + length + 4
+            if len(buf) < end:
+                self.pending_seq = seq
+                return None
+            (crc,) = struct.unpack_from(">I", buf, end - 4)
+            if crc != zlib.crc32(buf[:end - 4]):
+                self._drop_frame(end)
+                return Damaged(seq)
+            frame = Frame(ftype, seq, bytes(buf[HEADER_LEN:end - 4]))
+            del buf[:end]
+            self.garbage = 0
+            return frame
+
+
+def _open(port, baud, **kwargs):
+    try:
+        return serial.serial_for_url(port, baudrate=baud, timeout=0.05, **kwargs)
+    except (serial.SerialException, ValueError) as exc:
+        raise DeployError(f"cannot open serial port {port}: {exc}") from None
+
+
+def _label(port):
+    return port if "://" in port else f"serial://{port}"
+
+
+class SerialTransport:
+    """The host end: hashes, put and call over a serial line to `edgeff agent serial`.
+
+    `timeout` is how long one try waits for an answer, `tries` how often a frame is sent
+    before giving up. `root_hint` is the device root the user asked for (if any): the first
+    exchange checks that the agent serves that root.
+    """
+
+    tries = 8
+    hash_batch = 16                   # paths per "hashes" request: keeps answers short
+
+    def __init__(self, port, baud=115200, timeout=2.0, root_hint=None):
+        self.url, self.baud, self.timeout, self.root_hint = _label(port), baud, timeout, root_hint
+        self.chunk_size = chunk_size_for(baud)
+        write_timeout = timeout + 8192 * 20 / baud
+        self.port = _open(port, baud, write_timeout=write_timeout)
+        self.port.reset_input_buffer()
+        self.reader = FrameReader(self.port, _quiet_gap(baud))
+        self._seq = random.randrange(ANY_SEQ)   # a fresh session never looks like a resend
+        self._checked_root = root_hint is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        self.port.close()
+
+    # -- public operations ------------------------------------------------------------------
+
+    def hashes(self, rel_paths):
+        """{rel_path: sha256 hex, or None where the device has no such file}."""
+        rel_paths = list(rel_paths)
+        out = {}
+        for i in range(0, len(rel_paths), self.hash_batch):
+            batch = rel_paths[i:i + self.hash_batch]
+            out.update(zip(batch, self._request({"op": "hashes", "paths": batch})))
+        return out
+
+    def put(self, local_path, rel_path, sha256, progress=None):
+        """Send local_path to ROOT/rel_path, resuming a partial of the same sha256.
+
+        progress(n) is called with the bytes the device holds when the transfer starts (a
+        resumed partial), then with each acknowledged chunk's. Returns the file bytes
+        actually sent (resends included).
+        """
+        total = os.path.getsize(local_path)
+        offset = self._request({"op": "put", "path": rel_path, "sha256": sha256, "size": total})["offset"]
+        sent, chunk, good = 0, self.chunk_size, 0
+
+        def payload(attempt):                    # the DATA frame from `offset`, try number `attempt`
+            nonlocal chunk, sent, good
+            if attempt:                          # a noisy line: shorter frames get through more often
+                chunk, good = max(256, chunk // 2), 0
+            f.seek(offset)
+            data = f.read(chunk)
+            sent += len(data)
+            return _OFFSET.pack(offset) + data
+
+        with open(local_path, "rb") as f:
+            if progress:
+                progress(offset)
+            while offset < total:
+                answer = self._exchange(DATA, payload, f"chunk at {offset} of {rel_path}")
+                if answer.type == REPLY:
+                    self._result(answer)          # an error: raises
+                acked = _OFFSET.unpack(answer.payload)[0]
+                if acked > total:
+                    raise DeployError(f"{self.url}: the agent holds more of {rel_path} than was sent; deploy again")
+                good += 1
+                if good >= 8 and chunk < self.chunk_size:
+                    chunk, good = chunk * 2, 0
+                if progress:
+                    progress(acked - offset)
+                offset = acked
+        self._request({"op": "commit", "path": rel_path, "sha256": sha256, "size": total})
+        return sent
+
+    def probe(self):
+        """{"machine", "model", "python"} of the device, as the other transports report it."""
+        ping = self.call("ping")
+        return {key: ping[key] for key in ("machine", "model", "python")}
+
+    def call(self, action, **kwargs):
+        """Run one of ACTIONS on the device and return its JSON result."""
+        if action not in ACTIONS:
+            raise DeployError(f"unknown agent action {action!r}; one of: {', '.join(ACTIONS)}")
+        return self._request({"op": "call", "action": action, "kwargs": kwargs}, check_root=action != "ping")
+
+    # -- exchanges --------------------------------------------------------------------------
+
+    def _check_root(self):
+        self._checked_root = True
+        root = self._request({"op": "call", "action": "ping", "kwargs": {}}, check_root=False)["root"]
+        if os.path.normpath(self.root_hint) != os.path.normpath(root):
+            raise DeployError(f"{self.url}: the agent serves {root}, not {self.root_hint}; "
+                              f"restart it with 'edgeff agent serial --root {self.root_hint}' or deploy to {root}")
+
+    def _request(self, message, check_root=True):
+        if check_root and not self._checked_root:
+            self._check_root()
+        body = json.dumps(message).encode()
+        return self._result(self._exchange(REQUEST, lambda attempt: body, message["op"]))
+
+    def _result(self, answer):
+        if answer.type != REPLY:
+            raise DeployError(f"{self.url}: unexpected answer type {answer.type:#x} from the agent; "
+                              "is the agent the same edgeff version?")
+        reply = json.loads(answer.payload)
+        if not reply.get("ok"):
+            raise DeployError(reply.get("error") or "the agent reported an unknown error")
+        return reply["result"]
+
+    def _exchange(self, ftype, payload, what):
+        """Send a frame until an answer with its seq arrives; payload(attempt) builds it."""
+        self._seq = (self._seq + 1) % ANY_SEQ
+        failure = "timeout"
+        for attempt in range(self.tries):
+            frame = encode_frame(ftype, self._seq, payload(attempt))
+            try:
+                self.port.write(frame)
+            except serial.SerialException as exc:
+                raise DeployError(f"{self.url}: cannot write to the serial port ({exc}); "
+                                  "is the cable connected?") from None
+            answer = self._await(self._seq)
+            if isinstance(answer, Frame) and answer.type in (REPLY, ACK):
+                return answer
+            failure = "timeout" if answer is None else "damaged"
+        if failure == "timeout":
+            raise DeployError(f"{self.url}: no answer from the agent after {self.tries} tries ({what}); "
+                              f"is 'edgeff agent serial' running on the device at {self.baud} baud?")
+        raise DeployError(f"{self.url}: {what} arrived damaged {self.tries} times in a row; "
+                          "check the cable and that both ends use the same baud rate")
+
+    def _await(self, seq):
+        """The answer to seq: REPLY/ACK Frame, NAK Frame or Damaged (resend), None on timeout."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                event = self.reader.read(deadline)
+            except serial.SerialException as exc:
+                raise DeployError(f"{self.url}: the serial port failed ({exc})") from None
+            if event is None:
+                return None
+            if isinstance(event, Damaged):
+                if event.seq == seq:
+                    return event
+            elif event.type == BUSY and event.seq == seq:
+                deadline = time.monotonic() + self.timeout
+            elif event.type == NAK and event.seq in (seq, ANY_SEQ):
+                return event
+            elif event.type in (REPLY, ACK) and event.seq == seq:
+                return event
+
+
+# -- the device end ---------------------------------------------------------------------------
+
+def resolve_inside(root, rel_path):
+    """ROOT/rel_path with symlinks resolved; DeployError unless it stays inside root.
+
+    root must already be a real path (os.path.realpath).
+    """
+    if not isinstance(rel_path, str) or not rel_path or "\0" in rel_path or rel_path.startswith("/"):
+        raise DeployError(f"refused path {rel_path!r}: paths must be relative to the agent's root")
+    parts = rel_path.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise DeployError(f"refused path {rel_path!r}: no empty, '.' or '..' components allowed")
+    real = os.path.realpath(os.path.join(root, *parts))
+    if os.path.commonpath([root, real]) != root:
+        raise DeployError(f"refused path {rel_path!r}: it resolves to {real}, outside the agent's root {root}")
+    return real
+
+
+def _sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fsync_dir(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Partial:
+    """An open ROOT/path.part and its .part.sha256 note: "sha256 size"."""
+
+    def __init__(self, dest, part, note, sha256, size):
+        self.dest, self.part, self.note, self.sha256, self.size = dest, part, note, sha256, size
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        note = f"{sha256} {size}\n"
+        try:
+            with open(self.note) as f:
+                same = f.read() == note
+        except OSError:
+            same = False
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if same else os.O_TRUNC)
+        self.fd = os.open(part, flags, 0o644)
+        if not same:
+            with open(self.note, "w") as f:
+                f.write(note)
+        self.offset = min(os.fstat(self.fd).st_size, size)
+
+    def write(self, offset, data):
+        if offset <= self.offset:
+            data = data[:self.size - offset]
+            os.pwrite(self.fd, data, offset)
+            self.offset = max(self.offset, offset + len(data))
+        return self.offset
+
+    def commit(self, rel_path):
+        os.fsync(self.fd)
+        os.close(self.fd)
+        got = _sha256_file(self.part) if self.offset == self.size else None
+        if got != self.sha256:
+            self.discard()
+            what = f"sha256 {got}" if got else f"{self.offset} of {self.size} bytes"
+            raise DeployError(f"{rel_path}: the device received {what}, expected sha256 {self.sha256}; "
+                              "the partial file was deleted, deploy again")
+        os.replace(self.part, self.dest)
+        os.unlink(self.note)
+        _fsync_dir(os.path.dirname(self.dest))
+
+    def discard(self):
+        for path in (self.part, self.note):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+
+class Agent:
+    """The device end: answers one host at a time, writes only inside `root`."""
+
+    def __init__(self, port, root, baud=115200):
+        self.root_given = os.path.abspath(os.path.expanduser(root))
+        os.makedirs(self.root_given, exist_ok=True)
+        self.root = os.path.realpath(self.root_given)
+        self.port_name, self.baud = port, baud
+        self.port = _open(port, baud)
+        self.reader = FrameReader(self.port, _quiet_gap(baud))
+        self.partial = None
+        self.last = (None, None)     # (seq and crc of the last request, its answer frame)
+        self._stop = threading.Event()
+
+    def stop(self):
+        """Make serve() return within about a poll interval (callable from another thread)."""
+        self._stop.set()
+
+    def close(self):
+        if self.partial is not None:
+            os.close(self.partial.fd)
+            self.partial = None
+        self.port.close()
+
+    def serve_forever(self):
+        self.serve()
+
+    def serve(self, max_requests=None):
+        """Answer frames until stop() or until max_requests frames were answered."""
+        answered = 0
+        while not self._stop.is_set() and (max_requests is None or answered < max_requests):
+            try:
+                event = self.reader.read(time.monotonic() + 0.2)
+            except serial.SerialException as exc:
+                raise DeployError(f"{_label(self.port_name)}: the serial port failed ({exc}); agent stopped") from None
+            if isinstance(event, Damaged):
+                self._send(encode_frame(NAK, ANY_SEQ if event.seq is None else event.seq))
+            elif isinstance(event, Frame) and event.type in (REQUEST, DATA):
+                self._answer(event)
+                answered += 1
+
+    def _send(self, frame):
+        self.port.write(frame)
+
+    def _answer(self, frame):
+        key = (frame.seq, zlib.crc32(frame.payload, frame.type))
+        if self.last[0] == key:          # a resend: the host missed our answer
+            self._send(self.last[1])
+            return
+        if frame.type == DATA:
+            answer = self._data(frame)
+        else:
+            answer = encode_frame(REPLY, frame.seq, json.dumps(self._run_keepalive(frame)).encode())
+        self.last = (key, answer)
+        self._send(answer)
+
+    def _data(self, frame):
+        """Write a DATA frame into the open partial: ACK with its new size, or an error REPLY."""
+        if self.partial is None or len(frame.payload) < _OFFSET.size:
+            error = "the agent has no transfer open (was it restarted?); deploy again"
+        else:
+            offset = _OFFSET.unpack_from(frame.payload)[0]
+            try:
+                return encode_frame(ACK, frame.seq, _OFFSET.pack(self.partial.write(offset, frame.payload[8:])))
+            except OSError as exc:      # e.g. the device's disk is full
+                error = f"the agent cannot write {self.partial.part}: {exc}"
+        return encode_frame(REPLY, frame.seq, json.dumps({"ok": False, "error": error}).encode())
+
+    def _run_keepalive(self, frame):
+        """Handle a REQUEST in a thread, sending BUSY while it runs; the JSON answer."""
+        answer = {}
+
+        def work():
+            try:
+                answer.update(ok=True, result=self._handle(json.loads(frame.payload)))
+            except EdgeFFError as exc:
+                answer.update(ok=False, error=str(exc))
+            except Exception as exc:    # a bug or OS error must not kill the agent
+                answer.update(ok=False, error=f"the agent failed: {type(exc).__name__}: {exc}")
+
+        worker = threading.Thread(target=work, daemon=True)
+        worker.start()
+        while True:
+            worker.join(KEEPALIVE)
+            if not worker.is_alive():
+                break
+            self._send(encode_frame(BUSY, frame.seq))
+        if len(json.dumps(answer)) > MAX_PAYLOAD:
+            return {"ok": False, "error": "the agent's answer is too long for one frame"}
+        return answer
+
+    def _handle(self, message):
+        op = message.get("op")
+        if op == "hashes":
+            out = []
+            for rel in message["paths"]:
+                path = resolve_inside(self.root, rel)
+                out.append(_sha256_file(path) if os.path.isfile(path) else None)
+            return out
+        if op == "put":
+            dest = resolve_inside(self.root, message["path"])
+            part = resolve_inside(self.root, message["path"] + ".part")
+            note = resolve_inside(self.root, message["path"] + ".part.sha256")
+            if self.partial is not None:
+                os.close(self.partial.fd)
+                self.partial = None
+            self.partial = _Partial(dest, part, note, message["sha256"], int(message["size"]))
+            return {"offset": self.partial.offset}
+        if op == "commit":
+            p, self.partial = self.partial, None
+            if p is None or (p.dest, p.sha256) != (resolve_inside(self.root, message["path"]), message["sha256"]):
+                raise DeployError(f"{message['path']}: no transfer of it is open on the agent; deploy again")
+            p.commit(message["path"])
+            return {}
+        if op == "call":
+            return self._call(message["action"], message.get("kwargs") or {})
+        raise DeployError(f"the agent does not know the request {op!r}; is it the same edgeff version?")
+
+    def _call(self, action, kwargs):
+        if action == "ping":
+            try:
+                with open("/proc/device-tree/model", "rb") as f:
+                    model = f.read().rstrip(b"\0").decode(errors="replace").strip()
+            except OSError:
+                model = ""
+            return {"edgeff_version": __version__, "machine": platform.machine(), "root": self.root_given,
+                    "model": model, "python": "%d.%d" % sys.version_info[:2]}
+        if action not in ACTIONS:
+            raise DeployError(f"the agent does not run {action!r}; it runs only: {', '.join(ACTIONS)}")
+        from . import install          # the device-side installer, only when asked for
+        return getattr(install, action)(self.root, **kwargs)
