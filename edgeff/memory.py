@@ -136,14 +136,18 @@ def training_buffers(widths, in_width, num_classes, batch_size, schedule, hard_n
                 add(f"p{p}/opt{s}_b{k}", (widths[k],), f32, t0, t0 + steps - 1, "optimizer", k)
             add(f"p{p}/gw{k}", (d_in[k], widths[k]), f32, t0 + 2 + 2 * k, t0 + 2 + 2 * k, "gradients", k)
             add(f"p{p}/gb{k}", (widths[k],), f32, t0 + 2 + 2 * k, t0 + 2 + 2 * k, "gradients", k)
-        add(f"p{p}/idx", (rows,), "int64", t0, t0, "data")
-        add(f"p{p}/labels", (rows,), "int64", t0, t0, "data")
-        add(f"p{p}/xin", (rows, in_width), f32, t0, t0 + 2, "data")
+        add(f"p{p}/idx", (b,), "int64", t0, t0, "data")
+        add(f"p{p}/labels", (rows,), "int64", t0, t0 + 2, "data")
+        # the first layer sees each data row once (kernels/overlay.py): x0 with its label
+        # inputs zeroed, 1/norm, x0 @ w0, and the label rows of w0 (and their gradient)
+        add(f"p{p}/x0", (b, in_width), f32, t0, t0 + 2, "data")
+        add(f"p{p}/inv", (b,), f32, t0, t0 + 2, "activations", 0)
+        add(f"p{p}/u0", (b, widths[0]), f32, t0, t0 + 1, "activations", 0)
+        add(f"p{p}/wl", (num_classes, widths[0]), f32, t0, t0 + 1, "activations", 0)
+        if 0 in layers:
+            add(f"p{p}/gwl", (num_classes, widths[0]), f32, t0 + 2, t0 + 2, "gradients", 0)
         if hard_negatives:
-            add(f"p{p}/hn_z0", (b, widths[0]), f32, t0, t0, "activations", 0)
-            add(f"p{p}/hn_inv", (b,), f32, t0, t0, "activations", 0)
             add(f"p{p}/hn_scores", (b, num_classes), f32, t0, t0, "activations", 0)
-            add(f"p{p}/hn_wl", (num_classes, widths[0]), f32, t0, t0, "activations", 0)
         for k in range(last_layer + 1):           # frozen layers below still run forward
             add(f"p{p}/z{k}", (rows, widths[k]), f32, t0 + 1 + 2 * k, t0 + 2 + 2 * k, "activations", k)
             add(f"p{p}/h{k}", (rows, widths[k]), f32, t0 + 1 + 2 * k, t0 + min(4 + 2 * k, steps - 1), "activations", k)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .kernels import batch, dense, ff_loss, norm, optim, softmax
+from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from . import checkpoint
 from .budget import plan_for
 from .errors import ModelError
@@ -82,13 +82,14 @@ class Trainer:
         """Point the working buffers at phase p's views; fresh optimiser state for `layers`."""
         v = self.arena.view
         last = layers[-1]
-        self.xin, self.idx, self.labels = v(f"p{p}/xin"), v(f"p{p}/idx"), v(f"p{p}/labels")
+        self.idx, self.labels = v(f"p{p}/idx"), v(f"p{p}/labels")
+        self.x0, self.inv, self.u0, self.wl = v(f"p{p}/x0"), v(f"p{p}/inv"), v(f"p{p}/u0"), v(f"p{p}/wl")
+        self.gwl = v(f"p{p}/gwl") if 0 in layers else None
         self.zs = [v(f"p{p}/z{k}") for k in range(last + 1)]
         self.hs = [v(f"p{p}/h{k}") for k in range(last + 1)]
         self.good, self.loss = v(f"p{p}/good"), v(f"p{p}/loss")
         if self.cfg.negatives == "hard":
-            self.z0, self.inv = v(f"p{p}/hn_z0"), v(f"p{p}/hn_inv")
-            self.label_scores, self.wl = v(f"p{p}/hn_scores"), v(f"p{p}/hn_wl")
+            self.label_scores = v(f"p{p}/hn_scores")
         else:
             self.uniform = np.zeros(self.cfg.batch_size)     # the one buffer numpy's RNG can fill in place
         self.params, self.opts = {}, {}
@@ -106,48 +107,53 @@ class Trainer:
     # ---- one batch ----
 
     def _stage(self, b):
-        """xin[:2b] <- normalised positives then negatives for data rows idx[:b]."""
+        """For data rows idx[:b]: labels[:b] the true ones, labels[b:2b] the negatives', and
+        the first layer's shared part (kernels/overlay.py): x0 (label inputs zeroed), inv =
+        1 / (norm of an overlaid row + eps), u0 = x0 @ w0, wl = label value * w0's label rows."""
         net, ds = self.net, self.ds
-        idx = self.idx[:b]
-        self.idx[b:2 * b] = idx
+        lo, hi = net.label_offset, net.label_offset + net.num_classes
+        idx, x0, inv = self.idx[:b], self.x0[:b], self.inv[:b]
         y, neg = self.labels[:b], self.labels[b:2 * b]
         np.take(self.y_train, idx, out=y, mode="clip")  # "clip": no hidden copy; idx is always in range
-        if self.cfg.negatives == "hard":
-            self._hard_negatives(idx, y, neg)
-        else:
-            u = self.uniform[:b]
-            self.rng.random(out=u)
-            ff_loss.random_wrong_label(y, u, ds.num_classes, neg)
-        net.stage(ds.x_train, self.idx[:2 * b], ds.scale, self.labels[:2 * b], self.xin[:2 * b])
-
-    def _hard_negatives(self, idx, y, out):
-        """out <- the wrong label whose overlay the first layer currently finds most positive.
-
-        Exact and cheap: the overlay changes only the C label inputs, and the
-        row norm is the same for every one-hot label, so z_c = inv * (x0 @ w + value * w[label c])."""
-        net, b = self.net, len(idx)
-        lo, hi = net.label_offset, net.label_offset + net.num_classes
-        x0, inv = self.xin[:b], self.inv[:b]
-        batch.gather_scaled(self.ds.x_train, idx, self.ds.scale, x0)
+        batch.gather_scaled(ds.x_train, idx, ds.scale, x0)
         x0[:, lo:hi] = 0.0
         np.einsum("ij,ij->i", x0, x0, out=inv)
         np.add(inv, net.label_value ** 2, out=inv)
         np.sqrt(inv, out=inv)
         np.add(inv, EPS, out=inv)
         np.reciprocal(inv, out=inv)
-        np.matmul(x0, net.weights[0], out=self.z0[:b])
+        np.matmul(x0, net.weights[0], out=self.u0[:b])
         np.multiply(net.weights[0][lo:hi], net.label_value, out=self.wl)
-        ff_loss.label_goodness(self.z0[:b], self.wl, inv, net.biases[0], self.label_scores[:b], net.mean_goodness)
-        ff_loss.hardest_wrong_label(self.label_scores[:b], y, out)
+        if self.cfg.negatives == "hard":
+            # the wrong label the first layer finds most positive: its goodness for every label
+            # follows from u0 and wl, no product more
+            ff_loss.label_goodness(self.u0[:b], self.wl, inv, net.biases[0], self.label_scores[:b], net.mean_goodness)
+            ff_loss.hardest_wrong_label(self.label_scores[:b], y, neg)
+        else:
+            u = self.uniform[:b]
+            self.rng.random(out=u)
+            ff_loss.random_wrong_label(y, u, ds.num_classes, neg)
 
     def _train_layer(self, k, x, rows, n_pos):
-        """One FF step of layer k on normalised input rows x (first n_pos positive)."""
+        """One FF step of layer k on rows x (first n_pos positive); k == 0 takes the staged
+        first-layer parts instead of x."""
         net, z, h = self.net, self.zs[k][:rows], self.hs[k][:rows]
-        np.matmul(x, net.weights[k], out=z)
+        if k == 0:
+            overlay.overlay_pre(self.u0[:n_pos], self.wl, self.inv[:n_pos], self.labels[:rows], z)
+        else:
+            np.matmul(x, net.weights[k], out=z)
         ff_loss.ff_activate(z, net.biases[k], h, self.good[:rows], net.mean_goodness, EPS)
+        if k not in self.params:                 # a frozen layer below the one training
+            return 0.0
         ff_loss.ff_loss_grad(z, self.good[:rows], n_pos, self.cfg.threshold, self.loss[:rows], net.mean_goodness)
         pw, pb = self.params[k]
-        dense.local_grad(x, z, pw.g, pb.g)
+        if k == 0:
+            lo = net.label_offset
+            overlay.overlay_grad(z, self.inv[:n_pos], self.labels[:rows], net.label_value, self.gwl, pb.g)
+            np.matmul(self.x0[:n_pos].T, z[:n_pos], out=pw.g)
+            pw.g[lo:lo + net.num_classes] += self.gwl
+        else:
+            dense.local_grad(x, z, pw.g, pb.g)
         self.opts[k].step(self.params[k])
         return self.loss[:rows].mean()
 
@@ -155,13 +161,11 @@ class Trainer:
         """Stage batch idx[:b], train `layers` (frozen layers below just forward); losses[i] += loss."""
         rows = 2 * b
         self._stage(b)
-        x = self.xin[:rows]
+        x = None
         for k in range(layers[-1] + 1):
+            loss = self._train_layer(k, x, rows, b)
             if k in self.params:
-                losses[layers.index(k)] += self._train_layer(k, x, rows, b)
-            else:
-                self.net.forward(x, [z[:rows] for z in self.zs], [h[:rows] for h in self.hs], self.good[:rows],
-                                 first=k, last=k + 1)
+                losses[layers.index(k)] += loss
             x = self.hs[k][:rows]
 
     def _head_batch(self, b, losses):
@@ -304,6 +308,8 @@ def warm_up():
     ff_loss.ff_activate(z, b, np.zeros_like(z), g)
     ff_loss.ff_loss_grad(z, g, 1, 1.0, np.zeros(2, np.float32))
     ff_loss.label_goodness(z, z, g, b, np.zeros((2, 2), np.float32))
+    overlay.overlay_pre(z, z, g, idx, np.zeros((2, 3), np.float32))
+    overlay.overlay_grad(z.copy(), g, idx, 1.0, np.zeros((2, 3), np.float32), b.copy())
     ff_loss.hardest_wrong_label(np.zeros((2, 2), np.float32), idx, np.zeros(2, np.int64))
     ff_loss.random_wrong_label(idx, np.zeros(2), 2, np.zeros(2, np.int64))
     dense.local_grad(z, z, np.zeros((3, 3), np.float32), b)

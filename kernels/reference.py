@@ -65,6 +65,22 @@ def label_goodness(z0, wl, inv, b, out, mean=False):
     out[...] = (h**2).mean(axis=2) if mean else (h**2).sum(axis=2)
 
 
+# kernels/overlay.py
+def overlay_pre(u, wl, inv, labels, z):
+    j = np.arange(len(labels)) % len(inv)
+    z[...] = inv[j, None] * (u[j].astype(np.float64) + wl[labels])
+
+
+def overlay_grad(dz, inv, labels, value, gwl, gb):
+    b = len(inv)
+    j = np.arange(len(labels)) % b
+    d = dz.astype(np.float64)
+    gb[...] = d.sum(0)
+    gwl[...] = 0.0
+    np.add.at(gwl, labels, value * inv[j, None] * d)
+    dz[:b] = inv[:, None] * d.reshape(-1, b, d.shape[1]).sum(0)
+
+
 # kernels/optim.py
 def sgd_momentum_step(w, g, vel, lr, momentum=0.9, weight_decay=0.0):
     vel[...] = momentum * vel + g + weight_decay * w

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import batch, dense, ff_loss, norm, optim, softmax
+from edgeff.kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from edgeff.kernels import reference as ref
 
 shapes = st.tuples(st.integers(1, 17), st.integers(1, 33))
@@ -89,6 +89,48 @@ def test_label_goodness_matches_explicit_overlays(b_rows, c, d, mean, seed):
     ff_loss.label_goodness(z0, wl, inv, b, out, mean)
     ref.label_goodness(z0, wl, inv, b, want, mean)
     close(out, want, rtol=1e-4, atol=1e-5)
+
+
+def _overlaid(x0, labels, lo, c, value, eps=1e-4):
+    """The plain way: each row overlaid with its label, length-normalised; and 1/(norm + eps)."""
+    b = len(x0)
+    rows = np.repeat(x0[None], len(labels) // b, 0).reshape(-1, x0.shape[1]).astype(np.float64)
+    rows[:, lo:lo + c] = 0.0
+    rows[np.arange(len(labels)), lo + labels] = value
+    inv = 1.0 / (np.linalg.norm(rows[:b], axis=1) + eps)
+    return rows * np.tile(inv, len(labels) // b)[:, None], inv.astype(np.float32)
+
+
+@SETTINGS
+@given(st.integers(1, 9), st.integers(1, 3), st.integers(2, 6), st.integers(0, 9), st.integers(1, 21),
+       st.integers(0, 2**31))
+def test_overlay_forward_and_gradient_equal_the_plain_overlaid_rows(b, k, c, extra, h, seed):
+    """One product on B rows plus label rows gives what k*B overlaid rows @ w give, forward and back."""
+    rng = np.random.default_rng(seed)
+    d, lo, value = c + extra, int(rng.integers(0, extra + 1)), 8.0
+    x0, w = np.abs(rand(rng, b, d)), rand(rng, d, h)
+    x0[:, lo:lo + c] = 0.0
+    labels = rng.integers(0, c, k * b).astype(np.int64)
+    rows, inv = _overlaid(x0, labels, lo, c, value)
+    wl = (value * w[lo:lo + c]).astype(np.float32)
+    z, want = np.empty((k * b, h), np.float32), np.empty((k * b, h))
+    overlay.overlay_pre(x0 @ w, wl, inv, labels, z)
+    ref.overlay_pre(x0 @ w, wl, inv, labels, want)
+    close(z, want, rtol=1e-4, atol=1e-5)
+    close(z, rows @ w, rtol=1e-4, atol=1e-5)
+
+    dz = rand(rng, k * b, h)
+    plain_gw, plain_gb = rows.T @ dz, dz.sum(0)
+    gwl, gb, dz_k = np.empty((c, h), np.float32), np.empty(h, np.float32), dz.copy()
+    overlay.overlay_grad(dz_k, inv, labels, value, gwl, gb)
+    gwl_r, gb_r, dz_r = np.empty((c, h)), np.empty(h), dz.astype(np.float64)
+    ref.overlay_grad(dz_r, inv, labels, value, gwl_r, gb_r)
+    close(gb, gb_r, rtol=1e-4, atol=1e-5), close(gwl, gwl_r, rtol=1e-4, atol=1e-5)
+    close(dz_k[:b], dz_r[:b], rtol=1e-4, atol=1e-5)
+    gw = x0.T @ dz_k[:b]
+    gw[lo:lo + c] += gwl
+    close(gw, plain_gw, rtol=1e-4, atol=1e-4)
+    close(gb, plain_gb, rtol=1e-4, atol=1e-5)
 
 
 @SETTINGS
