@@ -3,8 +3,9 @@
     python tools/bench.py [--batch-size 256] [--steps 20] [--json]
 
 For each net: samples/s of FF training (simultaneous schedule, hard negatives),
-achieved GFLOP/s counting the matrix products actually done (forward of
-positives and negatives, weight gradients, the hard-negative product), and
+achieved GFLOP/s counting the matrix products actually done (the first layer's
+one product per data row, the other layers' forward of positives and
+negatives, weight gradients), and
 that as a fraction of numpy's matmul GFLOP/s on exactly the same shapes, timed
 here in the same run. Also the kernels' first-run compile time (empty Numba
 cache) and cached start time. A benchmark, not a test: nothing is asserted.
@@ -35,10 +36,12 @@ def random_dataset(n, d=784, c=10, seed=0):
 
 
 def gemm_shapes(cfg):
-    """(m, k, n) of every matrix product one training batch does."""
+    """(m, k, n) of every matrix product one training batch does. The first layer runs once
+    per data row (kernels/overlay.py: positives and negatives share x0 @ w0, and the hard
+    negatives come from the same product); the other layers see 2B rows."""
     sizes, b = cfg.sizes, cfg.batch_size
-    shapes = [(b, sizes[0], sizes[1])] if cfg.negatives == "hard" else []
-    for d_in, d_out in zip(sizes[:-1], sizes[1:]):
+    shapes = [(b, sizes[0], sizes[1]), (sizes[0], b, sizes[1])]
+    for d_in, d_out in zip(sizes[1:-1], sizes[2:]):
         shapes += [(2 * b, d_in, d_out), (d_in, 2 * b, d_out)]  # forward, x.T @ dz
     return shapes
 
