@@ -157,15 +157,15 @@ def open_bundle(source, workdir):
     with tar:
         try:
             for member in tar:
-                if member.isdir() and member.name.rstrip("/") in (".", ""):
-                    continue
+                name = member.name.removeprefix("./").rstrip("/")   # tar -C dir . writes ./x
                 if member.isdir():
-                    os.makedirs(device.safe_path(dest, member.name.rstrip("/")), exist_ok=True)
+                    if name not in (".", ""):
+                        os.makedirs(device.safe_path(dest, name), exist_ok=True)
                     continue
                 if not member.isfile():
-                    raise DeployError(f"{source}: entry {member.name!r} is a {'link' if member.issym() or member.islnk() else 'special file'}; "
-                                      "a bundle holds regular files only")
-                path = device.safe_path(dest, member.name.removeprefix("./"))
+                    kind = "link" if member.issym() or member.islnk() else "special file"
+                    raise DeployError(f"{source}: entry {member.name!r} is a {kind}; a bundle holds regular files only")
+                path = device.safe_path(dest, name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with tar.extractfile(member) as src, open(path, "wb") as f:
                     shutil.copyfileobj(src, f)

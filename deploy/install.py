@@ -48,13 +48,15 @@ def release_id(files):
 
 
 def safe_path(root, rel):
-    """root/rel, refused if rel is absolute, has '..' or resolves (through symlinks) outside root."""
-    if not rel or os.path.isabs(rel) or "\\" in rel or ".." in rel.split("/"):
-        raise DeployError(f"refused path {rel!r}: bundle paths must be relative and stay inside the bundle")
-    path = os.path.join(root, rel)
+    """root/rel, refused if rel is not a plain relative path ('..', '.', empty parts, absolute)
+    or resolves through a symlink to somewhere outside root."""
+    parts = rel.split("/") if isinstance(rel, str) else [""]
+    if not isinstance(rel, str) or rel.startswith("/") or "\\" in rel or "\0" in rel or any(p in ("", ".", "..") for p in parts):
+        raise DeployError(f"refused path {rel!r}: paths must be relative, with no '..', '.' or empty parts")
+    path = os.path.join(root, *parts)
     real_root = os.path.realpath(root)
     if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
-        raise DeployError(f"refused path {rel!r}: it leads outside the bundle through a symlink")
+        raise DeployError(f"refused path {rel!r}: it leads outside {root} through a symlink")
     return path
 
 
@@ -135,10 +137,10 @@ def _switch(root, release):
         os.unlink(tmp)
     os.symlink(os.path.join("releases", release), tmp)
     os.replace(tmp, os.path.join(root, "current"))
-    _fsync_dir(root)
+    fsync_dir(root)
 
 
-def _fsync_dir(path):
+def fsync_dir(path):
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -33,7 +33,6 @@ onto path atomically; on a mismatch the partial is deleted. Every path must stay
 agent's root; the agent runs nothing but the actions in ACTIONS.
 """
 
-import hashlib
 import json
 import os
 import platform
@@ -49,6 +48,7 @@ import serial
 
 from edgeff import __version__
 from edgeff.errors import DeployError, EdgeFFError
+from edgeff.deploy.install import fsync_dir, safe_path, sha256_file
 
 MAGIC = b"\xedF"
 _HEAD = struct.Struct(">2sBHI")           # magic, type, seq, length
@@ -329,38 +329,6 @@ class SerialTransport:
 
 # -- the device end ---------------------------------------------------------------------------
 
-def resolve_inside(root, rel_path):
-    """ROOT/rel_path with symlinks resolved; DeployError unless it stays inside root.
-
-    root must already be a real path (os.path.realpath).
-    """
-    if not isinstance(rel_path, str) or not rel_path or "\0" in rel_path or rel_path.startswith("/"):
-        raise DeployError(f"refused path {rel_path!r}: paths must be relative to the agent's root")
-    parts = rel_path.split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise DeployError(f"refused path {rel_path!r}: no empty, '.' or '..' components allowed")
-    real = os.path.realpath(os.path.join(root, *parts))
-    if os.path.commonpath([root, real]) != root:
-        raise DeployError(f"refused path {rel_path!r}: it resolves to {real}, outside the agent's root {root}")
-    return real
-
-
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _fsync_dir(path):
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class _Partial:
     """An open ROOT/path.part and its .part.sha256 note: "sha256 size"."""
 
@@ -390,7 +358,7 @@ class _Partial:
     def commit(self, rel_path):
         os.fsync(self.fd)
         os.close(self.fd)
-        got = _sha256_file(self.part) if self.offset == self.size else None
+        got = sha256_file(self.part) if self.offset == self.size else None
         if got != self.sha256:
             self.discard()
             what = f"sha256 {got}" if got else f"{self.offset} of {self.size} bytes"
@@ -398,7 +366,7 @@ class _Partial:
                               "the partial file was deleted, deploy again")
         os.replace(self.part, self.dest)
         os.unlink(self.note)
-        _fsync_dir(os.path.dirname(self.dest))
+        fsync_dir(os.path.dirname(self.dest))
 
     def discard(self):
         for path in (self.part, self.note):
@@ -504,13 +472,13 @@ class Agent:
         if op == "hashes":
             out = []
             for rel in message["paths"]:
-                path = resolve_inside(self.root, rel)
-                out.append(_sha256_file(path) if os.path.isfile(path) else None)
+                path = safe_path(self.root, rel)
+                out.append(sha256_file(path) if os.path.isfile(path) else None)
             return out
         if op == "put":
-            dest = resolve_inside(self.root, message["path"])
-            part = resolve_inside(self.root, message["path"] + ".part")
-            note = resolve_inside(self.root, message["path"] + ".part.sha256")
+            dest = safe_path(self.root, message["path"])
+            part = safe_path(self.root, message["path"] + ".part")
+            note = safe_path(self.root, message["path"] + ".part.sha256")
             if self.partial is not None:
                 os.close(self.partial.fd)
                 self.partial = None
@@ -518,7 +486,7 @@ class Agent:
             return {"offset": self.partial.offset}
         if op == "commit":
             p, self.partial = self.partial, None
-            if p is None or (p.dest, p.sha256) != (resolve_inside(self.root, message["path"]), message["sha256"]):
+            if p is None or (p.dest, p.sha256) != (safe_path(self.root, message["path"]), message["sha256"]):
                 raise DeployError(f"{message['path']}: no transfer of it is open on the agent; deploy again")
             p.commit(message["path"])
             return {}
