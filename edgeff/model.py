@@ -47,14 +47,22 @@ class FFNet:
         return (0, d) if image and d > num_classes else (d, d + num_classes)
 
     @classmethod
-    def create(cls, sizes, num_classes, label_value, mean_goodness, rng, image=True):
+    def create(cls, sizes, num_classes, label_value, mean_goodness, rng, image=True, alloc=None):
+        """A net with weights uniform in +-1/sqrt(fan_in), as torch.nn.Linear. alloc(name, shape)
+        gives the float32 array to fill (the trainer's arena views); the values are drawn a
+        few rows at a time, so no full-size temporary is ever made."""
         label_offset, in_width = cls.label_layout(sizes[0], num_classes, image)
         widths = [in_width] + list(sizes[1:])
+        alloc = alloc or (lambda name, shape: np.empty(shape, np.float32))
         weights, biases = [], []
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            bound = 1.0 / np.sqrt(fan_in)      # as torch.nn.Linear
-            weights.append(rng.uniform(-bound, bound, (fan_in, fan_out)).astype(np.float32))
-            biases.append(rng.uniform(-bound, bound, fan_out).astype(np.float32))
+        for k, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
+            bound = 1.0 / np.sqrt(fan_in)
+            w, b = alloc(f"w{k}", (fan_in, fan_out)), alloc(f"b{k}", (fan_out,))
+            for i in range(0, fan_in, 64):       # the same stream as one draw of the whole matrix
+                w[i:i + 64] = rng.uniform(-bound, bound, (min(64, fan_in - i), fan_out))
+            b[...] = rng.uniform(-bound, bound, fan_out)
+            weights.append(w)
+            biases.append(b)
         return cls(weights, biases, num_classes, label_offset, label_value, mean_goodness)
 
     @property

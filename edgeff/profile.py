@@ -141,7 +141,11 @@ def nrt_counting():
     switched on for the duration; every dispatcher in edgeff.kernels counts its array arguments."""
     from numba.core.dispatcher import Dispatcher
     from numba.core.runtime import _nrt_python, rtsys
-    from .kernels import batch, dense, ff_loss, norm, optim, softmax
+    import importlib
+    import pkgutil
+    from . import kernels
+    modules = [importlib.import_module(f"{kernels.__name__}.{m.name}") for m in pkgutil.iter_modules(kernels.__path__)
+               if m.name != "reference"]
 
     args = [0]
 
@@ -154,7 +158,7 @@ def nrt_counting():
         return call
 
     patched = []
-    for module in (batch, dense, ff_loss, norm, optim, softmax):
+    for module in modules:
         for name, value in list(vars(module).items()):
             if isinstance(value, Dispatcher):
                 patched.append((module, name, value))

@@ -62,21 +62,13 @@ class Trainer:
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
         self.rng = np.random.default_rng(cfg.seed)
-        net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
-                           image=ds.image_shape is not None)
-        self.plan = plan_for(cfg, net.in_width, ds.num_classes)
+        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+        self.plan = plan_for(cfg, in_width, ds.num_classes)
         self.arena = Arena(self.plan)
-        for k in range(len(net.weights)):        # move the parameters into the arena
-            net.weights[k] = self._into(f"w{k}", net.weights[k])
-            net.biases[k] = self._into(f"b{k}", net.biases[k])
-        self.net = net
+        self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
+                                image=ds.image_shape is not None, alloc=lambda name, shape: self.arena.view(name))
         self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
         self.y_train = ds.y_train.astype(np.int64)               # labels as the kernels take them
-
-    def _into(self, name, values):
-        view = self.arena.view(name)
-        view[...] = values
-        return view
 
     def _bind_phase(self, p, layers):
         """Point the working buffers at phase p's views; fresh optimiser state for `layers`."""

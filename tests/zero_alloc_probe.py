@@ -14,7 +14,7 @@ from numba.core.runtime import rtsys
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
-from edgeff.kernels import batch, dense, ff_loss, norm, optim, softmax
+from edgeff.kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from edgeff.train import Trainer, warm_up
 
 
@@ -39,6 +39,8 @@ def kernel_calls():
         ("label_goodness", lambda: ff_loss.label_goodness(z[:64], f(10, 30), g[:64], b, f(64, 10)), 5),
         ("hardest_wrong_label", lambda: ff_loss.hardest_wrong_label(f(64, 10), y, np.zeros(64, np.int64)), 3),
         ("random_wrong_label", lambda: ff_loss.random_wrong_label(y, np.zeros(64), 10, np.zeros(64, np.int64)), 3),
+        ("overlay_pre", lambda: overlay.overlay_pre(z[:64], f(10, 30), g[:64], np.zeros(128, np.int64), f(128, 30)), 5),
+        ("overlay_grad", lambda: overlay.overlay_grad(z, g[:64], np.zeros(128, np.int64), 8.0, f(10, 30), f(30)), 5),
         ("local_grad(bias)", lambda: dense.local_grad(f(128, 7), z, f(7, 30), b), 2),
         ("adam_step", lambda: optim.adam_step(b, b, f(30), f(30), 1, 0.1), 4),
         ("adam_step(parallel)", lambda: optim.adam_step(big, big, big.copy(), big.copy(), 1, 0.1), 4),
