@@ -46,6 +46,7 @@ class TrainConfig:
     head_epochs: int = 3
     head_lr: float = 0.01
     classifier: str = "linear"
+    shift: int = 0             # FF training on images moved by up to this many pixels
     seed: int = 0
 
     def validate(self):
@@ -57,6 +58,8 @@ class TrainConfig:
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.shift <= 8:
+            raise UsageError(f"--shift must be 0 to 8 pixels, got {self.shift}")
         if self.head_epochs < 0:
             raise UsageError(f"--head-epochs must be 0 or more, got {self.head_epochs}")
         for name in ("lr", "head_lr", "label_value"):

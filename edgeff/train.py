@@ -68,6 +68,7 @@ class Trainer:
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
                                 image=ds.image_shape is not None, alloc=lambda name, shape: self.arena.view(name))
         self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
+        self.shift_u = np.zeros(2 * cfg.batch_size) if cfg.shift else None  # RNG fills it in place
         self.y_train = ds.y_train.astype(np.int64)               # labels as the kernels take them
 
     def _bind_phase(self, p, layers):
@@ -107,7 +108,12 @@ class Trainer:
         idx, x0, inv = self.idx[:b], self.x0[:b], self.inv[:b]
         y, neg = self.labels[:b], self.labels[b:2 * b]
         np.take(self.y_train, idx, out=y, mode="clip")  # "clip": no hidden copy; idx is always in range
-        batch.gather_scaled(ds.x_train, idx, ds.scale, x0)
+        if self.cfg.shift:
+            u = self.shift_u[:2 * b]
+            self.rng.random(out=u)
+            batch.gather_shifted(ds.x_train, idx, u, self.cfg.shift, ds.image_shape, ds.scale, x0)
+        else:
+            batch.gather_scaled(ds.x_train, idx, ds.scale, x0)
         x0[:, lo:hi] = 0.0
         np.einsum("ij,ij->i", x0, x0, out=inv)
         np.add(inv, net.label_value ** 2, out=inv)
@@ -294,6 +300,7 @@ def warm_up():
     idx = np.zeros(2, np.int64)
     for src in (x8, x32):
         batch.gather_scaled(src, idx, 1.0, np.zeros((2, 3), np.float32))
+        batch.gather_shifted(src, idx, np.zeros(4), 1, (1, 3), 1.0, np.zeros((2, 3), np.float32))
     batch.overlay_labels(x32, idx, 0, 2, 1.0)
     norm.length_normalise(x32, x32)
     z, b, g = np.ones((2, 3), np.float32), np.zeros(3, np.float32), np.zeros(2, np.float32)

@@ -16,6 +16,26 @@ def _gather_scaled(src, idx, scale, out):
 
 
 @njit(cache=True)
+def _gather_shifted(src, idx, u, shift, height, width, scale, out):
+    # src: (N, H*W) stored images, row-major; idx: (B,) int64; u: (2B,) float64 uniform in [0, 1)
+    # row i moves by dy = floor(u[2i] * (2 shift + 1)) - shift rows and dx (from u[2i+1]) columns:
+    # out[i, r*W + c] <- src[idx[i], (r - dy)*W + (c - dx)] * scale, 0 where that is off the image
+    n = 2 * shift + 1
+    for i in range(idx.shape[0]):
+        dy = int(u[2 * i] * n) - shift
+        dx = int(u[2 * i + 1] * n) - shift
+        row = idx[i]
+        for r in range(height):
+            rs = r - dy
+            for c in range(width):
+                cs = c - dx
+                if 0 <= rs < height and 0 <= cs < width:
+                    out[i, r * width + c] = src[row, rs * width + cs] * scale
+                else:
+                    out[i, r * width + c] = 0.0
+
+
+@njit(cache=True)
 def _overlay_labels(x, labels, offset, num_classes, value):
     # x: (B, W) float32, in place: columns [offset, offset + C) <- value * one_hot(label)
     # labels: (B,) int64; label -1 means neutral: every label column value / C
@@ -35,6 +55,17 @@ def gather_scaled(src, idx, scale, out):
     if out.shape[0] != idx.shape[0] or out.shape[1] < src.shape[1]:
         raise ValueError(f"gather_scaled: out{out.shape} cannot hold {idx.shape[0]} rows of {src.shape[1]}")
     _gather_scaled(src, idx, np.float32(scale), out)
+
+
+def gather_shifted(src, idx, u, shift, image_shape, scale, out):
+    """out[:, :H*W] <- src[idx] * scale, each image moved by a random whole-pixel shift in
+    [-shift, shift] rows and columns drawn from u (2B uniforms); pixels moved in are 0."""
+    height, width = image_shape
+    if src.ndim != 2 or src.shape[1] != height * width or u.dtype != np.float64 or u.shape[0] < 2 * idx.shape[0]:
+        raise ValueError(f"gather_shifted: need src (N, {height}*{width}), u float64 (2B,); got {src.shape}, {u.shape}")
+    if out.dtype != np.float32 or out.shape[0] != idx.shape[0] or out.shape[1] < src.shape[1] or idx.dtype != np.int64:
+        raise ValueError(f"gather_shifted: out{out.shape} cannot hold {idx.shape[0]} rows of {src.shape[1]}")
+    _gather_shifted(src, idx, u, int(shift), int(height), int(width), np.float32(scale), out)
 
 
 def overlay_labels(x, labels, offset, num_classes, value):

@@ -101,6 +101,15 @@ def gather_scaled(src, idx, scale, out):
     out[:, : src.shape[1]] = src[idx].astype(np.float64) * scale
 
 
+def gather_shifted(src, idx, u, shift, image_shape, scale, out):
+    h, w = image_shape
+    for i, row in enumerate(idx):
+        dy, dx = (np.floor(u[2 * i:2 * i + 2] * (2 * shift + 1)) - shift).astype(int)
+        img = np.zeros((h + 2 * shift, w + 2 * shift), np.float64)   # padded, then cut out moved
+        img[shift:shift + h, shift:shift + w] = src[row].reshape(h, w) * np.float32(scale)
+        out[i, :h * w] = img[shift - dy:shift - dy + h, shift - dx:shift - dx + w].ravel()
+
+
 def overlay_labels(x, labels, offset, num_classes, value):
     cols = np.where(labels[:, None] < 0, value / num_classes,
                     value * (labels[:, None] == np.arange(num_classes)))

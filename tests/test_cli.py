@@ -72,6 +72,8 @@ def test_refuses_to_overwrite_a_run_without_force(trained, blobs_npz):
     (["--dataset", "no-such-set"], "no-such-set"),
     (["--dataset", "/nonexistent/x.npz"], "x.npz"),
     (["--bogus-flag"], "unrecognized"),
+    (["--shift", "1"], "--shift moves 2-D images"),
+    (["--shift", "9"], "0 to 8 pixels"),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(args, message, blobs_npz, tmp_path):
     base = ["train", "--dataset", blobs_npz, "--model", "20-8", "--epochs", "1", "--out", tmp_path / "r"]

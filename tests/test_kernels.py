@@ -181,6 +181,25 @@ def test_softmax_xent_grad(rows, c, seed):
 
 
 @SETTINGS
+@given(st.integers(1, 6), st.integers(1, 7), st.integers(0, 3), st.sampled_from([np.uint8, np.float32]),
+       st.integers(0, 2**31))
+def test_gather_shifted(h, w, shift, dtype, seed):
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, 256, (5, h * w)).astype(dtype)
+    idx = rng.integers(0, 5, 4).astype(np.int64)
+    u = rng.random(8)
+    out, want = np.full((4, h * w + 2), 5.0, np.float32), np.full((4, h * w + 2), 5.0)
+    batch.gather_shifted(src, idx, u, shift, (h, w), 1 / 255, out)
+    ref.gather_shifted(src, idx, u, shift, (h, w), 1 / 255, want)
+    close(out, want)
+    assert (out[:, h * w:] == 5.0).all()              # label columns after the image untouched
+    if shift == 0:                                    # no move: the plain gather
+        plain = np.empty_like(out)
+        batch.gather_scaled(src, idx, 1 / 255, plain)
+        close(out[:, :h * w], plain[:, :h * w])
+
+
+@SETTINGS
 @given(st.integers(1, 30), st.integers(1, 20), st.integers(0, 4), st.sampled_from([np.uint8, np.float32]),
        st.integers(0, 2**31))
 def test_gather_and_overlay(n, d, extra, dtype, seed):

@@ -90,6 +90,26 @@ def test_same_seed_same_weights_other_seed_differs():
     assert not np.array_equal(a.weights[0], c.weights[0])
 
 
+def test_shifted_images_learn_and_are_deterministic():
+    """--shift: images moved by random whole pixels each batch; same seed, same weights."""
+    rng = np.random.default_rng(1)
+    protos = rng.integers(0, 256, (3, 8, 8))
+
+    def draw(n):
+        y = rng.integers(0, 3, n).astype(np.int32)
+        x = np.clip(protos[y] + rng.normal(0, 30, (n, 8, 8)), 0, 255).astype(np.uint8).reshape(n, 64)
+        return x, y
+    (xt, yt), (xv, yv) = draw(600), draw(300)
+    ds = Dataset(name="images", x_train=xt, y_train=yt, x_test=xv, y_test=yv, num_classes=3, scale=1 / 255,
+                 image_shape=(8, 8), label_names=("a", "b", "c"), source="test")
+    a, _ = train(ds, shift=1)
+    b, _ = train(ds, shift=1)
+    plain, _ = train(ds)
+    np.testing.assert_array_equal(a.weights[0], b.weights[0])
+    assert not np.array_equal(a.weights[0], plain.weights[0])
+    assert a.error(ds.x_test, ds.y_test, ds.scale, "linear") < 0.1
+
+
 def test_inputs_narrower_than_the_label_count_get_appended_label_inputs():
     ds = blobs(d=3, c=5)
     net, _ = train(ds, epochs=40)

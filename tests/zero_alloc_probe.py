@@ -32,6 +32,7 @@ def kernel_calls():
     big = f(1 << 20)
     return [
         ("gather_scaled", lambda: batch.gather_scaled(x8, idx, 1.0, f(64, 50)), 3),
+        ("gather_shifted", lambda: batch.gather_shifted(x8[:, :49], idx, r.random(128), 2, (7, 7), 1.0, f(64, 50)), 4),
         ("overlay_labels", lambda: batch.overlay_labels(z, np.zeros(128, np.int64), 0, 10, 1.0), 2),
         ("length_normalise", lambda: norm.length_normalise(z, h), 2),
         ("ff_activate", lambda: ff_loss.ff_activate(z, b, h, g), 4),

@@ -51,6 +51,9 @@ def add_arguments(p):
     p.add_argument("--head-lr", type=float, default=_D.head_lr)
     p.add_argument("--classifier", default=_D.classifier, choices=CLASSIFIERS,
                    help="how test error is measured: linear head (one pass) or goodness over all labels")
+    p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
+                   help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
+                        "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -104,6 +107,8 @@ def prepare(args, resume_meta=None):
     if cfg.sizes[0] != ds.x_train.shape[1]:
         raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
                          f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
+    if cfg.shift and (ds.image_shape is None or len(ds.image_shape) != 2):
+        raise UsageError(f"--shift moves 2-D images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
     _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
     plan, batch_size = fit_budget(cfg, in_width, ds.num_classes, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
