@@ -207,8 +207,9 @@ def _setup_venv(release_dir, manifest):
 
 
 def _smoke(release_dir, edgeff, manifest):
-    """edgeff info; infer on the shipped sample with the ONNX model and with the run (which compiles
-    and caches the Numba kernels); both must give the labels the host got."""
+    """edgeff info; infer on the shipped sample with the ONNX model and with the run; both must
+    give the labels the host got. Then every training kernel is compiled once, so the device's
+    Numba cache is warm before the first training run."""
     info = json.loads(_run([edgeff, "info", "--json"], "smoke test: edgeff info"))
     sample = os.path.join(release_dir, "sample.npy")
     with open(os.path.join(release_dir, "sample_labels.json")) as f:
@@ -223,6 +224,9 @@ def _smoke(release_dir, edgeff, manifest):
             raise DeployError(f"smoke test: {name} inference gives {labels[:8]}... on the shipped sample, the host "
                               f"got {expected[:8]}...; the device's libraries differ from the host's")
         results[f"infer_{name}"] = "labels agree"
+    python = os.path.join(os.path.dirname(edgeff), "python")   # the training kernels, into the device's cache
+    results["compile_seconds"] = float(_run([python, "-c", "from edgeff.train import warm_up; print(warm_up())"],
+                                            "smoke test: compiling the training kernels").strip())
     return results
 
 

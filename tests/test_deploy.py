@@ -138,7 +138,8 @@ def test_ssh_deploy_redeploy_update_smoke_failure_rollback(sshd, bundle, runs, t
     assert first["install"]["current"] == release and first["install"]["previous"] is None
     smoke = first["install"]["smoke"]
     assert smoke == {"arch": "x86_64", "board": smoke["board"], "target": "generic-x86_64",
-                     "infer_onnx": "labels agree", "infer_run": "labels agree"}
+                     "infer_onnx": "labels agree", "infer_run": "labels agree",
+                     "compile_seconds": smoke["compile_seconds"]} and smoke["compile_seconds"] > 0
     assert os.readlink(root / "current") == f"releases/{release}"
     assert first["sent_bytes"] == first["bundle_bytes"]
 
