@@ -7,6 +7,7 @@ Every remote command is a POSIX shell line built with shlex.quote.
 
 import os
 import shlex
+import shutil
 import subprocess
 import tempfile
 
@@ -105,9 +106,7 @@ class SshTransport:
 
     def close(self):
         subprocess.run(self.base[:-1] + ["-O", "exit", self.base[-1]], capture_output=True, timeout=10)
-        for name in os.listdir(self._control):
-            os.unlink(os.path.join(self._control, name))
-        os.rmdir(self._control)
+        shutil.rmtree(self._control, ignore_errors=True)  # the master removes its socket as it exits
 
     def __enter__(self):
         return self
