@@ -30,25 +30,20 @@ written there and ACKed with the new size; the host always continues from the AC
 offset, so lost, repeated or reordered chunks are harmless and an interrupted transfer
 resumes where it stopped. `commit` checks size and sha256, fsyncs and renames the partial
 onto path atomically; on a mismatch the partial is deleted. Every path must stay inside the
-agent's root; the agent runs nothing but the actions in ACTIONS.
+agent's root; the agent (serial_agent.py) runs nothing but the actions in ACTIONS.
 """
 
 import json
 import os
-import platform
 import random
 import struct
-import sys
-import threading
 import time
 import zlib
 from collections import namedtuple
 
 import serial
 
-from edgeff import __version__
-from edgeff.errors import DeployError, EdgeFFError
-from edgeff.deploy.install import fsync_dir, safe_path, sha256_file
+from edgeff.errors import DeployError
 
 MAGIC = b"\xedF"
 _HEAD = struct.Struct(">2sBHI")           # magic, type, seq, length
@@ -57,7 +52,7 @@ MAX_PAYLOAD = 64 * 1024
 REQUEST, DATA, REPLY, ACK, NAK, BUSY = 0x01, 0x02, 0x81, 0x82, 0x83, 0x84
 FRAME_TYPES = {REQUEST, DATA, REPLY, ACK, NAK, BUSY}
 ANY_SEQ = 0xFFFF                           # NAK for a frame whose seq could not be read
-_OFFSET = struct.Struct(">Q")
+OFFSET = struct.Struct(">Q")
 KEEPALIVE = 0.25                           # s between BUSY frames of a running request
 ACTIONS = ("ping", "adopt", "install", "rollback", "status")
 
@@ -79,7 +74,7 @@ def chunk_size_for(baud):
     return size
 
 
-def _quiet_gap(baud):
+def quiet_gap(baud):
     """Silence after which a frame that started arriving is taken as lost (s)."""
     return max(0.1, 100 * 10 / baud)
 
@@ -159,14 +154,14 @@ class FrameReader:
             return frame
 
 
-def _open(port, baud, **kwargs):
+def open_port(port, baud, **kwargs):
     try:
         return serial.serial_for_url(port, baudrate=baud, timeout=0.05, **kwargs)
     except (serial.SerialException, ValueError) as exc:
         raise DeployError(f"cannot open serial port {port}: {exc}") from None
 
 
-def _label(port):
+def port_label(port):
     return port if "://" in port else f"serial://{port}"
 
 
@@ -182,12 +177,12 @@ class SerialTransport:
     hash_batch = 16                   # paths per "hashes" request: keeps answers short
 
     def __init__(self, port, baud=115200, timeout=2.0, root_hint=None):
-        self.url, self.baud, self.timeout, self.root_hint = _label(port), baud, timeout, root_hint
+        self.url, self.baud, self.timeout, self.root_hint = port_label(port), baud, timeout, root_hint
         self.chunk_size = chunk_size_for(baud)
         write_timeout = timeout + 8192 * 20 / baud
-        self.port = _open(port, baud, write_timeout=write_timeout)
+        self.port = open_port(port, baud, write_timeout=write_timeout)
         self.port.reset_input_buffer()
-        self.reader = FrameReader(self.port, _quiet_gap(baud))
+        self.reader = FrameReader(self.port, quiet_gap(baud))
         self._seq = random.randrange(ANY_SEQ)   # a fresh session never looks like a resend
         self._checked_root = root_hint is None
 
@@ -229,7 +224,7 @@ class SerialTransport:
             f.seek(offset)
             data = f.read(chunk)
             sent += len(data)
-            return _OFFSET.pack(offset) + data
+            return OFFSET.pack(offset) + data
 
         with open(local_path, "rb") as f:
             if progress:
@@ -238,7 +233,7 @@ class SerialTransport:
                 answer = self._exchange(DATA, payload, f"chunk at {offset} of {rel_path}")
                 if answer.type == REPLY:
                     self._result(answer)          # an error: raises
-                acked = _OFFSET.unpack(answer.payload)[0]
+                acked = OFFSET.unpack(answer.payload)[0]
                 if acked > total:
                     raise DeployError(f"{self.url}: the agent holds more of {rel_path} than was sent; deploy again")
                 good += 1
@@ -325,185 +320,3 @@ class SerialTransport:
                 return event
             elif event.type in (REPLY, ACK) and event.seq == seq:
                 return event
-
-
-# -- the device end ---------------------------------------------------------------------------
-
-class _Partial:
-    """An open ROOT/path.part and its .part.sha256 note: "sha256 size"."""
-
-    def __init__(self, dest, part, note, sha256, size):
-        self.dest, self.part, self.note, self.sha256, self.size = dest, part, note, sha256, size
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        note = f"{sha256} {size}\n"
-        try:
-            with open(self.note) as f:
-                same = f.read() == note
-        except OSError:
-            same = False
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if same else os.O_TRUNC)
-        self.fd = os.open(part, flags, 0o644)
-        if not same:
-            with open(self.note, "w") as f:
-                f.write(note)
-        self.offset = min(os.fstat(self.fd).st_size, size)
-
-    def write(self, offset, data):
-        if offset <= self.offset:
-            data = data[:self.size - offset]
-            os.pwrite(self.fd, data, offset)
-            self.offset = max(self.offset, offset + len(data))
-        return self.offset
-
-    def commit(self, rel_path):
-        os.fsync(self.fd)
-        os.close(self.fd)
-        got = sha256_file(self.part) if self.offset == self.size else None
-        if got != self.sha256:
-            self.discard()
-            what = f"sha256 {got}" if got else f"{self.offset} of {self.size} bytes"
-            raise DeployError(f"{rel_path}: the device received {what}, expected sha256 {self.sha256}; "
-                              "the partial file was deleted, deploy again")
-        os.replace(self.part, self.dest)
-        os.unlink(self.note)
-        fsync_dir(os.path.dirname(self.dest))
-
-    def discard(self):
-        for path in (self.part, self.note):
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-
-
-class Agent:
-    """The device end: answers one host at a time, writes only inside `root`."""
-
-    def __init__(self, port, root, baud=115200):
-        self.root_given = os.path.abspath(os.path.expanduser(root))
-        os.makedirs(self.root_given, exist_ok=True)
-        self.root = os.path.realpath(self.root_given)
-        self.port_name, self.baud = port, baud
-        self.port = _open(port, baud)
-        self.reader = FrameReader(self.port, _quiet_gap(baud))
-        self.partial = None
-        self.last = (None, None)     # (seq and crc of the last request, its answer frame)
-        self._stop = threading.Event()
-
-    def stop(self):
-        """Make serve() return within about a poll interval (callable from another thread)."""
-        self._stop.set()
-
-    def close(self):
-        if self.partial is not None:
-            os.close(self.partial.fd)
-            self.partial = None
-        self.port.close()
-
-    def serve_forever(self):
-        self.serve()
-
-    def serve(self, max_requests=None):
-        """Answer frames until stop() or until max_requests frames were answered."""
-        answered = 0
-        while not self._stop.is_set() and (max_requests is None or answered < max_requests):
-            try:
-                event = self.reader.read(time.monotonic() + 0.2)
-            except serial.SerialException as exc:
-                raise DeployError(f"{_label(self.port_name)}: the serial port failed ({exc}); agent stopped") from None
-            if isinstance(event, Damaged):
-                self._send(encode_frame(NAK, ANY_SEQ if event.seq is None else event.seq))
-            elif isinstance(event, Frame) and event.type in (REQUEST, DATA):
-                self._answer(event)
-                answered += 1
-
-    def _send(self, frame):
-        self.port.write(frame)
-
-    def _answer(self, frame):
-        key = (frame.seq, zlib.crc32(frame.payload, frame.type))
-        if self.last[0] == key:          # a resend: the host missed our answer
-            self._send(self.last[1])
-            return
-        if frame.type == DATA:
-            answer = self._data(frame)
-        else:
-            answer = encode_frame(REPLY, frame.seq, json.dumps(self._run_keepalive(frame)).encode())
-        self.last = (key, answer)
-        self._send(answer)
-
-    def _data(self, frame):
-        """Write a DATA frame into the open partial: ACK with its new size, or an error REPLY."""
-        if self.partial is None or len(frame.payload) < _OFFSET.size:
-            error = "the agent has no transfer open (was it restarted?); deploy again"
-        else:
-            offset = _OFFSET.unpack_from(frame.payload)[0]
-            try:
-                return encode_frame(ACK, frame.seq, _OFFSET.pack(self.partial.write(offset, frame.payload[8:])))
-            except OSError as exc:      # e.g. the device's disk is full
-                error = f"the agent cannot write {self.partial.part}: {exc}"
-        return encode_frame(REPLY, frame.seq, json.dumps({"ok": False, "error": error}).encode())
-
-    def _run_keepalive(self, frame):
-        """Handle a REQUEST in a thread, sending BUSY while it runs; the JSON answer."""
-        answer = {}
-
-        def work():
-            try:
-                answer.update(ok=True, result=self._handle(json.loads(frame.payload)))
-            except EdgeFFError as exc:
-                answer.update(ok=False, error=str(exc))
-            except Exception as exc:    # a bug or OS error must not kill the agent
-                answer.update(ok=False, error=f"the agent failed: {type(exc).__name__}: {exc}")
-
-        worker = threading.Thread(target=work, daemon=True)
-        worker.start()
-        while True:
-            worker.join(KEEPALIVE)
-            if not worker.is_alive():
-                break
-            self._send(encode_frame(BUSY, frame.seq))
-        if len(json.dumps(answer)) > MAX_PAYLOAD:
-            return {"ok": False, "error": "the agent's answer is too long for one frame"}
-        return answer
-
-    def _handle(self, message):
-        op = message.get("op")
-        if op == "hashes":
-            out = []
-            for rel in message["paths"]:
-                path = safe_path(self.root, rel)
-                out.append(sha256_file(path) if os.path.isfile(path) else None)
-            return out
-        if op == "put":
-            dest = safe_path(self.root, message["path"])
-            part = safe_path(self.root, message["path"] + ".part")
-            note = safe_path(self.root, message["path"] + ".part.sha256")
-            if self.partial is not None:
-                os.close(self.partial.fd)
-                self.partial = None
-            self.partial = _Partial(dest, part, note, message["sha256"], int(message["size"]))
-            return {"offset": self.partial.offset}
-        if op == "commit":
-            p, self.partial = self.partial, None
-            if p is None or (p.dest, p.sha256) != (safe_path(self.root, message["path"]), message["sha256"]):
-                raise DeployError(f"{message['path']}: no transfer of it is open on the agent; deploy again")
-            p.commit(message["path"])
-            return {}
-        if op == "call":
-            return self._call(message["action"], message.get("kwargs") or {})
-        raise DeployError(f"the agent does not know the request {op!r}; is it the same edgeff version?")
-
-    def _call(self, action, kwargs):
-        if action == "ping":
-            try:
-                with open("/proc/device-tree/model", "rb") as f:
-                    model = f.read().rstrip(b"\0").decode(errors="replace").strip()
-            except OSError:
-                model = ""
-            return {"edgeff_version": __version__, "machine": platform.machine(), "root": self.root_given,
-                    "model": model, "python": "%d.%d" % sys.version_info[:2]}
-        if action not in ACTIONS:
-            raise DeployError(f"the agent does not run {action!r}; it runs only: {', '.join(ACTIONS)}")
-        from . import install          # the device-side installer, only when asked for
-        return getattr(install, action)(self.root, **kwargs)

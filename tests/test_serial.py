@@ -14,7 +14,8 @@ import threading
 
 import pytest
 
-from edgeff.deploy.serial_link import Agent, SerialTransport
+from edgeff.deploy.serial_agent import Agent
+from edgeff.deploy.serial_link import SerialTransport
 from edgeff.errors import DeployError
 
 

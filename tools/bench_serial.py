@@ -26,7 +26,8 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from ptyrelay import PtyRelay  # noqa: E402  the relay the tests use
 
-from edgeff.deploy.serial_link import Agent, SerialTransport, chunk_size_for  # noqa: E402
+from edgeff.deploy.serial_agent import Agent  # noqa: E402
+from edgeff.deploy.serial_link import SerialTransport, chunk_size_for  # noqa: E402
 
 BAUDS = (115200, 921600)
 

@@ -20,7 +20,7 @@ def add_arguments(p):
 
 
 def run(args):
-    from ..deploy.serial_link import Agent
+    from ..deploy.serial_agent import Agent
 
     agent = Agent(args.port, args.root, baud=args.baud)
     print(f"edgeff agent: serving {agent.root_given} on {args.port} at {args.baud} baud (Ctrl-C stops)",
