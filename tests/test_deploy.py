@@ -11,12 +11,12 @@ import sys
 import tarfile
 import time
 
-import numpy as np
 import pytest
 
 from edgeff.deploy import install as device
 from edgeff.deploy.targets import PROFILES, detect, get
 from edgeff.errors import DeployError
+from images import write_images_npz
 from sshd import Sshd
 
 
@@ -40,15 +40,7 @@ def one_line_error(r, *fragments):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    protos = rng.integers(0, 256, (3, 8, 8))
-
-    def x(y):
-        return np.clip(protos[y] + rng.normal(0, 40, (len(y), 8, 8)), 0, 255).astype(np.uint8)
-    y_train, y_test = rng.integers(0, 3, 600), rng.integers(0, 3, 300)
-    path = tmp_path_factory.mktemp("data") / "images.npz"
-    np.savez(path, x_train=x(y_train), y_train=y_train, x_test=x(y_test), y_test=y_test)
-    return path
+    return write_images_npz(tmp_path_factory.mktemp("data") / "images.npz")
 
 
 def train(data, out, model="64-40-30"):

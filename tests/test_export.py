@@ -12,6 +12,7 @@ from onnx import TensorProto, helper
 from edgeff import export
 from edgeff.errors import ExportError
 from edgeff.model import FFNet
+from images import write_images_npz
 
 
 def edgeff(*args):
@@ -71,16 +72,7 @@ def test_opset_outside_the_supported_range():
 @pytest.fixture(scope="module")
 def images_npz(tmp_path_factory):
     """8x8 uint8 images of 3 classes (the label overlay replaces their first 3 pixels)."""
-    rng = np.random.default_rng(0)
-    protos = rng.integers(0, 256, (3, 8, 8))
-
-    def x(y):
-        return np.clip(protos[y] + rng.normal(0, 40, (len(y), 8, 8)), 0, 255).astype(np.uint8)
-    y_train, y_test = rng.integers(0, 3, 600), rng.integers(0, 3, 300)
-    path = tmp_path_factory.mktemp("data") / "images.npz"
-    np.savez(path, x_train=x(y_train), y_train=y_train, x_test=x(y_test), y_test=y_test,
-             label_names=np.array(["ring", "bar", "dot"]))
-    return path
+    return write_images_npz(tmp_path_factory.mktemp("data") / "images.npz", label_names=["ring", "bar", "dot"])
 
 
 @pytest.fixture(scope="module")
