@@ -56,20 +56,17 @@ def wheelhouse(target, dest):
 def _write_files(run_dir, target, root, wheels, step):
     from .. import export
     from ..data import load_dataset
-    from ..runs import CONFIG, METRICS, MODEL, load_run
+    from ..runs import CONFIG, METRICS, MODEL, load_metrics, load_run
     net, cfg = load_run(run_dir)
-    metrics_path = os.path.join(run_dir, METRICS)
-    metrics = json.load(open(metrics_path)) if os.path.isfile(metrics_path) else {}
     ds = load_dataset(cfg.dataset)
-    step("exporting model.onnx")
-    data, report = export.export(net, cfg, metrics, ds, cfg.classifier)
+    step("exporting model.onnx" + (" and model-int8.onnx" if target.quantize else ""))
+    data, int8, report = export.export(net, cfg, load_metrics(run_dir), ds, cfg.classifier,
+                                       quant="dynamic" if target.quantize else None)
     with open(os.path.join(root, "model.onnx"), "wb") as f:
         f.write(data)
-    if target.quantize:
-        step("exporting model-int8.onnx")
-        qdata, _ = export.export(net, cfg, metrics, ds, cfg.classifier, quant="dynamic")
+    if int8:
         with open(os.path.join(root, "model-int8.onnx"), "wb") as f:
-            f.write(qdata)
+            f.write(int8)
     os.makedirs(os.path.join(root, "run"))
     for name in (CONFIG, MODEL, METRICS):
         if os.path.isfile(os.path.join(run_dir, name)):

@@ -62,7 +62,7 @@ def _with_opset(model, opset):
 
 
 class Graph:
-    """Collects nodes and initializers; every op gets a fresh output name."""
+    """Collects nodes and initializers."""
 
     def __init__(self, opset):
         self.opset, self.nodes, self.inits, self._count = opset, [], [], 0
@@ -71,9 +71,10 @@ class Graph:
         self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d as 0-d
         return name
 
-    def op(self, op_type, *inputs, **attrs):
+    def op(self, op_type, *inputs, output=None, **attrs):
+        """Add a node; its output is named `output` (a graph output) or a fresh name."""
         self._count += 1
-        out = f"{op_type.lower()}_{self._count}"
+        out = output or f"{op_type.lower()}_{self._count}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
         return out
 
@@ -83,18 +84,6 @@ class Graph:
             axes_name = self.const(f"axes_{self._count + 1}", np.array(axes, np.int64))
             return self.op(op_type, x, axes_name, keepdims=keepdims)
         return self.op(op_type, x, axes=list(axes), keepdims=keepdims)
-
-    def rename(self, name, final):
-        """Give the node producing `name` the output name `final` (a graph output)."""
-        for node in self.nodes:
-            for i, out in enumerate(node.output):
-                if out == name:
-                    node.output[i] = final
-        for node in self.nodes:
-            for i, inp in enumerate(node.input):
-                if inp == name:
-                    node.input[i] = final
-        return final
 
 
 class DenseFF:
@@ -107,9 +96,7 @@ class DenseFF:
         """Pre-activations [K, N, H] of the first layer for the K label vectors [K, C]."""
         c, off = net.num_classes, net.label_offset
         rest_cols = (c, w.shape[0]) if off == 0 else (0, off)    # the row's features that stay
-        rows = np.arange(w.shape[0])
-        w_rest = w[rest_cols[0]:rest_cols[1]]
-        w_label = w[(rows >= off) & (rows < off + c)]
+        w_rest, w_label = w[rest_cols[0]:rest_cols[1]], w[off:off + c]
         if rest_cols == (0, net.in_features):
             rest = x
         else:
@@ -182,17 +169,17 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
         if head == "both":
             total = g.op("Slice", total, g.const("cand_start", np.array([0], np.int64)),
                          g.const("cand_end", np.array([c], np.int64)), g.const("cand_axis", np.array([0], np.int64)))
-        scores = g.rename(g.op("Transpose", total, perm=[1, 0]), "scores")
+        scores = g.op("Transpose", total, perm=[1, 0], output="scores")
         goodness_label = "label" if head == "goodness" else "goodness_label"
-        g.rename(g.op("ArgMax", scores, axis=1, keepdims=0), goodness_label)
+        g.op("ArgMax", scores, axis=1, keepdims=0, output=goodness_label)
         outputs += [helper.make_tensor_value_info(goodness_label, TensorProto.INT64, [n_dim]),
                     helper.make_tensor_value_info("scores", TensorProto.FLOAT, [n_dim, c])]
     if head != "goodness":
         index = g.const("neutral_index", np.array(len(label_vectors) - 1, np.int64))
         feats = g.op("Concat", *[g.op("Gather", h, index, axis=0) for h in hs], axis=1)  # [N, sum H]
         logits = g.op("Add", g.op("MatMul", feats, g.const("head_w", net.head_w)), g.const("head_b", net.head_b))
-        probs = g.rename(g.op("Softmax", logits, axis=1), "probabilities")
-        g.rename(g.op("ArgMax", probs, axis=1, keepdims=0), "label")
+        probs = g.op("Softmax", logits, axis=1, output="probabilities")
+        g.op("ArgMax", probs, axis=1, keepdims=0, output="label")
         outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [n_dim]),
                    helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [n_dim, c])] + outputs
     inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n_dim, net.in_features])]
@@ -307,23 +294,24 @@ def error_of(sess, x, y, chunk=1000):
 
 def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", quant=None,
            parity_samples=1000, step=lambda msg: None):
-    """(onnx bytes, report) for a trained net: built, checked, parity-tested against NumPy and,
-    with quant ('dynamic' or 'static'), quantized to int8 and its test error measured."""
+    """(float onnx bytes, int8 onnx bytes or None, report) for a trained net: built, checked,
+    parity-tested against NumPy and, with quant ('dynamic' or 'static'), also quantized to int8
+    with both test errors measured."""
     t0 = time.perf_counter()
-    info = net.input_info or {}
-    label_names = info.get("label_names") or [str(n) for n in ds.label_names]
+    if net.input_info is None:   # a run saved before models described their input
+        net.describe_input(ds)
+    info = net.input_info
     metadata = {
         "edgeff_version": __version__,
         "head": head,
         "config": cfg.to_json(),
-        "dataset": info.get("dataset", ds.name),
+        "dataset": info["dataset"],
         "test_error": {k: v for k, v in metrics.items() if k.startswith("test_error")},
         "input": {"name": "x", "shape": ["N", net.in_features], "dtype": "float32",
-                  "scale": info.get("scale", float(ds.scale)), "stored_dtype": info.get("dtype", str(ds.x_train.dtype)),
-                  "image_shape": info.get("image_shape", list(ds.image_shape) if ds.image_shape else None),
+                  "scale": info["scale"], "stored_dtype": info["dtype"], "image_shape": info["image_shape"],
                   "normalisation": "x = stored value * scale (pixel / 255 for 8-bit images); the graph overlays "
                                    "the labels and length-normalises each layer's input itself"},
-        "label_names": label_names,
+        "label_names": info["label_names"],
     }
     step("building the graph")
     model = build(net, head, opset, batch, metadata)
@@ -340,6 +328,7 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
         raise ExportError(f"onnxruntime's outputs differ from the NumPy forward ({json.dumps(report['parity'])}); "
                           "the model was not written; please report this")
     report["float_bytes"] = len(data)
+    qdata = None
     if quant:
         step(f"quantizing to int8 ({quant}) and measuring test error on {len(ds.y_test)} rows")
         if batch != "dynamic":
@@ -352,7 +341,6 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
         before, after = error_of(sess, x_all, ds.y_test), error_of(session(qdata), x_all, ds.y_test)
         report.update(quantize=quant, int8_bytes=len(qdata), size_ratio=len(qdata) / len(data),
                       test_error_float=before, test_error_int8=after, test_error_change_pp=100 * (after - before))
-        data = qdata
-    report["bytes"] = len(data)
+    report["bytes"] = len(qdata or data)
     report["export_seconds"] = time.perf_counter() - t0
-    return data, report
+    return data, qdata, report

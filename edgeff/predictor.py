@@ -50,15 +50,15 @@ class OnnxPredictor:
                               "(as 'edgeff export' writes)")
         self.input_name, self.batch = inputs[0].name, shape[0] if isinstance(shape[0], int) else None
         self.features = shape[1]
-        wanted = {"linear": "label", "goodness": "goodness_label" if "goodness_label" in outputs else "label"}
-        meta = self.session.get_modelmeta().custom_metadata_map
-        head = meta.get("head", "linear" if "probabilities" in outputs else "goodness")
-        self.classifier = classifier or ("goodness" if head == "goodness" else "linear")
-        exported = {"goodness": ["goodness"], "linear": ["linear"], "both": ["linear", "goodness"]}.get(head, [])
-        self.output = wanted[self.classifier] if self.classifier in exported else None
+        # 'edgeff export' names them: label + probabilities (linear), label or goodness_label + scores
+        linear = "label" if "probabilities" in outputs else None
+        goodness = "goodness_label" if "goodness_label" in outputs else None if linear else "label"
+        self.classifier = classifier or ("linear" if linear else "goodness")
+        self.output = {"linear": linear, "goodness": goodness}[self.classifier]
         if self.output not in outputs:
             raise UsageError(f"{path}: has no {self.classifier} output (its outputs: {', '.join(outputs)}); "
                              f"export it with --head {self.classifier} or both")
+        meta = self.session.get_modelmeta().custom_metadata_map
         info = json.loads(meta.get("input", "{}"))
         self.scale = info.get("scale", DEFAULT_SCALE)
         self.label_names = json.loads(meta["label_names"]) if "label_names" in meta else None

@@ -32,6 +32,16 @@ def save_run(out_dir, cfg, net, metrics):
     atomic_write_text(os.path.join(out_dir, METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
 
 
+def load_metrics(run_dir):
+    """metrics.json of a run directory (or of the one holding a model.npz); {} if it has none."""
+    path = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), METRICS)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return {}
+
+
 def load_run(run_dir):
     """(net, TrainConfig) from a run directory (or a model.npz path)."""
     path = os.path.join(run_dir, MODEL) if os.path.isdir(run_dir) else run_dir

@@ -1,7 +1,6 @@
 """edgeff export: a trained run as an ONNX model, checked and compared with the NumPy forward."""
 
 import json
-import os
 import sys
 
 from .. import export
@@ -10,7 +9,7 @@ from ..errors import UsageError
 from ..fileio import atomic_write
 from ..memory import fmt_bytes
 from ..progress import progress_enabled
-from ..runs import METRICS, load_run
+from ..runs import load_metrics, load_run
 
 HELP = "export a trained run to ONNX (checked, and compared with the NumPy forward under onnxruntime)"
 
@@ -43,15 +42,14 @@ def run(args):
     if not args.output.lower().endswith(".onnx"):
         raise UsageError(f"-o {args.output}: name the file *.onnx")
     net, cfg = load_run(args.run_dir)
-    metrics_path = os.path.join(args.run_dir, METRICS)
-    metrics = json.load(open(metrics_path)) if os.path.isfile(metrics_path) else {}
+    metrics = load_metrics(args.run_dir)
     ds = load_dataset(cfg.dataset, args.data_dir)
     head = args.head or cfg.classifier
     show = progress_enabled(args.quiet, args.json)
     step = (lambda msg: print(f"export: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
-    data, report = export.export(net, cfg, metrics, ds, head, args.opset, args.batch,
-                                 args.calibration if args.quantize else None, args.parity_samples, step)
-    atomic_write(args.output, lambda f: f.write(data))
+    data, int8, report = export.export(net, cfg, metrics, ds, head, args.opset, args.batch,
+                                       args.calibration if args.quantize else None, args.parity_samples, step)
+    atomic_write(args.output, lambda f: f.write(int8 or data))
     report["output"] = args.output
     if args.json:
         print(json.dumps(report))
