@@ -27,52 +27,26 @@ import numpy as np
 from .commands.plan import plan_report
 from .errors import UsageError
 from .memory import backprop_activation_bytes, peak_live_bytes
+from .runs import rss_bytes
 
-MiB, GiB = 2**20, 2**30
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
 
 
 # ---- target profiles ----
 
-def _builtin(ram):
-    # default budget as deploy/targets.py has it: half the RAM less 100 MiB, at least 64 MiB
-    return dict(ram_bytes=ram, default_budget_bytes=max(64 * MiB, ram // 2 - 100 * MiB))
-
-
-BUILTIN_TARGETS = {"rpi-zero2w": _builtin(512 * MiB), "rpi3b": _builtin(1 * GiB), "rpi4b": _builtin(4 * GiB),
-                   "rpi5": _builtin(8 * GiB), "jetson-nano": _builtin(4 * GiB), "jetson-orin-nano": _builtin(8 * GiB)}
-
-
 def target_profile(name):
-    """{name, ram_bytes, default_budget_bytes, source} of a deploy target.
-
-    From edgeff.deploy.targets.PROFILES when that exists (each profile an object or a
-    dict with ram_bytes and default_budget_bytes), else from BUILTIN_TARGETS."""
-    try:
-        from .deploy.targets import PROFILES
-        source = "edgeff.deploy.targets"
-    except ImportError:
-        PROFILES, source = BUILTIN_TARGETS, "built-in table"
+    """{name, ram_bytes, default_budget_bytes, source} of a deploy target (deploy/targets.py)."""
+    from .deploy.targets import PROFILES
     if name not in PROFILES:
         raise UsageError(f"unknown --target {name!r}; known targets: {', '.join(sorted(PROFILES))}")
-    p = PROFILES[name]
-    get = (lambda key: p[key]) if isinstance(p, dict) else (lambda key: getattr(p, key))
-    return dict(name=name, ram_bytes=int(get("ram_bytes")), default_budget_bytes=int(get("default_budget_bytes")),
-                source=source)
+    t = PROFILES[name]
+    return dict(name=name, ram_bytes=t.ram_bytes, default_budget_bytes=t.default_budget_bytes,
+                source="edgeff.deploy.targets")
 
 
 # ---- resident memory ----
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
-
-
-def rss_bytes():
-    """Resident memory now (Linux /proc), or the peak so far where /proc is absent."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * PAGE
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def settle():

@@ -16,13 +16,17 @@ def peak_rss_mib():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
-def rss_mib():
+def rss_bytes():
     """Resident memory now (Linux /proc), or the peak so far where /proc is absent."""
     try:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except OSError:
-        return peak_rss_mib()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
+
+
+def rss_mib():
+    return rss_bytes() / 2**20
 
 
 def save_run(out_dir, cfg, net, metrics):
