@@ -2,16 +2,11 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-
-def edgeff(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, timeout=600)
+from run_cli import edgeff
 
 
 @pytest.fixture(scope="module")

@@ -17,25 +17,12 @@ from edgeff.deploy import install as device
 from edgeff.deploy.targets import PROFILES, detect, get
 from edgeff.errors import DeployError
 from images import write_images_npz
+from run_cli import edgeff as run_edgeff, ok, one_line_error
 from sshd import Sshd
 
 
 def edgeff(*args, timeout=900):
-    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def ok(r):
-    assert r.returncode == 0, r.stderr
-    return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def one_line_error(r, *fragments):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeff: error:"), r.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
+    return run_edgeff(*args, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

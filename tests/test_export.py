@@ -1,8 +1,6 @@
 """ONNX export and inference: every exported graph runs under onnxruntime and matches the NumPy forward."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import onnx
@@ -13,11 +11,7 @@ from edgeff import export
 from edgeff.errors import ExportError
 from edgeff.model import FFNet
 from images import write_images_npz
-
-
-def edgeff(*args):
-    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+from run_cli import edgeff, one_line_error
 
 
 def random_net(rng, d, image, mean, widths=(24, 17, 9), classes=5):
@@ -173,14 +167,6 @@ def test_int8_quantization(run_dir, images_npz, tmp_path, calibration):
 
 
 # ---------------------------------------------------------------- bad input: one line, exit 2, nothing lost
-
-def one_line_error(r, *fragments):
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("edgeff: error:"), r.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
 
 def test_not_an_onnx_file(tmp_path, images_npz):
     bad = tmp_path / "junk.onnx"

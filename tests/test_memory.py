@@ -14,6 +14,7 @@ from edgeff.config import TrainConfig
 from edgeff.errors import UsageError
 from edgeff.memory import ALIGN, Buffer, parse_bytes, plan_greedy, plan_linear, training_buffers
 from edgeff.budget import plan_for
+from run_cli import edgeff
 
 HERE = os.path.dirname(__file__)
 
@@ -88,11 +89,6 @@ def test_training_loop_allocates_nothing():
             assert run["nrt_unfreed"] == 0, run
             assert run["traced_peak_growth"] < 32 * 1024, run     # Python objects only: no array allocated
             assert run["traced_growth"] < 4 * 1024, run
-
-
-def edgeff(*args):
-    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
 
 
 def test_budget_too_small_is_refused_before_training(tmp_path):

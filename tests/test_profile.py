@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from run_cli import edgeff
+
 MODEL = "20-64-64"
 INT, NUM, BOOL = {"type": "integer"}, {"type": "number"}, {"type": "boolean"}
 NINT = {"type": ["integer", "null"]}
@@ -75,11 +77,6 @@ def validate(report):
         check_schema(report, SCHEMA)
     else:
         jsonschema.validate(report, SCHEMA)
-
-
-def edgeff(*args):
-    return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
 
 
 @pytest.fixture(scope="module")
