@@ -19,7 +19,9 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
+import stat
 import subprocess
 import sys
 
@@ -31,6 +33,7 @@ except ImportError:  # run on the device from the bundle, before edgeff is insta
 
 MANIFEST = "manifest.json"
 INSTALLED = ".installed"
+RELEASE_ID = re.compile(r"[0-9a-f]{16}")    # what release_id() makes
 
 
 def sha256_file(path):
@@ -58,6 +61,22 @@ def safe_path(root, rel):
     if os.path.commonpath([real_root, os.path.realpath(path)]) != real_root:
         raise DeployError(f"refused path {rel!r}: it leads outside {root} through a symlink")
     return path
+
+
+def release_path(root, tree, release):
+    """ROOT/tree/release ("incoming" or "releases"), refused unless release is a release id."""
+    if not isinstance(release, str) or not RELEASE_ID.fullmatch(release):
+        raise DeployError(f"refused release {release!r}: a release id is 16 lowercase hex digits "
+                          "(the 'release' of the bundle's manifest)")
+    return safe_path(root, f"{tree}/{release}")
+
+
+def _manifest_for(release_dir, release):
+    """The manifest in release_dir, refused unless it is the one of `release`."""
+    manifest = read_manifest(release_dir)
+    if manifest["release"] != release:
+        raise DeployError(f"{release_dir}: its {MANIFEST} is the one of release {manifest['release']}; deploy again")
+    return manifest
 
 
 def read_manifest(bundle_dir):
@@ -109,11 +128,13 @@ class _Lock:
 
 
 def _history(root):
+    """The release ids of ROOT/history.json (anything else in it is ignored)."""
     try:
         with open(os.path.join(root, "history.json")) as f:
-            return json.load(f)
+            history = json.load(f)
     except (OSError, ValueError):
         return []
+    return [r for r in history if isinstance(r, str) and RELEASE_ID.fullmatch(r)] if isinstance(history, list) else []
 
 
 def _write_history(root, history):
@@ -152,32 +173,65 @@ def adopt(root, release):
     """Hard-link into incoming/<release>/ every file it needs that an installed release already
     holds with the same sha256 (a new model with an unchanged wheelhouse sends only the model).
     Returns the paths still missing."""
-    stage = os.path.join(root, "incoming", release)
-    manifest = read_manifest(stage)
-    known = {}
-    releases = os.path.join(root, "releases")
-    for other in sorted(os.listdir(releases)) if os.path.isdir(releases) else []:
-        try:
-            for entry in read_manifest(os.path.join(releases, other))["files"]:
-                known.setdefault(entry["sha256"], os.path.join(releases, other, entry["path"]))
-        except DeployError:
-            continue
+    stage = release_path(root, "incoming", release)
+    manifest = _manifest_for(stage, release)
     missing, linked = [], 0
     with _Lock(root):
+        sources = _link_sources(root)
         for entry in manifest["files"]:
             dest = safe_path(stage, entry["path"])
             if os.path.isfile(dest) and sha256_file(dest) == entry["sha256"]:
                 continue
-            src = known.get(entry["sha256"])
-            if src and os.path.isfile(src) and sha256_file(src) == entry["sha256"]:
+            src = sources.get(entry["sha256"])
+            if src and sha256_file(src) == entry["sha256"]:
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
                 if os.path.lexists(dest):
                     os.unlink(dest)
-                os.link(src, dest)
+                os.link(src, dest, follow_symlinks=False)
                 linked += 1
             else:
                 missing.append(entry["path"])
     return {"release": release, "missing": missing, "linked": linked}
+
+
+def _manifest_entries(root, tree):
+    """(sha256, path) of every file the manifests of ROOT/tree/<release>/ list, each path checked
+    by safe_path; a release whose manifest is unreadable or lists an unsafe path is left out."""
+    top = os.path.join(root, tree)
+    for name in sorted(os.listdir(top)) if os.path.isdir(top) else []:
+        try:
+            release_dir = release_path(root, tree, name)
+            files = read_manifest(release_dir)["files"]
+            yield from [(f["sha256"], safe_path(release_dir, f["path"])) for f in files]
+        except DeployError:
+            continue
+
+
+def _link_sources(root):
+    """{sha256: path} of the files adopt may hard-link: regular files (not symlinks) inside
+    ROOT/releases on ROOT's device, every link of which is a manifest entry under ROOT/releases
+    or ROOT/incoming. Adopt links release to release, so a file legitimately has one link per
+    release (installed or staged) holding it; a link count above that means a tree outside the
+    root shares the inode, and the file is sent again rather than linked."""
+    releases = os.path.realpath(os.path.join(root, "releases"))
+    device = os.stat(root).st_dev
+    found, links = [], {}
+    for tree in ("releases", "incoming"):
+        for sha256, path in _manifest_entries(root, tree):
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            real = os.path.realpath(path)
+            links.setdefault((st.st_dev, st.st_ino), set()).add(real)
+            if tree == "releases" and os.path.commonpath([releases, real]) == releases:
+                found.append((sha256, path, st))
+    sources = {}
+    for sha256, path, st in found:
+        if (stat.S_ISREG(st.st_mode) and st.st_dev == device
+                and st.st_nlink == len(links[st.st_dev, st.st_ino])):
+            sources.setdefault(sha256, path)
+    return sources
 
 
 def _run(argv, what, timeout=1800):
@@ -198,7 +252,7 @@ def _setup_venv(release_dir, manifest):
     _run([sys.executable, "-m", "venv", venv], "python3 -m venv (install python3-venv on the device)")
     pip = [os.path.join(venv, "bin", "python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
     wheels = os.path.join(release_dir, "wheels")
-    edgeff_wheel = os.path.join(release_dir, manifest["edgeff_wheel"])
+    edgeff_wheel = safe_path(release_dir, manifest["edgeff_wheel"])
     if manifest.get("wheelhouse"):
         _run(pip + ["--no-index", "--find-links", wheels, edgeff_wheel], "offline install from the wheelhouse")
     else:
@@ -233,13 +287,17 @@ def _smoke(release_dir, edgeff, manifest):
 def install(root, release, keep=3, smoke=True):
     """Make incoming/<release> (or an installed releases/<release>) current. A failure at any
     step leaves the previous release current."""
-    stage = os.path.join(root, "incoming", release)
-    final = os.path.join(root, "releases", release)
+    if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+        raise DeployError(f"keep must be an integer of at least 1, got {keep!r}")
+    if not isinstance(smoke, bool):
+        raise DeployError(f"smoke must be true or false, got {smoke!r}")
+    stage = release_path(root, "incoming", release)
+    final = release_path(root, "releases", release)
     with _Lock(root):
         if os.path.isfile(os.path.join(final, INSTALLED)):
             report = {"release": release, "installed": "already", "smoke": None}
         else:
-            manifest = verify(stage)
+            manifest = verify(stage, _manifest_for(stage, release))
             if manifest["arch"] not in ("any", platform.machine()):
                 raise DeployError(f"the bundle is for {manifest['arch']} ({manifest['target']}) but this device "
                                   f"is {platform.machine()}; build one with --target for this device")
@@ -280,7 +338,8 @@ def _prune(root, history, keep):
 def rollback(root):
     """Make the release before the current one current again."""
     with _Lock(root):
-        history = [r for r in _history(root) if os.path.isfile(os.path.join(root, "releases", r, INSTALLED))]
+        history = [r for r in _history(root)
+                   if os.path.isfile(os.path.join(release_path(root, "releases", r), INSTALLED))]
         now = current(root)
         if now in history:
             history.remove(now)

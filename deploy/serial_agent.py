@@ -1,12 +1,20 @@
 """The device end of a serial deploy: `edgeff agent serial` serving a root directory.
 
 The protocol is described in serial_link.py. The agent writes only inside its root and
-runs nothing but the installer's actions in ACTIONS.
+runs nothing but the installer's actions in ACTIONS. The host is not trusted: every field
+of every request is checked for type and range (a bad one gets an error reply, and the
+agent serves on), every path goes through install.safe_path, and a file is only ever
+written through a name the agent created or one with no other link (never truncated in
+place), so a hard link cannot carry a write out of the root.
 """
 
+import functools
+import inspect
 import json
 import os
 import platform
+import re
+import stat
 import sys
 import threading
 import time
@@ -17,13 +25,60 @@ import serial
 from edgeff import __version__
 from edgeff.deploy.install import fsync_dir, safe_path, sha256_file
 from edgeff.errors import DeployError, EdgeFFError
+from edgeff.fileio import atomic_write_text
 
 from .serial_link import (ACK, ACTIONS, ANY_SEQ, BUSY, DATA, KEEPALIVE, MAX_PAYLOAD, NAK, OFFSET, REPLY, REQUEST,
                           Damaged, Frame, FrameReader, encode_frame, open_port, port_label, quiet_gap)
 
 
+MAX_FILE_SIZE = 1 << 34      # bytes of one file put (16 GiB: far more than any bundle file)
+MAX_PATHS = 64               # paths in one "hashes" request (the host sends 16)
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_PATHS = (lambda v: isinstance(v, list) and len(v) <= MAX_PATHS and all(isinstance(p, str) for p in v),
+          f"a list of at most {MAX_PATHS} strings")
+_STRING = (lambda v: isinstance(v, str), "a string")
+_HASH = (lambda v: isinstance(v, str) and _SHA256.fullmatch(v) is not None, "64 lowercase hex digits")
+_SIZE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= MAX_FILE_SIZE,
+         f"an integer from 0 to {MAX_FILE_SIZE}")
+_KWARGS = (lambda v: v is None or isinstance(v, dict), "an object")
+REQUEST_FIELDS = {   # op: {field: (check, what it must be)}
+    "hashes": {"paths": _PATHS},
+    "put": {"path": _STRING, "sha256": _HASH, "size": _SIZE},
+    "commit": {"path": _STRING, "sha256": _HASH},
+    "call": {"action": _STRING, "kwargs": _KWARGS},
+}
+
+
+def checked_request(payload):
+    """The JSON request in payload, every field of its op checked; DeployError names the first bad one."""
+    try:
+        message = json.loads(payload)
+    except (ValueError, RecursionError):
+        message = None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise DeployError("the request must be a JSON object with an 'op'; is the host the same edgeff version?")
+    op = message["op"]
+    if op not in REQUEST_FIELDS:
+        raise DeployError(f"the agent does not know the request {op[:40]!r}; is it the same edgeff version?")
+    for name, (check, what) in REQUEST_FIELDS[op].items():
+        if not check(message.get(name)):
+            raise DeployError(f"{op}: {name} must be {what}, got {_short(message.get(name))}")
+    return message
+
+
+def _short(value):
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 class _Partial:
-    """An open ROOT/path.part and its .part.sha256 note: "sha256 size"."""
+    """An open ROOT/path.part and its .part.sha256 note: "sha256 size".
+
+    A .part is resumed only when the note names this (sha256, size) and the .part is a regular
+    file with one link, so writing into it changes nothing but that name inside the root.
+    Otherwise the old name is unlinked (never truncated: it may be a hard link to a file that
+    must not change) and a fresh file created with O_EXCL; the note is replaced by a rename.
+    """
 
     def __init__(self, dest, part, note, sha256, size):
         self.dest, self.part, self.note, self.sha256, self.size = dest, part, note, sha256, size
@@ -32,14 +87,30 @@ class _Partial:
         try:
             with open(self.note) as f:
                 same = f.read() == note
-        except OSError:
+        except (OSError, ValueError):
             same = False
-        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | (0 if same else os.O_TRUNC)
-        self.fd = os.open(part, flags, 0o644)
-        if not same:
-            with open(self.note, "w") as f:
-                f.write(note)
+        self.fd = self._resumable() if same else None
+        if self.fd is None:
+            self.fd = self._fresh()
+            atomic_write_text(self.note, note)
         self.offset = min(os.fstat(self.fd).st_size, size)
+
+    def _resumable(self):
+        """An fd on the .part if it may be written into (a regular file with one link), else None."""
+        try:
+            fd = os.open(self.part, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+        except OSError:
+            return None
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_nlink == 1:
+            return fd
+        os.close(fd)
+        return None
+
+    def _fresh(self):
+        if os.path.lexists(self.part):
+            os.unlink(self.part)
+        return os.open(self.part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
 
     def write(self, offset, data):
         if offset <= self.offset:
@@ -143,7 +214,7 @@ class Agent:
 
         def work():
             try:
-                answer.update(ok=True, result=self._handle(json.loads(frame.payload)))
+                answer.update(ok=True, result=self._handle(checked_request(frame.payload)))
             except EdgeFFError as exc:
                 answer.update(ok=False, error=str(exc))
             except Exception as exc:    # a bug or OS error must not kill the agent
@@ -161,7 +232,7 @@ class Agent:
         return answer
 
     def _handle(self, message):
-        op = message.get("op")
+        op = message["op"]
         if op == "hashes":
             out = []
             for rel in message["paths"]:
@@ -175,7 +246,7 @@ class Agent:
             if self.partial is not None:
                 os.close(self.partial.fd)
                 self.partial = None
-            self.partial = _Partial(dest, part, note, message["sha256"], int(message["size"]))
+            self.partial = _Partial(dest, part, note, message["sha256"], message["size"])
             return {"offset": self.partial.offset}
         if op == "commit":
             p, self.partial = self.partial, None
@@ -183,20 +254,29 @@ class Agent:
                 raise DeployError(f"{message['path']}: no transfer of it is open on the agent; deploy again")
             p.commit(message["path"])
             return {}
-        if op == "call":
-            return self._call(message["action"], message.get("kwargs") or {})
-        raise DeployError(f"the agent does not know the request {op!r}; is it the same edgeff version?")
+        return self._call(message["action"], message.get("kwargs") or {})
 
     def _call(self, action, kwargs):
-        if action == "ping":
-            try:
-                with open("/proc/device-tree/model", "rb") as f:
-                    model = f.read().rstrip(b"\0").decode(errors="replace").strip()
-            except OSError:
-                model = ""
-            return {"edgeff_version": __version__, "machine": platform.machine(), "root": self.root_given,
-                    "model": model, "python": "%d.%d" % sys.version_info[:2]}
+        """Run an action with the arguments its function takes (the installer checks their values)."""
         if action not in ACTIONS:
-            raise DeployError(f"the agent does not run {action!r}; it runs only: {', '.join(ACTIONS)}")
-        from . import install          # the device-side installer, only when asked for
-        return getattr(install, action)(self.root, **kwargs)
+            raise DeployError(f"the agent does not run {action[:40]!r}; it runs only: {', '.join(ACTIONS)}")
+        if action == "ping":
+            run = self._ping
+        else:
+            from . import install      # the device-side installer, only when asked for
+            run = functools.partial(getattr(install, action), self.root)
+        params = inspect.signature(run).parameters
+        needed = [name for name, p in params.items() if p.default is p.empty]
+        if set(kwargs) - set(params) or set(needed) - set(kwargs):
+            raise DeployError(f"{action} takes {', '.join(params) or 'no arguments'}; got "
+                              f"{', '.join(kwargs)[:80] or 'no arguments'}; is the host the same edgeff version?")
+        return run(**kwargs)
+
+    def _ping(self):
+        try:
+            with open("/proc/device-tree/model", "rb") as f:
+                model = f.read().rstrip(b"\0").decode(errors="replace").strip()
+        except OSError:
+            model = ""
+        return {"edgeff_version": __version__, "machine": platform.machine(), "root": self.root_given,
+                "model": model, "python": "%d.%d" % sys.version_info[:2]}
