@@ -98,7 +98,7 @@ class _Partial:
     def _resumable(self):
         """An fd on the .part if it may be written into (a regular file with one link), else None."""
         try:
-            fd = os.open(self.part, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = os.open(self.part, os.O_RDWR | os.O_NOFOLLOW)
         except OSError:
             return None
         st = os.fstat(fd)
@@ -246,7 +246,10 @@ class Agent:
             if self.partial is not None:
                 os.close(self.partial.fd)
                 self.partial = None
-            self.partial = _Partial(dest, part, note, message["sha256"], message["size"])
+            try:
+                self.partial = _Partial(dest, part, note, message["sha256"], message["size"])
+            except OSError as exc:
+                raise DeployError(f"{message['path']}: the agent cannot create it ({exc.strerror})") from None
             return {"offset": self.partial.offset}
         if op == "commit":
             p, self.partial = self.partial, None

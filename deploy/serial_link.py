@@ -29,8 +29,14 @@ partial of the same (path, sha256), else 0. DATA at any offset <= the partial's 
 written there and ACKed with the new size; the host always continues from the ACKed
 offset, so lost, repeated or reordered chunks are harmless and an interrupted transfer
 resumes where it stopped. `commit` checks size and sha256, fsyncs and renames the partial
-onto path atomically; on a mismatch the partial is deleted. Every path must stay inside the
-agent's root; the agent (serial_agent.py) runs nothing but the actions in ACTIONS.
+onto path atomically; on a mismatch the partial is deleted.
+
+The agent (serial_agent.py) trusts nothing the host sends: every field of a request is
+checked for type and range (a bad one gets an error REPLY and the agent serves on), every
+path must stay inside the agent's root (install.safe_path), a partial is resumed only if it
+is a regular file with one link (else it is replaced by a fresh file, never truncated in
+place), and it runs nothing but the actions in ACTIONS, with the arguments their functions
+take; install.py checks their values (release ids, keep, smoke).
 """
 
 import json
