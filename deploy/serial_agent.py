@@ -91,8 +91,8 @@ class _Partial:
             same = False
         self.fd = self._resumable() if same else None
         if self.fd is None:
+            atomic_write_text(self.note, note)     # first: a note without its .part only means "start afresh"
             self.fd = self._fresh()
-            atomic_write_text(self.note, note)
         self.offset = min(os.fstat(self.fd).st_size, size)
 
     def _resumable(self):

@@ -66,12 +66,17 @@ def test_a_hard_linked_part_is_replaced_not_written_through(make_rig, tmp_path):
     sha = hashlib.sha256(data).hexdigest()
     with open(os.path.join(rig.root, "x.part.sha256"), "w") as f:
         f.write(f"{sha} {len(data)}\n")                 # a note that asks for the .part to be resumed
+    os.symlink("kept.bin", os.path.join(rig.root, "y.part"))     # a symlink, even one inside the root
+    with open(os.path.join(rig.root, "y.part.sha256"), "w") as f:
+        f.write(f"{sha} {len(data)}\n")
     before = fingerprint(kept)
     with rig.transport() as t:
         put_bytes(t, tmp_path, "x", data)
+        put_bytes(t, tmp_path, "y", data)
     assert fingerprint(kept)[::2] == before[::2] and os.stat(kept).st_nlink == 1
-    with open(os.path.join(rig.root, "x"), "rb") as f:
-        assert f.read() == data
+    for name in ("x", "y"):
+        with open(os.path.join(rig.root, name), "rb") as f:
+            assert f.read() == data
 
 
 def test_install_release_outside_the_root_is_refused_not_removed(make_rig, tmp_path):
