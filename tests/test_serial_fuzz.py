@@ -8,6 +8,7 @@ compared with a snapshot, and a victim file there (hard-linked into the root as 
 import hashlib
 import json
 import os
+import pathlib
 import random
 import threading
 
@@ -145,7 +146,7 @@ def snapshot(directory):
         for name in dirnames + filenames:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
-            content = open(path, "rb").read() if os.path.isfile(path) and not os.path.islink(path) else None
+            content = pathlib.Path(path).read_bytes() if os.path.isfile(path) and not os.path.islink(path) else None
             out[path] = (st.st_ino, st.st_size, st.st_mtime_ns, content)
     return out
 

@@ -33,9 +33,9 @@ def put_manifest(t, tmp_path, rel, files, **fields):
 
 
 def fingerprint(path):
-    st = os.stat(path)
+    """What must not change of a file the host must not reach: its inode and its content."""
     with open(path, "rb") as f:
-        return st.st_ino, st.st_nlink, f.read()
+        return os.fstat(f.fileno()).st_ino, f.read()
 
 
 def test_adopt_cannot_link_a_file_outside_the_root_to_write_through_it(make_rig, tmp_path):
@@ -73,7 +73,7 @@ def test_a_hard_linked_part_is_replaced_not_written_through(make_rig, tmp_path):
     with rig.transport() as t:
         put_bytes(t, tmp_path, "x", data)
         put_bytes(t, tmp_path, "y", data)
-    assert fingerprint(kept)[::2] == before[::2] and os.stat(kept).st_nlink == 1
+    assert fingerprint(kept) == before and os.stat(kept).st_nlink == 1
     for name in ("x", "y"):
         with open(os.path.join(rig.root, name), "rb") as f:
             assert f.read() == data
