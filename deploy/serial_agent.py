@@ -3,9 +3,9 @@
 The protocol is described in serial_link.py. The agent writes only inside its root and
 runs nothing but the installer's actions in ACTIONS. The host is not trusted: every field
 of every request is checked for type and range (a bad one gets an error reply, and the
-agent serves on), every path goes through install.safe_path, and a file is only ever
-written through a name the agent created or one with no other link (never truncated in
-place), so a hard link cannot carry a write out of the root.
+agent serves on), every path goes through install.safe_path, and a partial file is written
+into only if it is a regular file with no other link (else it is replaced by a fresh one,
+never truncated in place), so a hard link cannot carry a write out of the root.
 """
 
 import functools
