@@ -286,7 +286,7 @@ def validate(ds):
             raise DataError(f"{n}: y_{split} has labels {int(y.min())}..{int(y.max())}, outside "
                             f"0..{ds.num_classes - 1}")
         if x.dtype == np.float32:
-            # a row's squared norm (the trainer normalises rows) must stay finite in float32
+            # a row's squared norm (the trainer normalises rows) must stay finite in float32, with room to spare
             largest = math.sqrt(np.finfo(np.float32).max / x.shape[1]) / 4
             for i in range(0, len(x), 8192):      # blocks keep the boolean temporary small
                 block = x[i: i + 8192]
