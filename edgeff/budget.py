@@ -1,4 +1,7 @@
-"""Does a training run fit a memory budget? Decided from the plan, before training."""
+"""Does a training run fit a memory budget (or, without one, this machine)? Decided from the plan,
+before anything is allocated."""
+
+import os
 
 from .errors import UsageError
 from .memory import fmt_bytes, peak_live_bytes, plan_greedy, training_buffers
@@ -15,6 +18,15 @@ def data_bytes(ds):
     return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
 
 
+def machine_memory():
+    """This machine's physical memory in bytes, or None where the OS does not tell."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):   # no sysconf, or no such name here
+        return None
+    return total if total > 0 else None
+
+
 def largest_batch(cfg, in_width, num_classes, available, limit):
     """The largest batch size in 1..limit whose arena fits `available` bytes, or 0."""
     fits = lambda b: plan_for(cfg, in_width, num_classes, b).arena_bytes <= available
@@ -27,34 +39,42 @@ def largest_batch(cfg, in_width, num_classes, available, limit):
     return lo
 
 
+def memory_limit(budget):
+    """(bytes, how to say it, what to do) for what a run must fit in: the budget, else this machine."""
+    if budget is not None:
+        return budget, f"--memory-budget is {fmt_bytes(budget)}", "raise --memory-budget or use a smaller --model"
+    memory = machine_memory()
+    return memory, f"this machine has {fmt_bytes(memory or 0)} of memory", "use a smaller --model"
+
+
 def fit_budget(cfg, in_width, num_classes, ds, budget, auto=False):
     """(plan, batch size) for cfg's batch size, or with auto the largest batch that fits.
 
-    Raises UsageError naming what needs what when nothing fits."""
+    Raises UsageError naming what needs what when the run does not fit the budget or,
+    without one, this machine's physical memory."""
     held = data_bytes(ds)
-    available = budget - held if budget is not None else None
-    n = len(ds.y_train)
+    limit, limit_text, remedy = memory_limit(budget)
     if auto:
-        if available is None:
+        if budget is None:
             raise UsageError("--batch-size auto needs --memory-budget")
-        best = largest_batch(cfg, in_width, num_classes, available, min(n, 8192))
+        best = largest_batch(cfg, in_width, num_classes, budget - held, min(len(ds.y_train), 8192))
         if best == 0:
-            raise _no_batch_fits(cfg, in_width, num_classes, budget, held)
+            raise _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy)
         return plan_for(cfg, in_width, num_classes, best), best
     plan = plan_for(cfg, in_width, num_classes)
-    if budget is not None and plan.arena_bytes + held > budget:
-        best = largest_batch(cfg, in_width, num_classes, available, cfg.batch_size)
+    if limit is not None and plan.arena_bytes + held > limit:
+        best = largest_batch(cfg, in_width, num_classes, limit - held, cfg.batch_size)
         if best == 0:
-            raise _no_batch_fits(cfg, in_width, num_classes, budget, held)
+            raise _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy)
         big = ", ".join(f"{b.name} {fmt_bytes(b.nbytes)}" for b in plan.largest(3))
         raise UsageError(f"training needs {fmt_bytes(plan.arena_bytes + held)} (arena {fmt_bytes(plan.arena_bytes)} + "
-                         f"data {fmt_bytes(held)}) but --memory-budget is {fmt_bytes(budget)}; largest buffers: {big}; "
+                         f"data {fmt_bytes(held)}) but {limit_text}; largest buffers: {big}; "
                          f"--batch-size {best} would fit")
     return plan, cfg.batch_size
 
 
-def _no_batch_fits(cfg, in_width, num_classes, budget, held):
+def _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy):
     plan = plan_for(cfg, in_width, num_classes, 1)
     fixed = peak_live_bytes(plan.buffers, ("weights", "optimizer", "head"))
-    return UsageError(f"no batch size fits {fmt_bytes(budget)}: the weights and optimiser state alone need "
-                      f"{fmt_bytes(fixed)} and the data {fmt_bytes(held)}; raise --memory-budget or use a smaller --model")
+    return UsageError(f"no batch size fits: {limit_text} but the weights and optimiser state alone need "
+                      f"{fmt_bytes(fixed)} and the data {fmt_bytes(held)}; {remedy}")

@@ -5,6 +5,8 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+import numpy as np
+
 from .errors import UsageError
 
 SCHEDULES = ("simultaneous", "layerwise")
@@ -12,6 +14,28 @@ NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
 CLASSIFIERS = ("linear", "goodness")
+FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
+MAX_SEED = 2**32 - 1
+MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
+
+
+def _flag(name):
+    return "--" + name.replace("_", "-")
+
+
+def _check_whole(name, value, low, high=None):
+    """A whole-number option in low..high (no upper end when high is None)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+        allowed = f"at least {low}" if high is None else f"from {low} to {high}"
+        raise UsageError(f"{_flag(name)} must be a whole number {allowed}, got {value!r}")
+
+
+def _check_real(name, value, low=-FLOAT32_MAX, high=FLOAT32_MAX, above_low=False):
+    """A real option: a number in low..high (above low when `above_low`); NaN and Inf fail the comparisons."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not (low < value if above_low else low <= value) or not value <= high:
+        allowed = f"above {low:g} and at most {high:g}" if above_low else f"from {low:g} to {high:g}"
+        raise UsageError(f"{_flag(name)} must be a number {allowed}, got {value!r}")
 
 
 def parse_spec(spec):
@@ -55,16 +79,16 @@ class TrainConfig:
                               ("goodness", GOODNESS), ("classifier", CLASSIFIERS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.shift <= 8:
-            raise UsageError(f"--shift must be 0 to 8 pixels, got {self.shift}")
-        if self.head_epochs < 0:
-            raise UsageError(f"--head-epochs must be 0 or more, got {self.head_epochs}")
-        for name in ("lr", "head_lr", "label_value"):
-            if not getattr(self, name) > 0:
-                raise UsageError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        for name, low, high in (("epochs", 1, None), ("batch_size", 1, None), ("head_epochs", 0, None),
+                                ("shift", 0, 8), ("seed", 0, MAX_SEED)):
+            _check_whole(name, getattr(self, name), low, high)
+        _check_real("lr", self.lr, low=0, above_low=True)
+        _check_real("head_lr", self.head_lr, low=0, above_low=True)
+        _check_real("weight_decay", self.weight_decay, low=0)
+        _check_real("threshold", self.threshold)
+        _check_real("label_value", self.label_value, low=0, high=MAX_LABEL_VALUE, above_low=True)
+        if not isinstance(self.lr_decay, bool):
+            raise UsageError(f"lr_decay must be true or false, got {self.lr_decay!r}")
         if self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
@@ -74,7 +98,7 @@ class TrainConfig:
         return parse_spec(self.model)
 
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, d):

@@ -230,7 +230,11 @@ def _as_dataset(name, source, x_train, y_train, x_test, y_test, label_names=None
     """Flatten rows and settle dtypes: uint8 pixels stay uint8 (scale 1/255), other numbers become
     float32 (scale 1.0), integer labels int32. Anything odd is left as it is for validate() to name."""
     image_shape = tuple(x_train.shape[1:]) if x_train.ndim in (3, 4) else None
-    u8 = x_train.dtype == np.uint8 and x_test.dtype == np.uint8
+    if x_train.dtype != x_test.dtype and x_train.dtype.kind in "biuf" and x_test.dtype.kind in "biuf":
+        raise DataError(f"{name}: x_train is {x_train.dtype} but x_test is {x_test.dtype}, so they would be scaled "
+                        "differently (uint8 is read as pixels 0..255, any other type as it is); save both with one "
+                        "dtype, e.g. both uint8 0..255 or both float32 on one scale")
+    u8 = x_train.dtype == np.uint8
     x_train, x_test = (_flat_rows(x, np.uint8 if u8 else np.float32) for x in (x_train, x_test))
     y_train, y_test = _int32_labels(y_train), _int32_labels(y_test)
     if label_names is None:
@@ -246,7 +250,8 @@ def _flat_rows(x, dtype):
     # x: (N, ...) -> (N, D) C-contiguous
     if x.ndim < 2 or x.dtype.kind not in "biuf":
         return x
-    return np.ascontiguousarray(x.reshape(x.shape[0], math.prod(x.shape[1:])), dtype=dtype)
+    with np.errstate(over="ignore"):    # a value beyond float32 becomes Inf, which validate() names
+        return np.ascontiguousarray(x.reshape(x.shape[0], math.prod(x.shape[1:])), dtype=dtype)
 
 
 def _int32_labels(y):
@@ -281,11 +286,19 @@ def validate(ds):
             raise DataError(f"{n}: y_{split} has labels {int(y.min())}..{int(y.max())}, outside "
                             f"0..{ds.num_classes - 1}")
         if x.dtype == np.float32:
+            # a row's squared norm (the trainer normalises rows) must stay finite in float32, with room to spare
+            largest = math.sqrt(np.finfo(np.float32).max / x.shape[1]) / 4
             for i in range(0, len(x), 8192):      # blocks keep the boolean temporary small
-                bad = ~np.isfinite(x[i: i + 8192]).all(axis=1)
+                block = x[i: i + 8192]
+                bad = ~np.isfinite(block).all(axis=1)
                 if bad.any():
                     raise DataError(f"{n}: x_{split} holds NaN or Inf (first in row {i + int(np.argmax(bad))}); "
-                                    "clean the data")
+                                    "clean the data (a value beyond float32's range becomes Inf)")
+                size = max(block.max(), -block.min())
+                if size > largest:
+                    raise DataError(f"{n}: x_{split} holds a value of size {size:.3g}; rows are normalised, and with "
+                                    f"{x.shape[1]} features values above {largest:.3g} overflow float32: "
+                                    "rescale the features, e.g. to [0, 1]")
     if ds.x_train.dtype != ds.x_test.dtype:
         raise DataError(f"{n}: x_train is {ds.x_train.dtype} but x_test is {ds.x_test.dtype}")
     if ds.x_train.shape[1] != ds.x_test.shape[1]:

@@ -1,4 +1,5 @@
-"""One error hierarchy. The CLI catches EdgeFFError, prints one line, exits 2."""
+"""One error hierarchy. The CLI catches EdgeFFError, prints one line and exits with its exit_code:
+2 for a user mistake, 3 for a training run that diverged."""
 
 
 class EdgeFFError(Exception):
@@ -25,3 +26,9 @@ class ExportError(EdgeFFError):
 
 class DeployError(EdgeFFError):
     """A bundle, transfer or device install that failed; the device keeps its current release."""
+
+
+class TrainingDiverged(EdgeFFError):
+    """A loss or weight became NaN or Inf during training; nothing was saved as a model."""
+
+    exit_code = 3

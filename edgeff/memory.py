@@ -14,6 +14,7 @@ buffers share bytes only when their lifetimes do not overlap. The arena is
 allocated once; the trainer works on views into it.
 """
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,7 +36,7 @@ class Buffer:
 
     @property
     def nbytes(self):
-        return int(np.prod(self.shape)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize   # Python ints: exact at any size
 
     def overlaps(self, other):
         return self.first <= other.last and other.first <= self.last
@@ -99,7 +100,11 @@ class Arena:
 
     def __init__(self, plan):
         self.plan = plan
-        raw = np.zeros(plan.arena_bytes + ALIGN, np.uint8)
+        try:
+            raw = np.zeros(plan.arena_bytes + ALIGN, np.uint8)
+        except (MemoryError, ValueError):    # ValueError: more bytes than an array can index
+            raise UsageError(f"cannot allocate the {fmt_bytes(plan.arena_bytes)} training arena on this machine; "
+                             "use a smaller --batch-size or --model") from None
         start = (-raw.ctypes.data) % ALIGN
         self.bytes = raw[start:start + plan.arena_bytes]
         self._by_name = {b.name: b for b in plan.buffers}
@@ -200,7 +205,7 @@ def parse_bytes(text):
 
 
 def fmt_bytes(n):
-    for unit, size in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+    for unit, size in (("PiB", 2**50), ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
         if n >= size:
             return f"{n / size:.1f} {unit}"
     return f"{n} B"

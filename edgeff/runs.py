@@ -30,10 +30,12 @@ def rss_mib():
 
 
 def save_run(out_dir, cfg, net, metrics):
+    # strict JSON (no NaN or Infinity), made before any file is written: a failure leaves no run half-saved
+    metrics_text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
     os.makedirs(out_dir, exist_ok=True)
     net.save(os.path.join(out_dir, MODEL), cfg.to_json())
     atomic_write_text(os.path.join(out_dir, CONFIG), cfg.to_json() + "\n")
-    atomic_write_text(os.path.join(out_dir, METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(os.path.join(out_dir, METRICS), metrics_text)
 
 
 def load_metrics(run_dir):

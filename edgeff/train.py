@@ -12,6 +12,7 @@ first batch (edgeff/memory.py); the loop allocates nothing.
 """
 
 import hashlib
+import math
 import time
 from dataclasses import dataclass
 
@@ -20,7 +21,7 @@ import numpy as np
 from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from . import checkpoint
 from .budget import plan_for
-from .errors import ModelError
+from .errors import ModelError, TrainingDiverged
 from .memory import Arena
 from .model import EPS, FFNet
 
@@ -206,7 +207,12 @@ class Trainer:
     def fit(self, checkpoint=None, every=0, resume=None, run_meta=None):
         """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps
         (run_meta: what else the caller needs back on resume). `resume` is (arrays, meta)
-        from checkpoint.load: continue exactly where it stopped."""
+        from checkpoint.load: continue exactly where it stopped. Raises TrainingDiverged as soon
+        as a loss, or at the latest by the end of an epoch a weight, is NaN or Inf."""
+        with np.errstate(all="ignore"):   # a NaN or Inf is caught and named below, not warned about
+            return self._fit(checkpoint, every, resume, run_meta)
+
+    def _fit(self, checkpoint, every, resume, run_meta):
         self.run_meta = run_meta or {}
         cfg, n, bsz = self.cfg, len(self.ds.y_train), self.cfg.batch_size
         phases, history, steps = self.phases(), [], 0
@@ -230,23 +236,49 @@ class Trainer:
                 else:
                     self.rng.shuffle(self.order)
                 where = "head " if head else (f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else "")
-                bar = self.progress(n, f"{where}epoch {e + 1}/{epochs}")
+                when = f"epoch {e + 1}/{epochs}"
+                bar = self.progress(n, f"{where}{when}")
                 if bar and first_batch:
                     bar.update(min(first_batch * bsz, n))
                 for i in range(first_batch, -(-n // bsz)):
                     b = min(bsz, n - i * bsz)
                     self.idx[:b] = self.order[i * bsz:i * bsz + b]
                     self._head_batch(b, totals) if head else self._batch(b, layers, totals)
+                    if not math.isfinite(totals.sum()):     # one scalar per batch: NaN and Inf stick in a sum
+                        bad = int(np.argmin(np.isfinite(totals)))
+                        value = "NaN" if math.isnan(totals[bad]) else "Inf"
+                        raise self._diverged(bar, f"{self._part(layers[bad])}'s loss became {value} in {when} "
+                                                  f"(batch {i + 1})", layers[bad])
                     count += 1
                     steps += 1
                     if bar:
                         bar.update(b, loss=float(totals.mean() / count))
                     if every and steps % every == 0:
+                        self._check_weights(bar, when)
                         self._save(checkpoint, (p, e, i + 1), steps, history, totals, count)
+                self._check_weights(bar, when)
                 if bar:
                     bar.close()
                 history.append((totals / count).tolist())
         return history
+
+    # ---- divergence ----
+
+    def _part(self, key):
+        return "the linear head" if key == "head" else f"layer {key + 1}/{len(self.net.weights)}"
+
+    def _check_weights(self, bar, when):
+        """Raise TrainingDiverged if a weight or bias being trained is NaN or Inf: an update can
+        make one without a loss showing it yet. min and max carry any NaN or Inf, with no temporary."""
+        for key, (pw, pb) in self.params.items():
+            if not all(math.isfinite(a.min()) and math.isfinite(a.max()) for a in (pw.w, pb.w)):
+                raise self._diverged(bar, f"{self._part(key)}'s weights became NaN or Inf in {when}", key)
+
+    def _diverged(self, bar, what, key):
+        if bar:
+            bar.close()          # end the progress line: the error gets a line of its own
+        flag, lr = ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
+        return TrainingDiverged(f"training diverged: {what}; no model saved; try a smaller {flag} (now {lr:g})")
 
     # ---- checkpoints ----
 

@@ -9,6 +9,13 @@ import pytest
 from run_cli import edgeff
 
 
+def strict_json(text):
+    """json.loads that refuses NaN, Infinity and -Infinity, as strict parsers do."""
+    def refuse(name):
+        raise ValueError(f"not strict JSON: {name}")
+    return json.loads(text, parse_constant=refuse)
+
+
 @pytest.fixture(scope="module")
 def blobs_npz(tmp_path_factory):
     rng = np.random.default_rng(0)
@@ -26,7 +33,7 @@ def trained(blobs_npz, tmp_path_factory):
     r = edgeff("train", "--dataset", blobs_npz, "--model", "20-64-64", "--epochs", "30", "--batch-size", "32",
                "--out", out, "--json")
     assert r.returncode == 0, r.stderr
-    return out, json.loads(r.stdout.strip().splitlines()[-1])
+    return out, strict_json(r.stdout.strip().splitlines()[-1])
 
 
 def test_train_json_and_files(trained):
@@ -38,6 +45,25 @@ def test_train_json_and_files(trained):
     assert metrics["peak_rss_mib"] > 10
     assert sorted(os.listdir(out)) == ["config.json", "metrics.json", "model.npz"]
     assert json.loads((out / "config.json").read_text())["model"] == "20-64-64"
+
+
+def test_train_writes_strict_json(trained):
+    out, _ = trained             # and the --json line, parsed by the fixture
+    for name in ("metrics.json", "config.json"):
+        strict_json((out / name).read_text())
+
+
+def test_divergence_exits_3_with_one_line_and_saves_no_model(blobs_npz, tmp_path):
+    """The first update throws the weights to +-1e30; the second batch's loss is Inf. Training
+    stops there: no model.npz or metrics.json, no --json line, the last checkpoint stays."""
+    out = tmp_path / "r"
+    r = edgeff("train", "--dataset", blobs_npz, "--model", "20-8", "--epochs", "2", "--batch-size", "32",
+               "--lr", "1e30", "--checkpoint-every", "1", "--out", out, "--json")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert r.stderr.strip().splitlines() == ["edgeff: error: training diverged: layer 1/1's loss became Inf in "
+                                             "epoch 1/2 (batch 2); no model saved; try a smaller --lr (now 1e+30)"]
+    assert r.stdout == ""
+    assert os.listdir(out) == ["checkpoint.npz"]
 
 
 def test_eval_reproduces_the_trained_error(trained):
@@ -63,12 +89,15 @@ def test_refuses_to_overwrite_a_run_without_force(trained, blobs_npz):
     (["--model", "30-16"], "takes 30 inputs"),
     (["--schedule", "sideways"], "invalid choice"),
     (["--epochs", "0"], "at least 1"),
-    (["--lr", "-1"], "positive"),
+    (["--lr", "-1"], "--lr must be a number above 0"),
     (["--dataset", "no-such-set"], "no-such-set"),
     (["--dataset", "/nonexistent/x.npz"], "x.npz"),
     (["--bogus-flag"], "unrecognized"),
     (["--shift", "1"], "--shift moves 2-D images"),
-    (["--shift", "9"], "0 to 8 pixels"),
+    (["--shift", "9"], "--shift must be a whole number from 0 to 8"),
+    (["--lr", "inf"], "--lr must be a number above 0"),
+    (["--threshold", "nan"], "--threshold must be a number from"),
+    (["--seed", "-1"], "--seed must be a whole number from 0 to 4294967295"),
 ])
 def test_user_mistakes_get_one_line_and_exit_2(args, message, blobs_npz, tmp_path):
     base = ["train", "--dataset", blobs_npz, "--model", "20-8", "--epochs", "1", "--out", tmp_path / "r"]

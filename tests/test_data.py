@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import os
 import threading
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -15,6 +16,7 @@ import edgeff.data as data
 from edgeff.cli import main
 from edgeff.data import IDX_FILES, DataError, Dataset, find_dataset, load_dataset, read_idx, validate
 from edgeff.fetch import fetch_dataset
+from run_cli import edgeff, one_line_error
 
 FMNIST = "/usr/share/datasets/fashion-mnist"
 IDX_CODES = {np.dtype(np.uint8): 0x08, np.dtype(">i2"): 0x0B, np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D}
@@ -244,10 +246,32 @@ def test_npz_images_vectors_and_dtypes(tmp_path):
     (dict(y_train=np.zeros((20, 3))), "y_train has shape \\(20, 3\\); need \\(N,\\) class indices"),
     (dict(y_test=np.array([0, 1, 2, 1, 1 << 40])), "a label is 1099511627776"),
     (dict(label_names=np.array(["a", "b"])), "y_train has labels 0..2, outside 0..1"),
+    # mixed scales: uint8 is read as 0..255 pixels, float32 as it is
+    (dict(x_train=np.zeros((20, 6, 6), np.uint8)), "x_train is uint8 but x_test is float32, so they would be scaled"),
+    (dict(x_test=np.zeros((5, 6, 6), np.int64)), "x_train is float32 but x_test is int64"),
+    (dict(x_test=np.full((5, 6, 6), 1e30, np.float32)), "x_test holds a value of size 1e\\+30; rows are normalised, "
+                                                        "and with 36 features values above 7.69e\\+17 overflow"),
 ])
 def test_npz_errors(tmp_path, over, message):
     with pytest.raises(DataError, match=f"(^|/)bad\\.npz: {message}"):
         load_dataset(save_npz(tmp_path / "bad.npz", **over))
+
+
+def test_npz_value_beyond_float32_is_one_error_and_no_warning(tmp_path):
+    x = np.random.default_rng(0).random((20, 6))
+    x[3, 2] = 1e300                                  # a float64 that becomes Inf as float32
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match="x_train holds NaN or Inf \\(first in row 3\\)"):
+            load_dataset(save_npz(tmp_path / "big.npz", x_train=x, x_test=x[:5]))
+
+
+def test_npz_errors_leave_no_traceback_or_run(tmp_path):
+    """Through the CLI: one line, exit 2, nothing written."""
+    path = save_npz(tmp_path / "mixed.npz", x_train=np.zeros((20, 6, 6), np.uint8))
+    one_line_error(edgeff("train", "--dataset", path, "--model", "36-8", "--out", tmp_path / "r"),
+                   "x_train is uint8 but x_test is float32")
+    assert not (tmp_path / "r").exists()
 
 
 def test_npz_missing_or_not_npz(tmp_path):
@@ -283,6 +307,7 @@ X = good_dataset().x_train
     (dict(x_train=np.where(np.arange(24).reshape(6, 4) == 13, np.inf, X).astype(np.float32)),
      "x_train holds NaN or Inf \\(first in row 3\\)"),
     (dict(x_test=np.full((3, 4), np.nan, np.float32)), "x_test holds NaN or Inf"),
+    (dict(x_test=np.full((3, 4), -1e30, np.float32)), "x_test holds a value of size 1e\\+30"),
     (dict(x_train=np.full((6, 4), "a")), "x_train has dtype <U1; need numbers"),
     (dict(x_train=np.zeros((6, 4), object)), "x_train has dtype object; need numbers"),
     (dict(x_train=X.astype(np.float64)), "x_train must be C-contiguous uint8 or float32, got float64"),

@@ -12,9 +12,9 @@ from hypothesis import given, settings, strategies as st
 
 from edgeff.config import TrainConfig
 from edgeff.errors import UsageError
-from edgeff.memory import ALIGN, Buffer, parse_bytes, plan_greedy, plan_linear, training_buffers
-from edgeff.budget import plan_for
-from run_cli import edgeff
+from edgeff.memory import ALIGN, Arena, Buffer, Plan, parse_bytes, plan_greedy, plan_linear, training_buffers
+from edgeff.budget import machine_memory, plan_for
+from run_cli import edgeff, one_line_error
 
 HERE = os.path.dirname(__file__)
 
@@ -110,4 +110,28 @@ def test_auto_batch_size_and_dry_run(tmp_path):
     assert bigger.arena_bytes + report["data_bytes"] > 80 * 2**20   # it is the largest that fits
     r = edgeff("train", "--model", "784-1000-1000", "--dry-run", "--out", tmp_path / "r")
     assert r.returncode == 0 and "arena" in r.stdout and "w0" in r.stdout
+    assert not (tmp_path / "r").exists()
+
+
+def test_buffer_sizes_are_exact_at_any_size():
+    # numpy's int64 product wrapped (2**82 -> 0): a plan could claim to fit when it did not
+    assert Buffer("w", (2**40, 2**40), "float32", 0, 0, "weights").nbytes == 2**82
+
+
+def test_an_arena_that_cannot_be_allocated_is_one_user_error():
+    for size in (2**62, 10**25):                 # MemoryError; ValueError (more than an array can index)
+        with pytest.raises(UsageError, match="cannot allocate the .* training arena on this machine"):
+            Arena(Plan([], {}, size))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "99999999999999"], "but this machine has"),
+    (["--model", "784-99999999999"], "no batch size fits: this machine has"),
+])
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_a_plan_larger_than_this_machine_is_refused_before_allocating(tmp_path, args, message, dry_run):
+    """Without --memory-budget the limit is the machine's physical memory, for train and --dry-run alike."""
+    assert machine_memory() > 2**20
+    r = edgeff("train", *args, *(["--dry-run"] if dry_run else []), "--out", tmp_path / "r")
+    one_line_error(r, message, "smaller --model" if "--model" in args else "would fit")
     assert not (tmp_path / "r").exists()

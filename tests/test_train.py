@@ -1,11 +1,14 @@
 """The FF trainer: local gradients by finite differences, determinism, learning on a
-small separable problem, both schedules, and the classifiers."""
+small separable problem, both schedules, the classifiers, option checks and divergence."""
+
+import warnings
 
 import numpy as np
 import pytest
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
+from edgeff.errors import TrainingDiverged, UsageError
 from edgeff.kernels import dense, ff_loss
 from edgeff.kernels import reference as ref
 from edgeff.model import FFNet
@@ -125,3 +128,51 @@ def test_save_load_round_trip(tmp_path):
     for c in ("linear", "goodness"):
         np.testing.assert_array_equal(net.predict(ds.x_test, ds.scale, c), back.predict(ds.x_test, ds.scale, c))
     assert cfg["model"] == TrainConfig().model
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("lr", float("inf"), "--lr must be a number above 0 and at most 3.40282e+38, got inf"),
+    ("lr", float("nan"), "--lr must be a number above 0"),
+    ("lr", 1e39, "--lr must be a number above 0"),           # Inf once the kernels take it as float32
+    ("head_lr", 0.0, "--head-lr must be a number above 0"),
+    ("threshold", float("nan"), "--threshold must be a number from -3.40282e+38 to 3.40282e+38, got nan"),
+    ("label_value", float("inf"), "--label-value must be a number above 0 and at most 10000, got inf"),
+    ("weight_decay", float("nan"), "--weight-decay must be a number from 0 to"),
+    ("weight_decay", -0.1, "--weight-decay must be a number from 0 to"),
+    ("seed", -1, "--seed must be a whole number from 0 to 4294967295, got -1"),
+    ("seed", 2**32, "--seed must be a whole number from 0 to 4294967295"),
+    ("epochs", 2.5, "--epochs must be a whole number at least 1, got 2.5"),
+    ("lr", "0.1", "--lr must be a number"),                   # a config.json with a string in it
+    ("seed", True, "--seed must be a whole number"),
+    ("lr_decay", "yes", "lr_decay must be true or false"),
+])
+def test_numeric_options_are_checked(option, value, message):
+    with pytest.raises(UsageError) as info:
+        TrainConfig(**{option: value}).validate()
+    assert message in str(info.value)
+
+
+def test_large_finite_learning_rates_are_left_to_divergence_detection():
+    TrainConfig(lr=1e30, head_lr=3e38, weight_decay=1e38, threshold=-1e30, seed=2**32 - 1).validate()
+
+
+@pytest.mark.parametrize("kw, message", [
+    # the loss of the second batch is Inf: the first update threw the weights to +-1e30
+    (dict(lr=1e30), "training diverged: layer 1/2's loss became Inf in epoch 1/2 (batch 2); no model saved; "
+                    "try a smaller --lr (now 1e+30)"),
+    (dict(lr=1e30, schedule="layerwise"), "layer 1/2's loss became Inf in epoch 1/2 (batch 2)"),
+    # the head's first step throws its weights to +-3e38: its next logits overflow, the loss is NaN
+    (dict(head_lr=3e38), "the linear head's loss became NaN in epoch 1/3 (batch 2); no model saved; "
+                         "try a smaller --head-lr (now 3e+38)"),
+    # one batch per epoch: the only update makes the weights Inf (weight decay 1e38 * w * lr 1000)
+    # after the one loss was measured, so only the end-of-epoch weight check can see it
+    (dict(optimizer="sgd", lr=1000.0, weight_decay=1e38, batch_size=600, epochs=1),
+     "layer 1/2's weights became NaN or Inf in epoch 1/1; no model saved"),
+])
+def test_divergence_stops_training_naming_the_layer_and_epoch(kw, message):
+    ds = blobs()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                      # no RuntimeWarning may come first
+        with pytest.raises(TrainingDiverged) as info:
+            train(ds, **{"epochs": 2, **kw})
+    assert message in str(info.value) and info.value.exit_code == 3

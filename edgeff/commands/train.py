@@ -134,7 +134,7 @@ def run(args):
     if args.dry_run:
         from .plan import plan_report, print_plan
         report = plan_report(*prepared.plan_args)
-        print(json.dumps(report)) if args.json else print_plan(report)
+        print(json.dumps(report, allow_nan=False)) if args.json else print_plan(report)
         return 0
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
@@ -176,7 +176,7 @@ def run(args):
     }
     save_run(out, cfg, net, metrics)
     if args.json:
-        print(json.dumps(metrics))
+        print(json.dumps(metrics, allow_nan=False))
     else:
         others = ", ".join(f"{c} {e:.2%}" for c, e in errors.items())
         print(f"test error {errors[cfg.classifier]:.2%} ({others}); trained in {train_seconds:.1f} s; saved {out}")
