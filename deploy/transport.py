@@ -84,7 +84,7 @@ class FileTransport:
         return out
 
     def put(self, local, rel, sha256, progress=None):
-        dest = device.safe_path(self.root, rel)
+        dest = device.upload_path(self.root, rel)
         part = device.safe_path(self.root, part_name(rel, sha256))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         offset = os.path.getsize(part) if os.path.isfile(part) else 0
