@@ -33,7 +33,7 @@ import sys
 
 try:
     from edgeff.errors import DeployError
-except ImportError:  # run on the device from the bundle, before edgeff is installed
+except ImportError:  # streamed to a device's python3 (ssh://), where edgeff is not installed
     class DeployError(Exception):
         pass
 
@@ -121,19 +121,19 @@ _D = -121665 * pow(121666, -1, _P) % _P
 _SQRT_M1 = pow(2, (_P - 1) // 4, _P)
 
 
-def _add(p, q):
+def _point_add(p, q):
     a, b = (p[1] - p[0]) * (q[1] - q[0]) % _P, (p[1] + p[0]) * (q[1] + q[0]) % _P
     c, d = 2 * p[3] * q[3] * _D % _P, 2 * p[2] * q[2] % _P
     e, f, g, h = b - a, d - c, d + c, b + a
     return e * f % _P, g * h % _P, f * g % _P, e * h % _P
 
 
-def _multiply(n, p):
+def _point_multiply(n, p):
     result = (0, 1, 1, 0)                  # the neutral element
     while n:
         if n & 1:
-            result = _add(result, p)
-        p, n = _add(p, p), n >> 1
+            result = _point_add(result, p)
+        p, n = _point_add(p, p), n >> 1
     return result
 
 
@@ -172,7 +172,7 @@ def ed25519_verify(public_key, message, signature):
         return False
     k = int.from_bytes(hashlib.sha512(signature[:32] + public_key + message).digest(), "little") % _L
     minus_a = (_P - point[0], point[1], point[2], _P - point[3])
-    return _encode_point(_add(_multiply(s, _BASE), _multiply(k, minus_a))) == signature[:32]
+    return _encode_point(_point_add(_point_multiply(s, _BASE), _point_multiply(k, minus_a))) == signature[:32]
 
 
 def parse_public_key(text, where):
