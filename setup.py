@@ -13,6 +13,7 @@ setup(
                       # no wheels on PyPI for 32-bit ARM: there edgeff infers with NumPy/Numba
                       "onnx>=1.15; platform_machine != 'armv7l'",
                       "onnxruntime>=1.17; platform_machine != 'armv7l'"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib"], "report": ["matplotlib"]},
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib", "cryptography>=42"], "report": ["matplotlib"],
+                    "sign": ["cryptography>=42"]},
     entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},
 )

@@ -4,19 +4,25 @@
     model-int8.onnx        int8 weights, where the target profile asks for it
     run/                   config.json, model.npz, metrics.json: the device can go on training
     sample.npy             a few test rows; sample_labels.json, the labels the host gives them
-    install.py             the installer the device runs (standard library only)
     wheels/                edgeff's wheel, and the runtime dependencies for the target's
                            platform (pip download --platform ...), unless --no-wheels
+    requirements.lock      name==version of every wheel in the wheelhouse: the versions installed
+                           on the host, which the device installs and nothing else
     manifest.json          edgeff version, target, every file with sha256 and size, release id
+    manifest.sig           with --sign KEY: the ed25519 signature of manifest.json (deploy/signing.py)
+
+A bundle carries no installer: the device always runs the host's own (deploy/transport.py).
 
 The release id hashes the file list, so the same inputs give the same id and hashes; a
 bundle is a directory, or a .tar.gz of one written with fixed metadata.
 """
 
 import gzip
+import importlib.metadata
 import io
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,6 +36,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DeployError
 from . import install as device
+from . import signing
 from .targets import get as get_target
 from .wheel import build_wheel
 
@@ -37,20 +44,52 @@ SAMPLE_ROWS = 16
 RUNTIME = ["numpy", "numba", "onnx", "onnxruntime", "pyserial"]
 
 
-def wheelhouse(target, dest):
-    """Download the runtime dependencies' wheels for the target's platform into dest."""
+def _normalized(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def host_versions():
+    """{distribution: version} as installed on this host, for edgeff's runtime dependencies and
+    everything they require in turn."""
+    versions, todo = {}, list(RUNTIME)
+    while todo:
+        name = todo.pop()
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            if name in RUNTIME:
+                raise DeployError(f"{name} is not installed on this host, so the bundle cannot pin its version; "
+                                  "pip install edgeff's dependencies first") from None
+            continue            # required only on other platforms or Pythons
+        if _normalized(dist.metadata["Name"]) not in versions:
+            versions[_normalized(dist.metadata["Name"])] = dist.version
+            todo += [re.match(r"[A-Za-z0-9._-]+", r).group() for r in dist.requires or [] if "extra ==" not in r]
+    return versions
+
+
+def wheelhouse(target, dest, versions=None):
+    """Download the runtime dependencies' wheels for the target's platform into dest, each at the
+    version in versions (default: host_versions()); returns the lock: "name==version" of every wheel."""
     if not target.wheels:
         raise DeployError(f"PyPI has no wheels of edgeff's dependencies for {target.arch} ({target.name}); "
                           "bundle with --no-wheels (the device then installs from its package index)")
+    versions = host_versions() if versions is None else versions
+    constraints = os.path.join(dest, ".constraints.txt")
+    with open(constraints, "w") as f:
+        f.writelines(f"{name}=={version}\n" for name, version in sorted(versions.items()))
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
-           "--implementation", "cp", "--python-version", target.python, "--abi", target.abi, "-d", dest]
+           "--implementation", "cp", "--python-version", target.python, "--abi", target.abi, "-d", dest,
+           "-c", constraints]
     for tag in target.platforms:
         cmd += ["--platform", tag]
     r = subprocess.run(cmd + RUNTIME, capture_output=True, text=True)
+    os.unlink(constraints)
     if r.returncode:
         errors = [line for line in r.stderr.splitlines() if "ERROR" in line] or r.stderr.strip().splitlines()[-1:]
         raise DeployError(f"pip download for {target.name} failed: {errors[0] if errors else 'no output'}; "
                           "check the package index is reachable, or bundle with --no-wheels")
+    wheels = [name.split("-")[:2] for name in sorted(os.listdir(dest)) if name.endswith(".whl")]
+    return "".join(f"{name}=={version}\n" for name, version in wheels if name != "edgeff")
 
 
 def _write_files(run_dir, target, root, wheels, step):
@@ -76,18 +115,21 @@ def _write_files(run_dir, target, root, wheels, step):
     labels = net.predict((sample * np.float32(ds.scale)).astype(np.float32), 1.0, cfg.classifier)
     with open(os.path.join(root, "sample_labels.json"), "w") as f:
         json.dump(labels.tolist(), f)
-    shutil.copyfile(device.__file__, os.path.join(root, "install.py"))
     os.makedirs(os.path.join(root, "wheels"))
     wheel = os.path.relpath(build_wheel(os.path.join(root, "wheels")), root)
     if wheels:
         step(f"downloading the wheelhouse for {target.name} ({', '.join(target.platforms[:2])}, ...)")
-        wheelhouse(target, os.path.join(root, "wheels"))
+        lock = wheelhouse(target, os.path.join(root, "wheels"))
+        with open(os.path.join(root, device.LOCK), "w") as f:
+            f.write(lock)
     return wheel, report
 
 
-def build(run_dir, target_name, out, wheels=True, step=lambda msg: None):
-    """Build the bundle of run_dir for a target into out (a directory, or a .tar.gz); returns the manifest."""
+def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=None):
+    """Build the bundle of run_dir for a target into out (a directory, or a .tar.gz), signed with the
+    private key file `sign` if given; returns the manifest."""
     target = get_target(target_name)
+    key = signing.load_key(sign) if sign else None
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DeployError(f"{out} already exists; remove it or choose another -o")
     parent = os.path.dirname(os.path.abspath(out))
@@ -110,6 +152,9 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None):
                     "files": files, "release": device.release_id(files)}
         with open(os.path.join(root, device.MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
+        if key:
+            step("signing manifest.json")
+            signing.sign_bundle(root, key)
         step(f"writing {out}")
         if out.endswith((".tar.gz", ".tgz")):
             _write_tarball(root, out)

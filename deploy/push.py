@@ -2,12 +2,14 @@
 
 Order on the device, so nothing from the bundle runs before it is verified:
   1. probe: architecture and Python; a bundle for another architecture is refused here
-  2. manifest.json and install.py are sent to ROOT/incoming/<release>/ (each checked by sha256
-     on the device) -- or nothing at all if that release is already installed
-  3. install.py adopt: files an installed release already holds are hard-linked, not sent
+  2. manifest.json (and manifest.sig, if signed) are sent to ROOT/incoming/<release>/ (each
+     checked by sha256 on the device) -- or nothing at all if that release is already installed
+  3. adopt: the signature is checked against the device's pinned key; files an installed
+     release already holds are hard-linked, not sent
   4. the missing files are sent, each resumable and checked by sha256
-  5. install.py install: verifies every file against the manifest, installs offline into a
-     venv, smoke-tests, and only then swaps ROOT/current
+  5. install: verifies every file against the manifest and the manifest's signature, installs
+     offline into a venv, smoke-tests, and only then swaps ROOT/current
+Steps 3 and 5 run the host's own installer (deploy/install.py), never one from the bundle.
 """
 
 import os
@@ -19,7 +21,7 @@ from .bundle import build, open_bundle
 from .targets import detect
 from .transport import open_transport
 
-FIRST = (device.MANIFEST, "install.py")
+FIRST = (device.MANIFEST, device.SIGNATURE)
 
 
 def _is_run(path):
@@ -27,9 +29,13 @@ def _is_run(path):
 
 
 def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config=None,
-         step=lambda msg: None, bar=lambda total, desc: None):
+         step=lambda msg: None, bar=lambda total, desc: None, sign=None):
     """Deploy source (a run dir, a bundle dir or a bundle .tar.gz) to url; returns a report dict.
+    A run is bundled and, with sign (a private key file), signed on the way.
     bar(total_bytes, desc) returns a progress object with update(n) and close(), or None."""
+    if sign and not _is_run(source):
+        raise DeployError("--sign applies when deploying a run directory; sign a bundle as it is built "
+                          "(edgeff bundle --sign KEY)")
     with tempfile.TemporaryDirectory(prefix="edgeff-deploy-") as work, \
             open_transport(url, ssh_config=ssh_config) as t:
         step(f"probing {t.url}")
@@ -38,7 +44,7 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
             name = target or detect(probe["machine"], probe.get("model", "")).name
             step(f"bundling {source} for {name}")
             bundle_dir = os.path.join(work, "bundle")
-            manifest = build(source, name, bundle_dir, step=step)
+            manifest = build(source, name, bundle_dir, step=step, sign=sign)
         else:
             if target:
                 raise DeployError("--target applies when deploying a run directory; this bundle was built for "
@@ -53,8 +59,10 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
         release = manifest["release"]
         stage = f"incoming/{release}"
         files = {f["path"]: f for f in manifest["files"]}
-        files[device.MANIFEST] = {"path": device.MANIFEST, "size": os.path.getsize(os.path.join(bundle_dir, device.MANIFEST)),
-                                  "sha256": device.sha256_file(os.path.join(bundle_dir, device.MANIFEST))}
+        for p in FIRST:
+            if os.path.isfile(os.path.join(bundle_dir, p)):
+                files[p] = {"path": p, "size": os.path.getsize(os.path.join(bundle_dir, p)),
+                            "sha256": device.sha256_file(os.path.join(bundle_dir, p))}
         installed = t.hashes([f"releases/{release}/{device.INSTALLED}"])[f"releases/{release}/{device.INSTALLED}"]
         report = {"release": release, "target": manifest["target"], "device": probe, "sent_bytes": 0,
                   "sent_files": 0, "linked_files": 0, "bundle_bytes": sum(f["size"] for f in files.values())}

@@ -23,7 +23,7 @@ import zlib
 import serial
 
 from edgeff import __version__
-from edgeff.deploy.install import fsync_dir, safe_path, sha256_file
+from edgeff.deploy.install import fsync_dir, safe_path, sha256_file, upload_path
 from edgeff.errors import DeployError, EdgeFFError
 from edgeff.fileio import atomic_write_text
 
@@ -240,7 +240,7 @@ class Agent:
                 out.append(sha256_file(path) if os.path.isfile(path) else None)
             return out
         if op == "put":
-            dest = safe_path(self.root, message["path"])
+            dest = upload_path(self.root, message["path"])
             part = safe_path(self.root, message["path"] + ".part")
             note = safe_path(self.root, message["path"] + ".part.sha256")
             if self.partial is not None:

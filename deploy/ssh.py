@@ -2,9 +2,13 @@
 
 Files stream through `ssh HOST 'cat >> PART'` from where an earlier, interrupted transfer
 stopped; the device checks the sha256 with `sha256sum` and renames the file into place.
-Every remote command is a POSIX shell line built with shlex.quote.
+The installer runs as `python3 - ACTION ...` reading the host's own install.py on stdin.
+Every remote command is a POSIX shell line built with shlex.quote, and ssh's argv is always
+options, `--`, destination, command. Only put and call create ROOT: probe and hashes (all
+that --dry-run uses) change nothing on the device.
 """
 
+import json
 import os
 import shlex
 import shutil
@@ -12,7 +16,8 @@ import subprocess
 import tempfile
 
 from ..errors import DeployError
-from .transport import CHUNK, action_args, installers, parse_result, part_name
+from . import install as device
+from .transport import CHUNK, part_name
 
 CONNECT_TIMEOUT = 10
 
@@ -25,22 +30,23 @@ class SshTransport:
         # where every ssh command starts
         self.root = parts.path[3:] if parts.path.startswith("/~/") else parts.path
         self._control = tempfile.mkdtemp(prefix="edgeff-ssh-")
-        self.base = ["ssh", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
-                     "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
-                     "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=60"]
+        self.options = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT}",
+                        "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3",
+                        "-o", "ControlMaster=auto", "-o", f"ControlPath={self._control}/%C", "-o", "ControlPersist=60"]
         if ssh_config:
-            self.base += ["-F", ssh_config]
+            self.options += ["-F", ssh_config]
         if parts.port:
-            self.base += ["-p", str(parts.port)]
-        self.base.append(f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname)
+            self.options += ["-p", str(parts.port)]
+        # parse_url refused a user or host beginning with '-', and '--' keeps ssh from reading it as an option
+        self.destination = f"{parts.username}@{parts.hostname}" if parts.username else parts.hostname
 
-    def _sh(self, script, *args, stdin=None, timeout=600):
-        """Run `sh -c script args...` in ROOT on the device; (returncode, stdout, stderr)."""
-        line = "cd " + shlex.quote(self.root) + " 2>/dev/null || { mkdir -p " + shlex.quote(self.root) + \
-               " && cd " + shlex.quote(self.root) + "; } && sh -c " + shlex.quote(script) + " sh " + \
-               " ".join(shlex.quote(a) for a in args)
+    def _argv(self, *ssh_options):
+        return ["ssh", *self.options, *ssh_options, "--", self.destination]
+
+    def _ssh(self, line, stdin=None, timeout=600):
+        """Run one shell line on the device; (returncode, stdout, stderr)."""
         try:
-            r = subprocess.run(self.base + ["--", line], input=stdin, capture_output=True, timeout=timeout)
+            r = subprocess.run(self._argv() + [line], input=stdin, capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise DeployError(f"{self.url}: no answer in {timeout} s; is the device up?") from None
         if r.returncode == 255:  # ssh's own failure: connection, authentication, host key
@@ -49,13 +55,24 @@ class SshTransport:
                               "address, your key (ssh-add) and known_hosts")
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
+    def _in_root(self, create):
+        """The start of a shell line that enters ROOT (made first if create; else a missing ROOT fails the line)."""
+        root = shlex.quote(self.root)
+        return f"mkdir -p {root} && cd {root} && " if create else f"cd {root} && "
+
+    def _sh(self, script, *args, create_root=False):
+        """Run `sh -c script args...` in ROOT on the device; (returncode, stdout, stderr)."""
+        return self._ssh(self._in_root(create_root) + "sh -c " + shlex.quote(script) + " sh " +
+                         " ".join(shlex.quote(a) for a in args))
+
     def probe(self):
-        rc, out, err = self._sh('uname -m; (tr -d "\\000" < /proc/device-tree/model) 2>/dev/null; echo; '
-                                'python3 -c "import sys; print(\'%d.%d\' % sys.version_info[:2])" 2>/dev/null || echo none')
+        rc, out, err = self._ssh('uname -m; (tr -d "\\000" < /proc/device-tree/model) 2>/dev/null; echo; '
+                                 'python3 -c "import sys; print(\'%d.%d\' % sys.version_info[:2])" 2>/dev/null || echo none')
         lines = out.splitlines() + ["", "", ""]
         return {"machine": lines[0].strip(), "model": lines[1].strip(), "python": lines[2].strip()}
 
     def hashes(self, paths):
+        """{path: sha256 or None}; a ROOT that does not exist holds nothing (and is not made)."""
         if not paths:
             return {}
         rc, out, err = self._sh('for f in "$@"; do [ -f "$f" ] && sha256sum -- "$f"; done; true', *paths)
@@ -67,14 +84,14 @@ class SshTransport:
 
     def put(self, local, rel, sha256, progress=None):
         part = part_name(rel, sha256)
-        rc, out, err = self._sh('mkdir -p "$(dirname "$1")" && { [ -f "$1" ] && wc -c < "$1" || echo 0; }', part)
+        rc, out, err = self._sh('mkdir -p "$(dirname "$1")" && { [ -f "$1" ] && wc -c < "$1" || echo 0; }', part,
+                                create_root=True)
         size = os.path.getsize(local)
         offset = int(out.strip() or 0) if rc == 0 else 0
         offset = offset if offset <= size else 0
         if progress:
             progress(offset)          # a resumed partial counts as done
-        cmd = self.base + ["--", f"cd {shlex.quote(self.root)} && " +
-                           ("cat >> " if offset else "cat > ") + shlex.quote(part)]
+        cmd = self._argv() + [self._in_root(False) + ("cat >> " if offset else "cat > ") + shlex.quote(part)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
             with open(local, "rb") as f:
@@ -96,16 +113,25 @@ class SshTransport:
             raise DeployError(f"{rel}: sha256 on the device differs after the transfer; deploy again")
         return size - offset
 
-    def call(self, action, release=None, **kwargs):
-        candidates = installers(release, action)
-        script = " ".join(shlex.quote(c) for c in candidates)
-        rc, out, err = self._sh(f'for s in {script}; do [ -f "$s" ] && exec python3 "$s" "$@" --root "$PWD"; done; '
-                                'echo \'{"error": "nothing installed here yet"}\'; exit 1',
-                                *action_args(action, release, **kwargs), timeout=3600)
-        return parse_result(out if out.strip() else err, self.url)
+    def call(self, action, **kwargs):
+        """Run the host's own installer on the device: its source goes to `python3 -` on stdin, so no
+        install.py on the device (from a bundle, or left in ROOT by anyone) is ever run."""
+        with open(device.__file__, "rb") as f:
+            source = f.read()
+        args = [action] + [arg for key, value in kwargs.items() for arg in _option(key, value)]
+        rc, out, err = self._ssh(self._in_root(True) + "python3 - " + " ".join(shlex.quote(a) for a in args) +
+                                 ' --root "$PWD"', stdin=source, timeout=3600)
+        try:
+            result = json.loads(out.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            said = (out.strip() or err.strip())[-200:] or "nothing"
+            raise DeployError(f"{self.url}: the installer printed no result ({said})") from None
+        if "error" in result:
+            raise DeployError(f"{self.url}: {result['error']}")
+        return result
 
     def close(self):
-        subprocess.run(self.base[:-1] + ["-O", "exit", self.base[-1]], capture_output=True, timeout=10)
+        subprocess.run(self._argv("-O", "exit"), capture_output=True, timeout=10)
         shutil.rmtree(self._control, ignore_errors=True)  # the master removes its socket as it exits
 
     def __enter__(self):
@@ -113,3 +139,10 @@ class SshTransport:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _option(name, value):
+    """install.py's option for a keyword argument: release="x" -> --release x, smoke=False -> --no-smoke."""
+    if isinstance(value, bool):
+        return [] if value else [f"--no-{name}"]
+    return [f"--{name}", str(value)]

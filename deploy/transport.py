@@ -8,14 +8,16 @@
 Every transport does the same four things, relative to the device's ROOT:
 probe() -> {"machine", "model", "python"}; hashes(paths) -> {path: sha256 or None};
 put(local, path, sha256, progress) -> bytes sent (resumes a cut transfer, verifies the
-sha256 on the device, renames into place); call(action, **args) -> the JSON result of
-install.py's adopt / install / rollback / status on the device.
+sha256 on the device, renames into place); call(action, **args) -> the result of the
+installer's adopt / install / rollback / status on the device.
+
+The installer that runs is always the host's own edgeff.deploy.install, never a copy taken
+from a bundle or from the device's directory: file:// calls it in this process, ssh:// streams
+its source into the device's python3, the serial agent imports its own installed module.
 """
 
-import json
 import os
 import platform
-import subprocess
 import sys
 import urllib.parse
 
@@ -26,10 +28,22 @@ CHUNK = 1 << 20
 
 
 def parse_url(url):
-    parts = urllib.parse.urlsplit(url)
+    """The parts of a --to URL; a malformed one (and an ssh one ssh could take for an option) is refused."""
+    usage = "give file:///path, ssh://[user@]host[:port]/path or serial:///dev/ttyX?baud=115200"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port            # urllib checks the port only when asked
+    except ValueError as exc:
+        raise DeployError(f"--to {url}: not a valid URL ({exc}); {usage}") from None
     if parts.scheme not in ("file", "ssh", "serial") or not parts.path:
-        raise DeployError(f"--to {url}: give file:///path, ssh://[user@]host[:port]/path or "
-                          "serial:///dev/ttyX?baud=115200")
+        raise DeployError(f"--to {url}: {usage}")
+    if parts.scheme == "ssh":
+        if not parts.hostname:
+            raise DeployError(f"--to {url}: no host; {usage}")
+        if port is not None and not 1 <= port <= 65535:
+            raise DeployError(f"--to {url}: port {port} is outside 1..65535")
+        if parts.hostname.startswith("-") or (parts.username or "").startswith("-"):
+            raise DeployError(f"--to {url}: a user or host beginning with '-' would reach ssh as an option")
     return parts
 
 
@@ -54,35 +68,6 @@ def part_name(rel, sha256):
     return f"{rel}.{sha256[:16]}.part"
 
 
-def action_args(action, release=None, keep=None, smoke=True):
-    args = [action]
-    if release:
-        args += ["--release", release]
-    if keep is not None:
-        args += ["--keep", str(keep)]
-    if not smoke:
-        args.append("--no-smoke")
-    return args
-
-
-def parse_result(stdout, where):
-    try:
-        result = json.loads(stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise DeployError(f"{where}: the installer printed no result ({stdout.strip()[-200:] or 'nothing'})") from None
-    if "error" in result:
-        raise DeployError(f"{where}: {result['error']}")
-    return result
-
-
-def installers(release, action):
-    """Where the install.py to run may be, first found wins: the release's own (incoming, or
-    installed already) for adopt/install, the current release's for rollback/status."""
-    if action in ("adopt", "install"):
-        return [f"incoming/{release}/install.py", f"releases/{release}/install.py"]
-    return ["current/install.py"]
-
-
 class FileTransport:
     def __init__(self, root):
         self.root = os.path.abspath(root)
@@ -99,7 +84,7 @@ class FileTransport:
         return out
 
     def put(self, local, rel, sha256, progress=None):
-        dest = device.safe_path(self.root, rel)
+        dest = device.upload_path(self.root, rel)
         part = device.safe_path(self.root, part_name(rel, sha256))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         offset = os.path.getsize(part) if os.path.isfile(part) else 0
@@ -125,14 +110,11 @@ class FileTransport:
         os.replace(part, dest)
         return size - offset
 
-    def call(self, action, release=None, **kwargs):
-        found = [p for p in installers(release, action) if os.path.isfile(os.path.join(self.root, p))]
-        if not found:
-            raise DeployError(f"{self.url}: nothing installed here yet (no {installers(release, action)[-1]})")
-        script = os.path.join(self.root, found[0])
-        r = subprocess.run([sys.executable, script, *action_args(action, release, **kwargs), "--root", self.root],
-                           capture_output=True, text=True)
-        return parse_result(r.stdout + ("" if r.stdout.strip() else r.stderr), self.url)
+    def call(self, action, **kwargs):
+        try:
+            return getattr(device, action)(self.root, **kwargs)
+        except (DeployError, OSError) as exc:
+            raise DeployError(f"{self.url}: {exc}") from None
 
     def close(self):
         pass

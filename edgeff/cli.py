@@ -11,7 +11,7 @@ import sys
 from . import __version__
 from .errors import EdgeFFError
 
-COMMANDS = ("train", "eval", "export", "infer", "bundle", "deploy", "rollback", "targets", "plan", "profile", "info", "data", "agent")
+COMMANDS = ("train", "eval", "export", "infer", "bundle", "keygen", "deploy", "rollback", "targets", "plan", "profile", "info", "data", "agent")
 
 
 class _Parser(argparse.ArgumentParser):

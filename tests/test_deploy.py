@@ -16,6 +16,7 @@ import pytest
 from edgeff.deploy import install as device
 from edgeff.deploy.targets import PROFILES, detect, get
 from edgeff.errors import DeployError
+from bundle_edit import rehash
 from images import write_images_npz
 from run_cli import edgeff as run_edgeff, ok, one_line_error
 from sshd import Sshd
@@ -60,6 +61,12 @@ def over_ssh(server, root, *args):
     return edgeff("deploy", *args, "--to", f"ssh://device{root}", "--ssh-config", server.client_config)
 
 
+def tree(root):
+    """{path: bytes, or the target of a symlink} of everything under root."""
+    return {p.relative_to(root).as_posix(): os.readlink(p) if p.is_symlink() else p.read_bytes() if p.is_file() else "dir"
+            for p in sorted(root.rglob("*"))}
+
+
 # ---------------------------------------------------------------- targets
 
 def test_profiles_cover_the_boards():
@@ -85,8 +92,9 @@ def test_bundle_lists_every_file_and_is_reproducible(runs, tmp_path):
     assert a["release"] == b["release"] and a["files"] == b["files"]
     assert device.verify(str(tmp_path / "a"))["release"] == a["release"]
     paths = {f["path"] for f in a["files"]}
-    assert {"model.onnx", "run/model.npz", "run/config.json", "install.py", "sample.npy",
+    assert {"model.onnx", "run/model.npz", "run/config.json", "sample.npy",
             "wheels/edgeff-0.1.0-py3-none-any.whl"} <= paths
+    assert "install.py" not in paths          # the device runs the host's installer, never the bundle's
     assert a["arch"] == "aarch64" and not a["wheelhouse"]
     with tarfile.open(tmp_path / "b.tar.gz") as tar:
         assert all(m.isfile() and m.uid == 0 and m.mtime == 0 for m in tar)
@@ -100,6 +108,21 @@ def test_wheelhouse_for_a_pi_holds_the_hosts_versions(runs, tmp_path):
         assert len(found) == 1, (dist, wheels)
         assert found[0].split("-")[1] == importlib.metadata.version(dist), found[0]
         assert found[0].endswith(("aarch64.whl", "any.whl")), found[0]
+    lock = (tmp_path / "pi" / "requirements.lock").read_text().splitlines()
+    assert lock == ["==".join(w.split("-")[:2]) for w in sorted(wheels) if not w.startswith("edgeff-")]
+
+
+def test_wheelhouse_downloads_exactly_the_pinned_versions(tmp_path):
+    """The versions come from the pins, not from whatever the index has today: an older pyserial
+    than the host's is what arrives, and every other wheel is the host's version."""
+    from edgeff.deploy.bundle import RUNTIME, host_versions, wheelhouse
+    pins = dict(host_versions(), pyserial="3.4")
+    assert importlib.metadata.version("pyserial") != "3.4"
+    lock = wheelhouse(get("generic-x86_64"), str(tmp_path), pins)
+    got = {re.sub(r"[-_.]+", "-", w.split("-")[0]).lower(): w.split("-")[1] for w in os.listdir(tmp_path)}
+    assert set(RUNTIME + ["llvmlite"]) <= set(got)
+    assert all(pins[name] == version for name, version in got.items()), (got, pins)
+    assert sorted(lock.splitlines()) == sorted("==".join(w.split("-")[:2]) for w in os.listdir(tmp_path))
 
 
 def test_no_wheels_on_pypi_for_armv7l(runs, tmp_path):
@@ -130,11 +153,7 @@ def test_ssh_deploy_redeploy_update_smoke_failure_rollback(sshd, bundle, runs, t
     os.system(f"cp -r {bundle_dir} {bad}")
     labels = json.loads((bad / "sample_labels.json").read_text())
     (bad / "sample_labels.json").write_text(json.dumps([(c + 1) % 3 for c in labels]))
-    m = json.loads((bad / "manifest.json").read_text())
-    for f in m["files"]:
-        f["sha256"] = device.sha256_file(bad / f["path"])
-    m["release"] = device.release_id(m["files"])
-    (bad / "manifest.json").write_text(json.dumps(m))
+    m = rehash(bad)
     one_line_error(over_ssh(sshd, root, bad), "smoke test")
     assert os.readlink(root / "current") == f"releases/{release}"
     assert not (root / "releases" / m["release"]).exists()
@@ -214,13 +233,27 @@ def test_truncated_bundle(tmp_path, bundle):
     one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "truncated or corrupt")
 
 
-def test_tampered_installer_is_never_sent_or_run(tmp_path, bundle):
-    bundle_dir, _ = bundle
+def test_an_installer_in_the_bundle_or_on_the_device_never_runs(tmp_path, bundle, sshd):
+    """A bundle carrying its own install.py, with a consistent manifest, installs over file:// and
+    ssh://, yet that file never runs: the host's installer does. --rollback never runs the
+    install.py a target directory holds either."""
+    marker = tmp_path / "pwned"
+    hostile = f"open({str(marker)!r}, 'w').close()\n"
     bad = tmp_path / "bad"
-    os.system(f"cp -r {bundle_dir} {bad}")
-    (bad / "install.py").write_text("import os; os.system('touch /tmp/edgeff-pwned')\n")
-    one_line_error(edgeff("deploy", bad, "--to", f"file://{tmp_path}/device"), "install.py", "sha256")
-    assert not any((tmp_path / "device").rglob("install.py")) if (tmp_path / "device").exists() else True
+    os.system(f"cp -r {bundle[0]} {bad}")
+    (bad / "install.py").write_text(hostile)
+    m = rehash(bad)
+    done = ok(edgeff("deploy", bad, "--to", f"file://{tmp_path}/device", "--no-smoke", "--json"))
+    assert done["install"]["current"] == m["release"]
+    done = ok(over_ssh(sshd, tmp_path / "ssh-device", bad, "--no-smoke", "--json"))
+    assert done["install"]["current"] == m["release"]
+    for root in ("dir", "ssh-dir"):
+        os.makedirs(tmp_path / root / "releases" / "r1")
+        (tmp_path / root / "releases" / "r1" / "install.py").write_text(hostile)
+        os.symlink("releases/r1", tmp_path / root / "current")
+    one_line_error(edgeff("deploy", "--rollback", "--to", f"file://{tmp_path}/dir"), "no earlier release")
+    one_line_error(over_ssh(sshd, tmp_path / "ssh-dir", "--rollback"), "no earlier release")
+    assert not marker.exists()
 
 
 def test_bundle_for_another_architecture_is_refused(runs, tmp_path):
@@ -230,11 +263,49 @@ def test_bundle_for_another_architecture_is_refused(runs, tmp_path):
     assert not (tmp_path / "device" / "incoming").exists()
 
 
+def test_ssh_dry_run_changes_nothing_on_the_device(tmp_path, bundle, sshd):
+    missing = tmp_path / "not-there"
+    report = ok(over_ssh(sshd, missing, bundle[0], "--dry-run", "--json"))
+    assert report["dry_run"] and report["would_send_bytes"] == report["bundle_bytes"]
+    assert not missing.exists()
+    existing = tmp_path / "device"
+    (existing / "incoming" / "0123").mkdir(parents=True)
+    (existing / "incoming" / "0123" / "manifest.json").write_text("{}")
+    (existing / "notes.txt").write_bytes(b"kept as it is")
+    os.symlink("incoming/0123", existing / "current")
+    before = tree(existing)
+    ok(over_ssh(sshd, existing, bundle[0], "--dry-run", "--json"))
+    assert tree(existing) == before
+
+
+@pytest.mark.parametrize("url, says", [
+    ("ssh://-oProxyCommand=touch${IFS}pwned@127.0.0.1/x", "beginning with '-'"),
+    ("ssh://-oProxyCommand=touch${IFS}pwned/x", "beginning with '-'"),
+    ("ssh://device:0/x", "outside 1..65535"),
+    ("ssh://device:65536/x", "not a valid URL"),
+    ("ssh://device:http/x", "not a valid URL"),
+    ("ssh:///x", "no host"),
+    ("ssh://[::1/x", "not a valid URL"),
+])
+def test_ssh_urls_are_checked_before_ssh_runs(tmp_path, bundle, url, says):
+    one_line_error(run_edgeff("deploy", bundle[0], "--to", url, cwd=tmp_path, timeout=60), says)
+    assert not list(tmp_path.glob("pwned*"))       # ssh never ran a ProxyCommand from the URL
+
+
+def test_ssh_gets_the_destination_after_double_dash():
+    from edgeff.deploy.ssh import SshTransport
+    from edgeff.deploy.transport import parse_url
+    t = SshTransport(parse_url("ssh://pi@device:2222/srv/edgeff"))
+    argv = t._argv("-O", "exit")
+    t.close()
+    assert argv[-2:] == ["--", "pi@device"] and argv.count("--") == 1
+
+
 def test_dry_run_changes_nothing(tmp_path, bundle):
     r = edgeff("deploy", bundle[0], "--to", f"file://{tmp_path}/device", "--dry-run", "--json")
     report = ok(r)
     assert report["dry_run"] and report["would_send_bytes"] == report["bundle_bytes"]
-    assert "install.py" in report["would_send"]
+    assert "manifest.json" in report["would_send"]
     assert not (tmp_path / "device" / "incoming").exists() and not (tmp_path / "device" / "current").exists()
 
 

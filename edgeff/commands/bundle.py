@@ -1,4 +1,4 @@
-"""edgeff bundle: a run as a self-contained bundle for a device (model, weights, installer, wheelhouse)."""
+"""edgeff bundle: a run as a self-contained bundle for a device (model, weights, wheelhouse), optionally signed."""
 
 import json
 import sys
@@ -15,6 +15,7 @@ def add_arguments(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'edgeff train --out'")
     p.add_argument("--target", required=True, metavar="NAME", help=f"one of: {', '.join(PROFILES)}")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a new directory, or OUT.tar.gz")
+    p.add_argument("--sign", metavar="KEY", help="sign the bundle with this private key (from 'edgeff keygen')")
     p.add_argument("--no-wheels", dest="wheels", action="store_false",
                    help="no wheelhouse: the device installs edgeff's dependencies from its package index")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -24,7 +25,7 @@ def add_arguments(p):
 def run(args):
     show = progress_enabled(args.quiet, args.json)
     step = (lambda msg: print(f"bundle: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
-    manifest = build(args.run_dir, args.target, args.output, args.wheels, step)
+    manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign)
     if args.json:
         print(json.dumps(manifest))
         return 0

@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--to", required=True, metavar="URL",
                    help="ssh://[user@]host[:port]/path, serial:///dev/ttyUSB0?baud=115200 or file:///path")
     p.add_argument("--target", metavar="NAME", help="profile to bundle a run for (default: detected on the device)")
+    p.add_argument("--sign", metavar="KEY", help="sign the bundle made from a run with this private key "
+                   "(from 'edgeff keygen'); a device that pinned a key accepts only bundles it signed")
     p.add_argument("--rollback", action="store_true", help="make the previous release current again")
     p.add_argument("--keep", type=int, default=3, help="releases kept on the device (default: %(default)s)")
     p.add_argument("--no-smoke", dest="smoke", action="store_false", help="skip the smoke test after install")
@@ -27,8 +29,8 @@ def add_arguments(p):
 
 def run(args):
     if args.rollback:
-        if args.source:
-            raise UsageError("--rollback takes no SOURCE")
+        if args.source or args.sign:
+            raise UsageError("--rollback takes no SOURCE and no --sign")
         result = rollback(args.to, args.ssh_config)
         print(json.dumps(result) if args.json else f"rolled back {args.to}: current release {result['current']} "
               f"(was {result['previous']})")
@@ -40,7 +42,8 @@ def run(args):
     show = progress_enabled(args.quiet, args.json)
     step = (lambda msg: print(f"deploy: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
     bar = (lambda total, desc: Progress(total, desc, unit="B")) if show else (lambda total, desc: None)
-    report = push(args.source, args.to, args.target, args.keep, args.smoke, args.dry_run, args.ssh_config, step, bar)
+    report = push(args.source, args.to, args.target, args.keep, args.smoke, args.dry_run, args.ssh_config, step, bar,
+                  sign=args.sign)
     if args.json:
         print(json.dumps(report))
     elif args.dry_run:
