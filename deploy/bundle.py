@@ -35,7 +35,8 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DeployError
-from . import install as device
+from . import trust
+from .install import LOCK
 from . import signing
 from .targets import get as get_target
 from .wheel import build_wheel
@@ -120,7 +121,7 @@ def _write_files(run_dir, target, root, wheels, step):
     if wheels:
         step(f"downloading the wheelhouse for {target.name} ({', '.join(target.platforms[:2])}, ...)")
         lock = wheelhouse(target, os.path.join(root, "wheels"))
-        with open(os.path.join(root, device.LOCK), "w") as f:
+        with open(os.path.join(root, LOCK), "w") as f:
             f.write(lock)
     return wheel, report
 
@@ -144,13 +145,13 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=No
             for name in sorted(filenames):
                 path = os.path.join(dirpath, name)
                 files.append({"path": os.path.relpath(path, root).replace(os.sep, "/"),
-                              "sha256": device.sha256_file(path), "size": os.path.getsize(path)})
+                              "sha256": trust.sha256_file(path), "size": os.path.getsize(path)})
         manifest = {"format": 1, "edgeff_version": __version__, "target": target.name, "arch": target.arch,
                     "python": target.python, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "source_run": os.path.abspath(run_dir), "edgeff_wheel": wheel, "wheelhouse": bool(wheels),
                     "onnx_runtime": target.arch != "armv7l", "export": report,
-                    "files": files, "release": device.release_id(files)}
-        with open(os.path.join(root, device.MANIFEST), "w") as f:
+                    "files": files, "release": trust.release_id(files)}
+        with open(os.path.join(root, trust.MANIFEST), "w") as f:
             json.dump(manifest, f, indent=1, sort_keys=True)
         if key:
             step("signing manifest.json")
@@ -189,7 +190,7 @@ def open_bundle(source, workdir):
     """A verified bundle directory from a directory or a .tar.gz (unpacked into workdir, every
     entry checked: regular files only, no absolute paths, no '..'); returns (dir, manifest)."""
     if os.path.isdir(source):
-        return source, device.verify(source)
+        return source, trust.verify(source)
     try:
         tar = tarfile.open(source, "r:*")
     except (OSError, tarfile.TarError) as exc:
@@ -202,15 +203,15 @@ def open_bundle(source, workdir):
                 name = member.name.removeprefix("./").rstrip("/")   # tar -C dir . writes ./x
                 if member.isdir():
                     if name not in (".", ""):
-                        os.makedirs(device.safe_path(dest, name), exist_ok=True)
+                        os.makedirs(trust.safe_path(dest, name), exist_ok=True)
                     continue
                 if not member.isfile():
                     kind = "link" if member.issym() or member.islnk() else "special file"
                     raise DeployError(f"{source}: entry {member.name!r} is a {kind}; a bundle holds regular files only")
-                path = device.safe_path(dest, name)
+                path = trust.safe_path(dest, name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with tar.extractfile(member) as src, open(path, "wb") as f:
                     shutil.copyfileobj(src, f)
         except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             raise DeployError(f"{source}: truncated or corrupt bundle ({type(exc).__name__}); build it again") from None
-    return dest, device.verify(dest)
+    return dest, trust.verify(dest)

@@ -16,12 +16,12 @@ import os
 import tempfile
 
 from ..errors import DeployError
-from . import install as device
+from . import trust
 from .bundle import build, open_bundle
 from .targets import detect
 from .transport import open_transport
 
-FIRST = (device.MANIFEST, device.SIGNATURE)
+FIRST = (trust.MANIFEST, trust.SIGNATURE)
 
 
 def _is_run(path):
@@ -62,8 +62,8 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
         for p in FIRST:
             if os.path.isfile(os.path.join(bundle_dir, p)):
                 files[p] = {"path": p, "size": os.path.getsize(os.path.join(bundle_dir, p)),
-                            "sha256": device.sha256_file(os.path.join(bundle_dir, p))}
-        installed = t.hashes([f"releases/{release}/{device.INSTALLED}"])[f"releases/{release}/{device.INSTALLED}"]
+                            "sha256": trust.sha256_file(os.path.join(bundle_dir, p))}
+        installed = t.hashes([f"releases/{release}/{trust.INSTALLED}"])[f"releases/{release}/{trust.INSTALLED}"]
         report = {"release": release, "target": manifest["target"], "device": probe, "sent_bytes": 0,
                   "sent_files": 0, "linked_files": 0, "bundle_bytes": sum(f["size"] for f in files.values())}
         if installed:

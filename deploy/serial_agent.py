@@ -3,7 +3,7 @@
 The protocol is described in serial_link.py. The agent writes only inside its root and
 runs nothing but the installer's actions in ACTIONS. The host is not trusted: every field
 of every request is checked for type and range (a bad one gets an error reply, and the
-agent serves on), every path goes through install.safe_path, and a partial file is written
+agent serves on), every path goes through trust.safe_path, and a partial file is written
 into only if it is a regular file with no other link (else it is replaced by a fresh one,
 never truncated in place), so a hard link cannot carry a write out of the root.
 """
@@ -23,7 +23,7 @@ import zlib
 import serial
 
 from edgeff import __version__
-from edgeff.deploy.install import fsync_dir, safe_path, sha256_file, upload_path
+from edgeff.deploy.trust import fsync_dir, safe_path, sha256_file, upload_path
 from edgeff.errors import DeployError, EdgeFFError
 from edgeff.fileio import atomic_write_text
 

@@ -33,7 +33,7 @@ onto path atomically; on a mismatch the partial is deleted.
 
 The agent (serial_agent.py) trusts nothing the host sends: every field of a request is
 checked for type and range (a bad one gets an error REPLY and the agent serves on), every
-path must stay inside the agent's root (install.safe_path), a partial is resumed only if it
+path must stay inside the agent's root (trust.safe_path), a partial is resumed only if it
 is a regular file with one link (else it is replaced by a fresh file, never truncated in
 place), and it runs nothing but the actions in ACTIONS, with the arguments their functions
 take; install.py checks their values (release ids, keep, smoke).

@@ -6,7 +6,7 @@
     manifest.sig   beside a bundle's manifest.json: {"algorithm": "ed25519", "public_key": hex,
                    "signature": hex} over manifest.json's exact bytes
 
-The device checks signatures with its own standard-library verifier (install.ed25519_verify).
+The device checks signatures with its own standard-library verifier (deploy/ed25519.py).
 """
 
 import json
@@ -14,7 +14,7 @@ import os
 
 from ..errors import DeployError
 from ..fileio import atomic_write, atomic_write_text
-from . import install as device
+from . import trust
 
 
 def _crypto():
@@ -66,7 +66,7 @@ def load_key(path):
 
 def sign_bundle(bundle_dir, key):
     """Write manifest.sig: the key's signature over manifest.json's bytes."""
-    with open(os.path.join(bundle_dir, device.MANIFEST), "rb") as f:
+    with open(os.path.join(bundle_dir, trust.MANIFEST), "rb") as f:
         signature = key.sign(f.read())
-    atomic_write_text(os.path.join(bundle_dir, device.SIGNATURE),
+    atomic_write_text(os.path.join(bundle_dir, trust.SIGNATURE),
                       json.dumps({"algorithm": "ed25519", "public_key": public_hex(key), "signature": signature.hex()}))

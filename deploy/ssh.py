@@ -2,7 +2,7 @@
 
 Files stream through `ssh HOST 'cat >> PART'` from where an earlier, interrupted transfer
 stopped; the device checks the sha256 with `sha256sum` and renames the file into place.
-The installer runs as `python3 - ACTION ...` reading the host's own install.py on stdin.
+The installer runs as `python3 - ACTION ...` reading the host's own device modules on stdin.
 Every remote command is a POSIX shell line built with shlex.quote, and ssh's argv is always
 options, `--`, destination, command. Only put and call create ROOT: probe and hashes (all
 that --dry-run uses) change nothing on the device.
@@ -16,7 +16,6 @@ import subprocess
 import tempfile
 
 from ..errors import DeployError
-from . import install as device
 from .transport import CHUNK, part_name
 
 CONNECT_TIMEOUT = 10
@@ -116,8 +115,7 @@ class SshTransport:
     def call(self, action, **kwargs):
         """Run the host's own installer on the device: its source goes to `python3 -` on stdin, so no
         install.py on the device (from a bundle, or left in ROOT by anyone) is ever run."""
-        with open(device.__file__, "rb") as f:
-            source = f.read()
+        source = installer_program()
         args = [action] + [arg for key, value in kwargs.items() for arg in _option(key, value)]
         rc, out, err = self._ssh(self._in_root(True) + "python3 - " + " ".join(shlex.quote(a) for a in args) +
                                  ' --root "$PWD"', stdin=source, timeout=3600)
@@ -139,6 +137,30 @@ class SshTransport:
 
     def __exit__(self, *exc):
         self.close()
+
+
+DEVICE_MODULES = ("ed25519", "trust", "install")   # what the device runs, each importing the ones before
+
+
+def installer_program():
+    """A python3 program carrying the host's own device modules: it registers them as the
+    package edgeff_device and runs install.main() (the device needs nothing of edgeff)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sources = {}
+    for name in DEVICE_MODULES:
+        with open(os.path.join(here, name + ".py"), encoding="utf-8") as f:
+            sources[name] = f.read()
+    return ("import sys, types\n"
+            f"sources = {sources!r}\n"
+            "package = types.ModuleType('edgeff_device')\n"
+            "package.__path__ = []\n"
+            "sys.modules['edgeff_device'] = package\n"
+            "for name, source in sources.items():\n"
+            "    module = types.ModuleType('edgeff_device.' + name)\n"
+            "    module.__package__ = 'edgeff_device'\n"
+            "    sys.modules[module.__name__] = module\n"
+            "    exec(compile(source, name + '.py', 'exec'), module.__dict__)\n"
+            "sys.exit(sys.modules['edgeff_device.install'].main())\n").encode()
 
 
 def _option(name, value):

@@ -23,6 +23,7 @@ import urllib.parse
 
 from ..errors import DeployError
 from . import install as device
+from . import trust
 
 CHUNK = 1 << 20
 
@@ -79,13 +80,13 @@ class FileTransport:
     def hashes(self, paths):
         out = {}
         for rel in paths:
-            path = device.safe_path(self.root, rel)
-            out[rel] = device.sha256_file(path) if os.path.isfile(path) else None
+            path = trust.safe_path(self.root, rel)
+            out[rel] = trust.sha256_file(path) if os.path.isfile(path) else None
         return out
 
     def put(self, local, rel, sha256, progress=None):
-        dest = device.upload_path(self.root, rel)
-        part = device.safe_path(self.root, part_name(rel, sha256))
+        dest = trust.upload_path(self.root, rel)
+        part = trust.safe_path(self.root, part_name(rel, sha256))
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         offset = os.path.getsize(part) if os.path.isfile(part) else 0
         size = os.path.getsize(local)
@@ -104,7 +105,7 @@ class FileTransport:
             out.truncate()
             out.flush()
             os.fsync(out.fileno())
-        if device.sha256_file(part) != sha256:
+        if trust.sha256_file(part) != sha256:
             os.unlink(part)
             raise DeployError(f"{rel}: sha256 on the device differs after writing; deploy again")
         os.replace(part, dest)

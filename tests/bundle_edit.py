@@ -3,7 +3,7 @@ again (sha256s and release id), so only a signature can tell."""
 
 import json
 
-from edgeff.deploy import install as device
+from edgeff.deploy import trust as device
 
 
 def rehash(bundle_dir):

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from edgeff.deploy import install as device
+from edgeff.deploy import trust
 from edgeff.deploy.targets import PROFILES, detect, get
 from edgeff.errors import DeployError
 from bundle_edit import rehash
@@ -90,7 +90,7 @@ def test_bundle_lists_every_file_and_is_reproducible(runs, tmp_path):
     a = ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", tmp_path / "a", "--json"))
     b = ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", tmp_path / "b.tar.gz", "--json"))
     assert a["release"] == b["release"] and a["files"] == b["files"]
-    assert device.verify(str(tmp_path / "a"))["release"] == a["release"]
+    assert trust.verify(str(tmp_path / "a"))["release"] == a["release"]
     paths = {f["path"] for f in a["files"]}
     assert {"model.onnx", "run/model.npz", "run/config.json", "sample.npy",
             "wheels/edgeff-0.1.0-py3-none-any.whl"} <= paths
@@ -192,7 +192,7 @@ def test_sshd_killed_mid_transfer_then_resumed(tmp_path_factory, bundle, tmp_pat
         done = ok(subprocess.run(cmd + ["--json"], capture_output=True, text=True, timeout=900))
         assert 0 < done["sent_bytes"] < done["bundle_bytes"]
         assert os.readlink(root / "current") == f"releases/{manifest['release']}"
-        assert device.verify(str(root / "releases" / manifest["release"]))
+        assert trust.verify(str(root / "releases" / manifest["release"]))
     finally:
         proc.kill()
         server.stop()
@@ -321,7 +321,7 @@ def test_serial_deploy_redeploy_and_status(bundle, tmp_path):
         url = f"serial://{relay.host_name}?baud=921600"
         first = ok(edgeff("deploy", bundle_dir, "--to", url, "--no-smoke", "--json"))
         assert first["install"]["current"] == manifest["release"] and first["sent_bytes"] >= first["bundle_bytes"]
-        assert device.verify(str(root / "releases" / manifest["release"]))
+        assert trust.verify(str(root / "releases" / manifest["release"]))
         again = ok(edgeff("deploy", bundle_dir, "--to", url, "--json"))
         assert again["sent_bytes"] == 0
         one_line_error(edgeff("deploy", "--rollback", "--to", url), "no earlier release")

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from edgeff.deploy import install as device
-from edgeff.deploy.install import release_id
+from edgeff.deploy.trust import release_id
 from edgeff.deploy.serial_link import DATA, OFFSET, REPLY, REQUEST
 from edgeff.errors import DeployError
 from serial_rig import make_rig  # noqa: F401  (a fixture)

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from bundle_edit import rehash
-from edgeff.deploy import install as device
+from edgeff.deploy import ed25519, trust
 from edgeff.deploy import signing
 from edgeff.errors import DeployError
 from images import write_images_npz
@@ -43,24 +43,24 @@ def test_ed25519_verify_agrees_with_cryptography():
         public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
         message = rng.randbytes(rng.randrange(300))
         signature = key.sign(message)
-        assert device.ed25519_verify(public, message, signature)
+        assert ed25519.ed25519_verify(public, message, signature)
         for public_, message_, signature_ in [(public, message, _flip_bit(signature, rng)),
                                               (public, _flip_bit(message + b"!", rng), signature),
                                               (_flip_bit(public, rng), message, signature),
                                               (public, message + b"\0", signature)]:
-            assert device.ed25519_verify(public_, message_, signature_) == _crypto_verify(public_, message_, signature_)
-            assert not device.ed25519_verify(public_, message_, signature_)
-        s = int.from_bytes(signature[32:], "little") + device._L       # the same S, not reduced mod L
+            assert ed25519.ed25519_verify(public_, message_, signature_) == _crypto_verify(public_, message_, signature_)
+            assert not ed25519.ed25519_verify(public_, message_, signature_)
+        s = int.from_bytes(signature[32:], "little") + ed25519._L       # the same S, not reduced mod L
         if s < 2 ** 256:
             malleated = signature[:32] + s.to_bytes(32, "little")
-            assert not device.ed25519_verify(public, message, malleated)
+            assert not ed25519.ed25519_verify(public, message, malleated)
             assert not _crypto_verify(public, message, malleated)
     # RFC 8032, 7.1, test 1
-    assert device.ed25519_verify(
+    assert ed25519.ed25519_verify(
         bytes.fromhex("d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a"), b"",
         bytes.fromhex("e5564300c360ac729086e2cc806e828a84877f1eb8e5d974d873e065224901555fb8821590a33bacc61e3970"
                       "1cf9b46bd25bf5f0595bbe24655141438e7a100b"))
-    assert not device.ed25519_verify(b"\1" * 31, b"", bytes(64)) and not device.ed25519_verify(bytes(32), b"", b"")
+    assert not ed25519.ed25519_verify(b"\1" * 31, b"", bytes(64)) and not ed25519.ed25519_verify(bytes(32), b"", b"")
 
 
 def test_keygen_writes_an_owner_only_key_and_never_overwrites(tmp_path):
@@ -106,8 +106,8 @@ def test_bundle_sign_writes_a_signature_the_device_verifies(runs, keys, tmp_path
         tar.extractall(tmp_path / "b", filter="data")
     signed = json.loads((tmp_path / "b" / "manifest.sig").read_text())
     assert signed["public_key"] == _public(keys[0])
-    assert device.verify(str(tmp_path / "b"))["release"] == manifest["release"]
-    assert device.authenticate(str(tmp_path / "root"), str(tmp_path / "b")).hex() == _public(keys[0])
+    assert trust.verify(str(tmp_path / "b"))["release"] == manifest["release"]
+    assert trust.authenticate(str(tmp_path / "root"), str(tmp_path / "b")).hex() == _public(keys[0])
     one_line_error(edgeff("bundle", runs[0], "--target", "generic-x86_64", "--no-wheels", "--sign",
                           keys[0].with_suffix(".pub"), "-o", tmp_path / "c"), "not an unencrypted ed25519 private key")
     one_line_error(edgeff("bundle", runs[0], "--target", "generic-x86_64", "--no-wheels", "--sign",
@@ -149,11 +149,11 @@ def test_the_first_signed_install_pins_its_key_and_only_that_key_is_accepted_aft
 def test_a_key_pinned_on_the_device_cannot_be_replaced_over_the_serial_line(keys, tmp_path):
     from edgeff.deploy.serial_link import SerialTransport
     root = tmp_path / "device"
-    trust = [sys.executable, "-m", "edgeff.deploy.install", "trust", "--root", str(root), "--key"]
-    pinned = json.loads(subprocess.run(trust + [str(keys[0].with_suffix(".pub"))], capture_output=True,
+    pin_cmd = [sys.executable, "-m", "edgeff.deploy.install", "trust", "--root", str(root), "--key"]
+    pinned = json.loads(subprocess.run(pin_cmd + [str(keys[0].with_suffix(".pub"))], capture_output=True,
                                        text=True, check=True).stdout)
     assert pinned == {"trusted_key": _public(keys[0]), "pinned": "new"}
-    again = subprocess.run(trust + [_public(keys[1])], capture_output=True, text=True)
+    again = subprocess.run(pin_cmd + [_public(keys[1])], capture_output=True, text=True)
     assert again.returncode == 1 and "already pins a key" in json.loads(again.stdout)["error"]
 
     relay = PtyRelay()
@@ -163,7 +163,7 @@ def test_a_key_pinned_on_the_device_cannot_be_replaced_over_the_serial_line(keys
         hostile = keys[1].with_suffix(".pub")
         with SerialTransport(relay.host_name) as t:
             with pytest.raises(DeployError, match="trusted key is changed only on the device"):
-                t.put(str(hostile), "trusted_key", device.sha256_file(hostile))
+                t.put(str(hostile), "trusted_key", trust.sha256_file(hostile))
             with pytest.raises(DeployError, match="trust"):
                 t.call("trust", key_text=_public(keys[1]))
             assert t.call("status")["root"] == str(root)           # the agent is still serving
