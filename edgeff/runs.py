@@ -5,7 +5,7 @@ import os
 import resource
 
 from .config import TrainConfig
-from .errors import ModelError
+from .errors import ModelError, UsageError
 from .fileio import atomic_write_text
 from .model import FFNet
 
@@ -51,5 +51,10 @@ def load_run(run_dir):
     path = os.path.join(run_dir, MODEL) if os.path.isdir(run_dir) else run_dir
     if not os.path.exists(path):
         raise ModelError(f"{run_dir}: no {MODEL} here; train one with 'edgeff train --out {run_dir}'")
-    net, cfg = FFNet.load(path)
-    return net, TrainConfig.from_dict(cfg)
+    net, stored = FFNet.load(path)
+    try:
+        cfg = TrainConfig.from_dict(stored)
+    except UsageError as exc:
+        raise ModelError(f"{path}: its stored config is not valid ({exc}); it is damaged or not written by edgeff") from None
+    net.check_config(cfg, path)
+    return net, cfg

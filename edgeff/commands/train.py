@@ -86,7 +86,7 @@ def prepare(args, resume_meta=None):
         for k, v in resume_meta["config"].items():
             setattr(args, k, v)
         args.batch_size = str(resume_meta["config"]["batch_size"])
-        args.limit_train = resume_meta["limit_train"]
+        args.limit_train = resume_meta.get("limit_train")
     auto = args.batch_size == "auto"
     try:
         batch_size = 1 if auto else int(args.batch_size)
@@ -119,7 +119,8 @@ def prepare(args, resume_meta=None):
 def run(args):
     resume = None
     if args.resume:
-        resume = checkpoint.load(os.path.join(args.resume, checkpoint.NAME))
+        resume_path = os.path.join(args.resume, checkpoint.NAME)
+        resume = checkpoint.load(resume_path)
         if args.out and os.path.abspath(args.out) != os.path.abspath(args.resume):
             raise UsageError("--resume continues in its own directory; leave out --out or give the same one")
         args.out, args.force = args.resume, True
@@ -145,6 +146,8 @@ def run(args):
     rss_before = rss_mib()
     log(f"kernels ready in {compile_seconds:.1f} s")
     trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    if resume:
+        checkpoint.check_resume(resume_path, *resume, trainer)
     log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
         f"{fmt_bytes(trainer.plan.naive_bytes)}), batch size {cfg.batch_size}")
     t0 = time.perf_counter()
