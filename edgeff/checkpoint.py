@@ -7,7 +7,6 @@ temp name, fsynced and renamed, so the previous checkpoint stays whole until the
 new one is complete.
 """
 
-import errno
 import hashlib
 import io
 import json
@@ -16,9 +15,9 @@ import os
 import numpy as np
 
 from .config import TrainConfig
-from .errors import EdgeFFError, ModelError, UsageError
+from .errors import ModelError, UsageError
 from .fields import array, field, is_kind
-from .fileio import atomic_write
+from .fileio import atomic_write, write_error
 
 FORMAT_VERSION = 1
 NAME = "checkpoint.npz"
@@ -47,8 +46,7 @@ def save(path, arrays, meta):
     try:
         atomic_write(path, write)
     except OSError as exc:
-        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-        raise EdgeFFError(f"could not write checkpoint {path}: {why}; the previous checkpoint is kept") from None
+        raise write_error(path, exc, "the previous checkpoint is kept") from None
 
 
 def load(path):

@@ -161,6 +161,10 @@ class FFNet:
     # ---- persistence ----
 
     def save(self, path, config_json):
+        atomic_write(path, self.npz_writer(config_json))
+
+    def npz_writer(self, config_json):
+        """write(fileobj): the model as an .npz with its metadata and config."""
         arrays = {f"w{k}": w for k, w in enumerate(self.weights)}
         arrays.update({f"b{k}": b for k, b in enumerate(self.biases)})
         if self.head_w is not None:
@@ -174,7 +178,7 @@ class FFNet:
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             f.write(buf.getvalue())
-        atomic_write(path, write)
+        return write
 
     @classmethod
     def load(cls, path):

@@ -6,7 +6,7 @@ import resource
 
 from .config import TrainConfig
 from .errors import ModelError, UsageError
-from .fileio import atomic_write_text
+from .fileio import atomic_write_files, write_error
 from .model import FFNet
 
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
@@ -30,10 +30,17 @@ def rss_mib():
 
 
 def save_run(out_dir, cfg, net, metrics):
+    """model.npz, config.json and metrics.json written as one: a failure (a full disk) leaves
+    none of the new files, and one line saying why."""
+    def text(s):
+        return lambda f: f.write(s.encode("utf-8"))
     os.makedirs(out_dir, exist_ok=True)
-    net.save(os.path.join(out_dir, MODEL), cfg.to_json())
-    atomic_write_text(os.path.join(out_dir, CONFIG), cfg.to_json() + "\n")
-    atomic_write_text(os.path.join(out_dir, METRICS), json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    try:
+        atomic_write_files({os.path.join(out_dir, MODEL): net.npz_writer(cfg.to_json()),
+                            os.path.join(out_dir, CONFIG): text(cfg.to_json() + "\n"),
+                            os.path.join(out_dir, METRICS): text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")})
+    except OSError as exc:
+        raise write_error(out_dir, exc, "the run was not saved") from None
 
 
 def load_metrics(run_dir):

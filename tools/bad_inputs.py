@@ -60,12 +60,23 @@ class Fixture:
         self._must("export", self.run, "-o", self.onnx, "--parity-samples", "20", "--quiet")
         self.bundle = os.path.join(root, "bundle")
         self._must("bundle", self.run, "--target", "generic-x86_64", "-o", self.bundle, "--no-wheels", "--quiet")
-        self.count = 0
+        self.count, self.mounts = 0, []
 
     def _must(self, *args):
         r = edgeff(*args, cwd=self.root)
         if r.returncode:
             sys.exit(f"setup failed: edgeff {' '.join(args)}\n{r.stderr}")
+
+    def mount(self, name, options):
+        """A fresh tmpfs mounted with options (root only: the read-only and full-disk cases),
+        or None where mount is not allowed."""
+        path = os.path.join(self.root, name)
+        os.makedirs(path)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", path], capture_output=True).returncode:
+            os.rmdir(path)
+            return None
+        self.mounts.append(path)
+        return path
 
     def path(self, name):
         self.count += 1
@@ -339,23 +350,51 @@ def _npz(fx, **arrays):
 
 
 def output_cases(fx):
-    readonly = os.path.join(fx.root, "readonly")
-    os.makedirs(readonly, exist_ok=True)
-    os.chmod(readonly, 0o555)
+    readonly, full = fx.mount("readonly", "ro,size=64k") or _readonly_dir(fx), fx.mount("full", "size=256k")
+    if full:
+        _fill(full)
     a_file = fx.file("a-file", b"x")
     train = lambda out: ("train", "--dataset", fx.data, "--model", "64-8", "--epochs", "1", "--head-epochs", "1",
                          "--limit-train", "50", "--quiet", "--out", out)
     export = lambda out: ("export", fx.run, "-o", out, "--parity-samples", "5", "--quiet")
     bundle = lambda out: ("bundle", fx.run, "--target", "generic-x86_64", "--no-wheels", "--quiet", "-o", out)
-    for name, make in (("train --out", train), ("export -o", export), ("bundle -o", bundle)):
-        suffix = ".onnx" if name == "export -o" else ""
-        yield f"{name} onto an existing file", lambda make=make: make(fx.file("exists" + suffix, b"x"))
+    for name, make, suffix in (("train --out", train, ""), ("export -o", export, ".onnx"), ("bundle -o", bundle, "")):
         yield f"{name} under a file", lambda make=make, s=suffix: make(os.path.join(a_file, "x" + s))
-        yield f"{name} in a read-only directory", lambda make=make, s=suffix: make(os.path.join(readonly, "x" + s))
-        yield f"{name} in a missing directory", lambda make=make, s=suffix: make(os.path.join(fx.root, "no", "such", "x" + s))
+        yield f"{name} in a read-only directory", lambda make=make, s=suffix: make(os.path.join(readonly, os.path.basename(fx.path("x" + s))))
         yield f"{name} under /proc", lambda make=make, s=suffix: make("/proc/self/x" + s)
-        yield f"{name} onto a full disk (/dev/full)", lambda make=make, s=suffix: make("/dev/full")
+        yield f"{name} onto a FIFO", lambda make=make, s=suffix: make(_fifo(fx, "fifo" + s))
+        if full:
+            yield f"{name} onto a full disk", lambda make=make, s=suffix: make(os.path.join(full, os.path.basename(fx.path("x" + s))))
+    yield "train --out onto an existing file", lambda: train(fx.file("exists", b"x"))
+    yield "train --out onto /dev/full", lambda: train("/dev/full")
+    yield "bundle -o onto an existing file", lambda: bundle(fx.file("exists", b"x"))
     yield "export -o onto a directory", lambda: export(_mkdir(fx, "dir.onnx"))
+    yield "export -o in a missing directory", lambda: export(os.path.join(fx.path("no"), "such", "x.onnx"))
+
+
+def _readonly_dir(fx):
+    """Without mount: a directory without write permission (which root ignores)."""
+    path = _mkdir(fx, "readonly")
+    os.chmod(path, 0o555)
+    return path
+
+
+def _fill(directory):
+    """Fill the file system holding directory to the last byte."""
+    fd = os.open(os.path.join(directory, "filler"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            os.write(fd, bytes(4096))
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _fifo(fx, name):
+    path = fx.path(name)
+    os.mkfifo(path)
+    return path
 
 
 def _mkdir(fx, name):
@@ -451,7 +490,7 @@ def main():
     parser.add_argument("--keep", action="store_true", help="keep the temp dir and print its path")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each 'other' case's stderr")
     args = parser.parse_args()
-    root = tempfile.mkdtemp(prefix="edgeff-bad-inputs-")
+    root, fx = tempfile.mkdtemp(prefix="edgeff-bad-inputs-"), None
     try:
         fx = Fixture(root)
         results = defaultdict(list)
@@ -468,7 +507,8 @@ def main():
                 print(f"{'ok   ' if is_clean(r) else 'OTHER'} {category}: {name}", file=sys.stderr, flush=True)
         report(results, args.verbose)
     finally:
-        os.chmod(os.path.join(root, "readonly"), 0o755) if os.path.isdir(os.path.join(root, "readonly")) else None
+        for path in fx.mounts if fx else []:
+            subprocess.run(["umount", path])
         if args.keep:
             print(f"kept {root}")
         else:
