@@ -124,3 +124,25 @@ def check_resume(path, arrays, meta, trainer):
     if arrays["epoch_totals"].shape != (len(phases[p]),) or set(meta["opt_t"]) != {str(k) for k in phases[p]}:
         raise ModelError(f"{path}: its loss totals or optimiser step counts are not for the layers of phase {p} "
                          f"({phases[p]}); the checkpoint is damaged")
+    if meta["data"] != trainer.data_fingerprint():
+        raise ModelError(f"{path}: made on other training data (size, shape or labels differ); resume with the "
+                         "same --dataset and --limit-train")
+    for name, shape in _state_shapes(trainer, phases[p]).items():
+        array(path, arrays, name, np.float32, shape)
+
+
+def _state_shapes(trainer, layers):
+    """{name: shape} of the float32 arrays a checkpoint taken while training `layers` holds:
+    every layer's weights, and the parameters and optimiser state of the layers in training."""
+    net = trainer.net
+    shapes = {f"w{k}": w.shape for k, w in enumerate(net.weights)}
+    shapes.update({f"b{k}": b.shape for k, b in enumerate(net.biases)})
+    for key in layers:
+        if key == "head":
+            w, b = (sum(net.widths), net.num_classes), (net.num_classes,)
+            shapes.update(head_w=w, head_b=b)
+        else:
+            w, b = net.weights[key].shape, net.biases[key].shape
+        for s in range(2 if key == "head" or trainer.cfg.optimizer == "adam" else 1):
+            shapes[f"opt{s}_w{key}"], shapes[f"opt{s}_b{key}"] = w, b
+    return shapes

@@ -55,7 +55,10 @@ CHECKPOINTS = [
     ("epoch_totals missing", lambda a, m: a.pop("epoch_totals"), "no array 'epoch_totals'"),
     ("epoch_totals wrong length", lambda a, m: a.update(epoch_totals=np.zeros(5)), "loss totals"),
     ("optimiser state Inf", lambda a, m: a.update(opt1_w0=np.full_like(a["opt1_w0"], np.inf)), "NaN or Inf"),
-    ("weights float64", lambda a, m: a.update(w0=a["w0"].astype(np.float64)), "w0 is float64"),
+    ("weights float64", lambda a, m: a.update(w0=a["w0"].astype(np.float64)), "'w0' is float64"),
+    ("weights of another shape", lambda a, m: a.update(w1=a["w1"][:, :4]), "'w1' is float32 16x4, not float32 16x16"),
+    ("optimiser state missing", lambda a, m: a.pop("opt0_b1"), "no array 'opt0_b1'"),
+    ("other training data", lambda a, m: m["data"].update(n_train=100), "other training data"),
     ("position past the last phase", lambda a, m: m.update(position=[9, 0, 1]), "outside this run"),
     ("position past the last batch", lambda a, m: m.update(position=[0, 1, 10**9], epoch_count=10**9), "outside"),
     ("position not numbers", lambda a, m: m.update(position=["a", 0, 1]), "'position'"),
@@ -69,7 +72,7 @@ CHECKPOINTS = [
     ("config missing", lambda a, m: m.pop("config"), "no 'config'"),
     ("config with an unknown key", lambda a, m: m["config"].update(out="/etc"), "unknown keys"),
     ("config epochs a string", lambda a, m: m["config"].update(epochs="x"), "'epochs'"),
-    ("config widths not the weights'", lambda a, m: m["config"].update(model="64-8-16"), "does not fit"),
+    ("config widths not the weights'", lambda a, m: m["config"].update(model="64-8-16"), "'w0' is float32 64x16"),
     ("every negative", lambda a, m: m.update(every=-1), "'every'"),
     ("limit_train a string", lambda a, m: m.update(limit_train="x"), "'limit_train'"),
     ("no data fingerprint", lambda a, m: m.pop("data"), "no 'data'"),
@@ -84,7 +87,7 @@ def test_crafted_checkpoint_with_a_valid_checksum_is_refused(run, tmp_path, what
     change(arrays, meta)
     checkpoint.save(path, arrays, meta)      # a valid checksum over the crafted contents
     before = {p.name: p.read_bytes() for p in d.iterdir()}
-    r = edgeff("train", "--resume", d, "--quiet")
+    r = edgeff("train", "--resume", d)        # not --quiet: refused before the first progress line
     one_line_error(r, fragment)               # exit 2: never SIGSEGV (-11 / 139), never a traceback
     assert {p.name: p.read_bytes() for p in d.iterdir()} == before
 

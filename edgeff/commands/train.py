@@ -149,14 +149,14 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
-        f"{ds.num_classes} classes ({load_seconds:.1f} s)")
     compile_seconds = warm_up()
     rss_before = rss_mib()
-    log(f"kernels ready in {compile_seconds:.1f} s")
     trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
-    if resume:
+    if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
+    log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
+        f"{ds.num_classes} classes ({load_seconds:.1f} s)")
+    log(f"kernels ready in {compile_seconds:.1f} s")
     log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
         f"{fmt_bytes(trainer.plan.naive_bytes)}), batch size {cfg.batch_size}")
     t0 = time.perf_counter()
