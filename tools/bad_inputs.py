@@ -260,8 +260,8 @@ def config_cases(fx):
 
 
 def checkpoint_cases(fx):
-    def resume(change):
-        return ("train", "--resume", fx.checkpoint_with(change), "--quiet")
+    def resume(change):   # no --quiet: a refusal must come before the first progress line
+        return ("train", "--resume", fx.checkpoint_with(change))
     order = lambda value: resume(_array("order", value))
     yield "order holds 10**12", lambda: order(lambda o: np.where(o == o[0], 10**12, o))
     yield "order holds -1", lambda: order(lambda o: np.where(o == o[0], -1, o))
@@ -275,6 +275,9 @@ def checkpoint_cases(fx):
     yield "w0 missing", lambda: resume(_array("w0", None))
     yield "w0 float64", lambda: resume(_array("w0", lambda w: w.astype(np.float64)))
     yield "w0 holds NaN", lambda: resume(_array("w0", lambda w: np.full_like(w, np.nan)))
+    yield "w1 of another shape", lambda: resume(_array("w1", lambda w: w[:, :4]))
+    yield "optimiser state missing", lambda: resume(_array("opt0_b1", None))
+    yield "made on other data", lambda: resume(lambda a, m: m["data"].update(n_train=100))
     yield "optimiser state holds Inf", lambda: resume(_array("opt1_w0", lambda w: np.full_like(w, np.inf)))
     yield "optimiser state wrong shape", lambda: resume(_array("opt0_b0", lambda b: b[:-1]))
     yield "epoch_totals missing", lambda: resume(_array("epoch_totals", None))
