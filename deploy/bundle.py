@@ -178,7 +178,8 @@ def open_bundle(source, workdir):
 
 
 def _checked(source, manifest):
-    """The manifest fields deploy reads, checked for type (its files' paths and hashes verify checked)."""
+    """The manifest with the fields deploy reads checked for type (verify has checked its files' paths
+    and hashes)."""
     for key in ("arch", "target", "python", "release"):
         field(f"{source} manifest", manifest, key, str, error=DeployError)
     for entry in manifest["files"]:

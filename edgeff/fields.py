@@ -39,19 +39,17 @@ def field(source, d, key, kind, ok=None, want="", error=ModelError):
     return float(value) if kind is float else value
 
 
-def array(source, arrays, name, dtype, shape=None, ndim=None, finite=True, error=ModelError):
-    """arrays[name], checked to be a `dtype` array of `shape` (None entries: any size) or of `ndim` dims."""
+def array(source, arrays, name, dtype, shape=None, ndim=None):
+    """arrays[name], checked to be a finite `dtype` array of exactly `shape` (or of `ndim` dimensions)."""
     a = arrays.get(name)
     if a is None:
-        raise error(f"{source}: has no array '{name}'; it is damaged or not written by edgeff")
-    ndim = len(shape) if shape is not None else ndim
-    if a.dtype != dtype or (ndim is not None and a.ndim != ndim) or \
-            (shape is not None and any(s is not None and s != t for s, t in zip(shape, a.shape))):
-        want = "x".join("N" if s is None else str(s) for s in shape) if shape is not None else f"{ndim}-D"
-        raise error(f"{source}: array '{name}' is {a.dtype} {_dims(a.shape)}, not {np.dtype(dtype)} {want}; "
-                    "it is damaged or not written by edgeff")
-    if finite and a.dtype.kind == "f" and not np.isfinite(a).all():
-        raise error(f"{source}: array '{name}' holds NaN or Inf; it is damaged, or the run diverged")
+        raise ModelError(f"{source}: has no array '{name}'; it is damaged or not written by edgeff")
+    if a.dtype != dtype or (shape is not None and a.shape != tuple(shape)) or (ndim is not None and a.ndim != ndim):
+        want = _dims(shape) if shape is not None else f"{ndim}-D"
+        raise ModelError(f"{source}: array '{name}' is {a.dtype} {_dims(a.shape)}, not {np.dtype(dtype)} {want}; "
+                         "it is damaged or not written by edgeff")
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise ModelError(f"{source}: array '{name}' holds NaN or Inf; it is damaged, or the run diverged")
     return a
 
 

@@ -90,10 +90,10 @@ def _metadata(path, props, classes):
         scale = field(f"{path} metadata 'input'", info, "scale", float, lambda s: s > 0, "a positive number", ExportError)
     names = parsed("label_names", None)
     if names is not None:
-        count = f"{classes} " if isinstance(classes, int) else ""
+        known = isinstance(classes, int)
         field(path, {"label_names": names}, "label_names", list,
-              lambda n: all(isinstance(v, str) for v in n) and (count == "" or len(n) == classes),
-              f"a list of {count}names", ExportError)
+              lambda n: all(isinstance(v, str) for v in n) and (not known or len(n) == classes),
+              f"a list of {classes} names" if known else "a list of names", ExportError)
     return scale, names
 
 
