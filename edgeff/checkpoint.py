@@ -128,7 +128,11 @@ def check_resume(path, arrays, meta, trainer):
         raise ModelError(f"{path}: made on other training data (size, shape or labels differ); resume with the "
                          "same --dataset and --limit-train")
     for name, shape in _state_shapes(trainer, phases[p]).items():
-        array(path, arrays, name, np.float32, shape)
+        a = arrays.get(name)
+        if a is None or a.dtype != np.float32 or a.shape != shape:
+            got = "missing" if a is None else f"{a.dtype} {a.shape}"
+            raise ModelError(f"{path}: checkpoint does not fit this model: {name} is {got}, the model needs "
+                             f"float32 {shape}")
 
 
 def _state_shapes(trainer, layers):
