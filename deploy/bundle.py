@@ -35,9 +35,10 @@ import numpy as np
 
 from .. import __version__
 from ..errors import DeployError
-from . import trust
+from ..fields import field
+from ..fileio import atomic_write
+from . import signing, trust
 from .install import LOCK
-from . import signing
 from .targets import get as get_target
 from .wheel import build_wheel
 
@@ -180,21 +181,25 @@ def _write_tarball(root, out):
                 info.mode = 0o644
                 with open(path, "rb") as f:
                     tar.addfile(info, f)
-    tmp = out + ".tmp"
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
-        gz.write(buf.getvalue())
-    os.replace(tmp, out)
+
+    def write(raw):
+        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as gz:
+            gz.write(buf.getvalue())
+    atomic_write(out, write)
 
 
 def open_bundle(source, workdir):
     """A verified bundle directory from a directory or a .tar.gz (unpacked into workdir, every
     entry checked: regular files only, no absolute paths, no '..'); returns (dir, manifest)."""
     if os.path.isdir(source):
-        return source, trust.verify(source)
+        return source, _checked(source, trust.verify(source))
     try:
-        tar = tarfile.open(source, "r:*")
-    except (OSError, tarfile.TarError) as exc:
-        raise DeployError(f"{source}: not a bundle directory or a readable .tar.gz ({exc})") from None
+        tar = tarfile.open(source, "r:gz")   # gzip only, as build writes it; no other compressor runs on it
+    except OSError as exc:
+        raise DeployError(f"{source}: cannot read it ({exc.strerror}); give a bundle directory or .tar.gz") from None
+    except (tarfile.TarError, EOFError, zlib.error) as exc:
+        raise DeployError(f"{source}: not a bundle directory or a gzip-compressed tar ({type(exc).__name__}); "
+                          "give what 'edgeff bundle' wrote") from None
     dest = os.path.join(workdir, "bundle")
     os.makedirs(dest)
     with tar:
@@ -214,4 +219,15 @@ def open_bundle(source, workdir):
                     shutil.copyfileobj(src, f)
         except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
             raise DeployError(f"{source}: truncated or corrupt bundle ({type(exc).__name__}); build it again") from None
-    return dest, trust.verify(dest)
+    return dest, _checked(source, trust.verify(dest))
+
+
+def _checked(source, manifest):
+    """The manifest with the fields deploy reads checked for type (verify has checked its files' paths
+    and hashes)."""
+    for key in ("arch", "target", "python", "release"):
+        field(f"{source} manifest", manifest, key, str, error=DeployError)
+    for entry in manifest["files"]:
+        field(f"{source} manifest entry {entry.get('path')!r}", entry, "size", int, lambda n: n >= 0,
+              "a size in bytes", DeployError)
+    return manifest

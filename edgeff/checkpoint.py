@@ -7,7 +7,6 @@ temp name, fsynced and renamed, so the previous checkpoint stays whole until the
 new one is complete.
 """
 
-import errno
 import hashlib
 import io
 import json
@@ -15,8 +14,10 @@ import os
 
 import numpy as np
 
-from .errors import EdgeFFError, ModelError
-from .fileio import atomic_write
+from .config import TrainConfig
+from .errors import ModelError, UsageError
+from .fields import array, field, is_kind
+from .fileio import atomic_write, write_error
 
 FORMAT_VERSION = 1
 NAME = "checkpoint.npz"
@@ -45,8 +46,7 @@ def save(path, arrays, meta):
     try:
         atomic_write(path, write)
     except OSError as exc:
-        why = "the disk is full" if exc.errno == errno.ENOSPC else exc.strerror or str(exc)
-        raise EdgeFFError(f"could not write checkpoint {path}: {why}; the previous checkpoint is kept") from None
+        raise write_error(path, exc, "the previous checkpoint is kept") from None
 
 
 def load(path):
@@ -64,7 +64,89 @@ def load(path):
                          "resume from an earlier copy or start again") from None
     if _digest(arrays, meta_bytes) != stored:
         raise ModelError(f"{path}: checksum mismatch, the checkpoint is corrupt; resume from an earlier copy or start again")
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    if field(path, meta, "format_version", int) > FORMAT_VERSION:
         raise ModelError(f"{path}: checkpoint format {meta['format_version']} is newer than this edgeff reads "
                          f"({FORMAT_VERSION}); upgrade edgeff")
+    _check_fields(path, arrays, meta)
     return arrays, meta
+
+
+def _check_fields(path, arrays, meta):
+    """Types and ranges of everything a resume reads, before any of it reaches the trainer."""
+    try:
+        TrainConfig.from_dict(field(path, meta, "config", dict))
+    except UsageError as exc:
+        raise ModelError(f"{path}: its config is not valid ({exc}); the checkpoint is damaged") from None
+    field(path, meta, "position", list, lambda p: len(p) == 3 and all(is_kind(v, int) and v >= 0 for v in p),
+          "[phase, epoch, batch], three whole numbers 0 or more")
+    field(path, meta, "steps", int, lambda v: v >= 1, "a whole number 1 or more")
+    field(path, meta, "epoch_count", int, lambda v: v >= 1, "a whole number 1 or more")
+    field(path, meta, "every", int, lambda v: v >= 1, "a whole number 1 or more")
+    if meta.get("limit_train") is not None:
+        field(path, meta, "limit_train", int, lambda v: v >= 1, "a whole number 1 or more")
+    field(path, meta, "history", list, lambda h: all(isinstance(row, list) and all(is_kind(v, float) for v in row)
+                                                     for row in h), "a list of lists of numbers")
+    field(path, meta, "opt_t", dict, lambda t: all(is_kind(v, int) and v >= 1 for v in t.values()),
+          "optimiser step counts of 1 or more")
+    field(path, meta, "data", dict)
+    try:
+        np.random.PCG64().state = field(path, meta, "rng", dict)
+    except (TypeError, ValueError, KeyError):
+        raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
+    order = array(path, arrays, "order", np.int64, ndim=1)
+    if not np.array_equal(np.sort(order), np.arange(len(order))):
+        raise ModelError(f"{path}: 'order' is not a permutation of the {len(order)} training rows; "
+                         "the checkpoint is damaged")
+    array(path, arrays, "epoch_totals", np.float64, ndim=1)
+    for name, a in arrays.items():
+        if a.dtype.kind != "f" and name != "order":
+            raise ModelError(f"{path}: array '{name}' is {a.dtype}, not a float array; the checkpoint is damaged")
+        array(path, arrays, name, a.dtype)      # finite
+
+
+def check_resume(path, arrays, meta, trainer):
+    """The checkpoint's position, counts and data order fit the trainer its config built."""
+    phases, n = trainer.phases(), len(trainer.ds.y_train)
+    batches = -(-n // trainer.cfg.batch_size)
+    p, e, i = meta["position"]
+    epochs = [trainer.cfg.head_epochs if layers == ["head"] else trainer.cfg.epochs for layers in phases]
+    if p >= len(phases) or e >= epochs[p] or not 1 <= i <= batches or meta["epoch_count"] != i:
+        raise ModelError(f"{path}: position {meta['position']} (after {meta['epoch_count']} batches) is outside "
+                         f"this run's {len(phases)} phases of {epochs} epochs of {batches} batches; "
+                         "the checkpoint is damaged")
+    done = sum(epochs[:p]) + e
+    if meta["steps"] != done * batches + i or len(meta["history"]) != done:
+        raise ModelError(f"{path}: {meta['steps']} steps and {len(meta['history'])} epoch losses do not match "
+                         f"position {meta['position']}; the checkpoint is damaged")
+    if len(arrays["order"]) != n:
+        raise ModelError(f"{path}: its data order has {len(arrays['order'])} rows but the training data has {n}; "
+                         "resume with the same --dataset and --limit-train")
+    if arrays["epoch_totals"].shape != (len(phases[p]),) or set(meta["opt_t"]) != {str(k) for k in phases[p]}:
+        raise ModelError(f"{path}: its loss totals or optimiser step counts are not for the layers of phase {p} "
+                         f"({phases[p]}); the checkpoint is damaged")
+    if meta["data"] != trainer.data_fingerprint():
+        raise ModelError(f"{path}: made on other training data (size, shape or labels differ); resume with the "
+                         "same --dataset and --limit-train")
+    for name, shape in _state_shapes(trainer, phases[p]).items():
+        a = arrays.get(name)
+        if a is None or a.dtype != np.float32 or a.shape != shape:
+            got = "missing" if a is None else f"{a.dtype} {a.shape}"
+            raise ModelError(f"{path}: checkpoint does not fit this model: {name} is {got}, the model needs "
+                             f"float32 {shape}")
+
+
+def _state_shapes(trainer, layers):
+    """{name: shape} of the float32 arrays a checkpoint taken while training `layers` holds:
+    every layer's weights, and the parameters and optimiser state of the layers in training."""
+    net = trainer.net
+    shapes = {f"w{k}": w.shape for k, w in enumerate(net.weights)}
+    shapes.update({f"b{k}": b.shape for k, b in enumerate(net.biases)})
+    for key in layers:
+        if key == "head":
+            w, b = (sum(net.widths), net.num_classes), (net.num_classes,)
+            shapes.update(head_w=w, head_b=b)
+        else:
+            w, b = net.weights[key].shape, net.biases[key].shape
+        for s in range(2 if key == "head" or trainer.cfg.optimizer == "adam" else 1):
+            shapes[f"opt{s}_w{key}"], shapes[f"opt{s}_b{key}"] = w, b
+    return shapes

@@ -2,11 +2,14 @@
 
 Each command module defines HELP (one line), add_arguments(parser) and run(args) -> int.
 A user mistake raises EdgeFFError: printed as one line on stderr, exit code 2, no traceback.
+Anything else that escapes a command is a bug: one line asking for a report, exit 1.
 """
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
 
 from . import __version__
 from .errors import EdgeFFError
@@ -36,8 +39,8 @@ def main(argv=None):
     try:
         args = build_parser().parse_args(argv)
         if not getattr(args, "command", None):
-            build_parser().print_help()
-            return 2
+            usage = build_parser().format_usage().strip()
+            raise EdgeFFError(f"no command given; {usage} (see 'edgeff --help' for the commands)")
         return args._run(args)
     except EdgeFFError as exc:
         print(f"edgeff: error: {exc}", file=sys.stderr)
@@ -45,6 +48,11 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("edgeff: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a safety net only: every known bad input is refused at its cause
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        print(f"edgeff: internal error: {type(exc).__name__}: {str(exc)[:200]} "
+              f"(at {os.path.basename(where.filename)}:{where.lineno}); please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

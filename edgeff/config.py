@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import UsageError
+from .fields import KIND_NAMES, is_kind
 
 SCHEDULES = ("simultaneous", "layerwise")
 NEGATIVES = ("hard", "random")
@@ -106,4 +107,7 @@ class TrainConfig:
         unknown = set(d) - known
         if unknown:
             raise UsageError(f"config has unknown keys {sorted(unknown)}: written by a newer edgeff?")
+        for f in dataclasses.fields(cls):
+            if f.name in d and not is_kind(d[f.name], f.type):
+                raise UsageError(f"config '{f.name}' is {d[f.name]!r}, not {KIND_NAMES[f.type]}")
         return cls(**d).validate()

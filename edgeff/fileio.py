@@ -1,7 +1,11 @@
-"""Crash-safe file writing: temp name in the same directory, fsync, rename."""
+"""Crash-safe file writing (temp name in the same directory, fsync, rename) and output
+locations checked before any work is done."""
 
+import errno
 import os
 import tempfile
+
+from .errors import EdgeFFError, UsageError
 
 
 def atomic_write(path, write):
@@ -10,27 +14,96 @@ def atomic_write(path, write):
     A crash or error at any point leaves either the old file or the new one under
     `path`, never a half-written one.
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write_files({path: write})
 
 
 def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def atomic_write_files(writers):
+    """atomic_write for several files as one: {path: write(fileobj)}. Every file is written to
+    a temp name and fsynced before any is renamed, so a failure (a full disk) leaves none of
+    the new files, only the old ones."""
+    temps = {}
+    try:
+        for path, write in writers.items():
+            path = os.fspath(path)
+            fd, temps[path] = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp",
+                                               dir=os.path.dirname(os.path.abspath(path)))
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+        for path, tmp in temps.items():
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp in temps.values():
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+        raise
+    for directory in {os.path.dirname(os.path.abspath(p)) for p in temps}:
+        dir_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def write_error(path, exc, kept="nothing was written"):
+    """The one-line EdgeFFError for an OSError met writing `path`."""
+    why = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror or str(exc)
+    return EdgeFFError(f"could not write {path}: {why}; {kept}")
+
+
+def _probe(directory):
+    """Make and remove a file in `directory`: OSError where permissions, a read-only or a pseudo
+    file system refuse it."""
+    fd, tmp = tempfile.mkstemp(prefix=".edgeff-probe-", dir=directory)
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def make_output_dir(path, flag):
+    """Create directory `path` (and missing parents) and prove a file can be made in it, before
+    any work; returns the directories made here, which remove_made_dirs undoes."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise UsageError(f"{flag} {path}: exists and is not a directory; choose another place")
+    missing, parent = [], os.path.abspath(path)
+    while not os.path.isdir(parent):
+        missing.insert(0, parent)
+        parent = os.path.dirname(parent)
+    made = []
+    try:
+        for d in missing:
+            os.mkdir(d)
+            made.append(d)
+        _probe(path)
+    except OSError as exc:
+        remove_made_dirs(made)
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror}); choose another place") from None
+    return made
+
+
+def remove_made_dirs(made):
+    """Remove the directories make_output_dir made, deepest first, as long as they are empty."""
+    for d in reversed(made):
+        try:
+            os.rmdir(d)
+        except OSError:
+            return
+
+
+def check_output_file(path, flag):
+    """`path` can be written as a new regular file (or over one) before any work is done."""
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path) or (os.path.exists(path) and not os.path.isfile(path)):
+        raise UsageError(f"{flag} {path}: exists and is not a regular file; choose another name")
+    if not os.path.isdir(directory):
+        raise UsageError(f"{flag} {path}: the directory {directory} does not exist; create it first")
+    try:
+        _probe(directory)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror}); choose another place") from None

@@ -89,6 +89,8 @@ def to_rows(arr, features, scale, path="input"):
     if arr.dtype == np.uint8:
         rows = arr.astype(np.float32) * np.float32(scale)
     elif arr.dtype.kind == "f":
+        if arr.size and not (np.isfinite(arr).all() and np.abs(arr).max() <= np.finfo(np.float32).max):
+            raise DataError(f"{path}: holds NaN or Inf, or values beyond float32's range")
         rows = arr.astype(np.float32)
     else:
         raise DataError(f"{path}: holds {arr.dtype} values; give uint8 pixels or float features")

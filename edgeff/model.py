@@ -14,10 +14,13 @@ layer's activity vector is passed on, not its goodness.
 
 import io
 import json
+import math
+import re
 
 import numpy as np
 
 from .errors import ModelError
+from .fields import array, field, is_kind
 from .fileio import atomic_write
 from .kernels import batch, ff_loss, norm
 
@@ -158,6 +161,10 @@ class FFNet:
     # ---- persistence ----
 
     def save(self, path, config_json):
+        atomic_write(path, self.npz_writer(config_json))
+
+    def npz_writer(self, config_json):
+        """write(fileobj): the model as an .npz with its metadata and config."""
         arrays = {f"w{k}": w for k, w in enumerate(self.weights)}
         arrays.update({f"b{k}": b for k, b in enumerate(self.biases)})
         if self.head_w is not None:
@@ -171,39 +178,87 @@ class FFNet:
             buf = io.BytesIO()
             np.savez(buf, **arrays)
             f.write(buf.getvalue())
-        atomic_write(path, write)
+        return write
 
     @classmethod
     def load(cls, path):
+        """(net, its stored config as a dict) from a model.npz; every field and array checked."""
         try:
             with np.load(path, allow_pickle=False) as z:
-                meta = json.loads(bytes(z["meta"]).decode())
-                n = sum(1 for k in z.files if k.startswith("w"))
-                weights = [z[f"w{k}"] for k in range(n)]
-                biases = [z[f"b{k}"] for k in range(n)]
-                head = (z["head_w"], z["head_b"]) if "head_w" in z.files else (None, None)
+                arrays = {k: z[k] for k in z.files}
+            meta = json.loads(arrays.pop("meta").tobytes().decode())
         except FileNotFoundError:
             raise ModelError(f"{path}: no such model file: train one with 'edgeff train --out DIR'") from None
         except Exception as exc:
             raise ModelError(f"{path}: not a readable edgeff model ({type(exc).__name__}: {exc}); retrain or restore it") from None
-        if meta.get("format_version", 0) > FORMAT_VERSION:
+        if field(path, meta, "format_version", int) > FORMAT_VERSION:
             raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
                              f"({FORMAT_VERSION}); upgrade edgeff")
-        net = cls(weights, biases, meta["num_classes"], meta["label_offset"], meta["label_value"],
-                  meta["mean_goodness"], *head, input_info=meta.get("input"))
-        net.check()
-        return net, meta["config"]
+        n = max(1, sum(1 for k in arrays if re.fullmatch(r"w[0-9]+", k)))
+        weights = [array(path, arrays, f"w{k}", np.float32, ndim=2) for k in range(n)]
+        biases = [array(path, arrays, f"b{k}", np.float32, ndim=1) for k in range(n)]
+        head = (None, None)
+        if "head_w" in arrays or "head_b" in arrays:
+            head = (array(path, arrays, "head_w", np.float32, ndim=2), array(path, arrays, "head_b", np.float32, ndim=1))
+        net = cls(weights, biases, field(path, meta, "num_classes", int, lambda c: c >= 1, "a positive whole number"),
+                  field(path, meta, "label_offset", int), field(path, meta, "label_value", float, lambda v: v > 0,
+                                                                "a positive number"),
+                  field(path, meta, "mean_goodness", bool), *head, input_info=meta.get("input"))
+        net.check(path)
+        return net, field(path, meta, "config", dict)
 
-    def check(self):
+    def check(self, source="model"):
+        """Shapes chain from layer to layer, the label columns fit the input, the head fits the
+        hidden widths, every array is finite float32; ModelError naming `source` if not."""
         prev = self.in_width
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
-            if w.dtype != np.float32 or w.ndim != 2 or w.shape[0] != prev or b.shape != (w.shape[1],):
-                raise ModelError(f"layer {k}: weight {w.shape} / bias {b.shape} do not chain from width {prev}")
+            if w.dtype != np.float32 or b.dtype != np.float32 or w.ndim != 2 or w.shape[0] != prev or b.shape != (w.shape[1],):
+                raise ModelError(f"{source}: layer {k}: weight {w.dtype} {w.shape} / bias {b.dtype} {b.shape} do not "
+                                 f"chain from width {prev}")
             if not (np.isfinite(w).all() and np.isfinite(b).all()):
-                raise ModelError(f"layer {k} holds NaN or Inf: the run diverged; retrain with a lower --lr")
+                raise ModelError(f"{source}: layer {k} holds NaN or Inf: the run diverged; retrain with a lower --lr")
             prev = w.shape[1]
-        if self.head_w is not None and self.head_w.shape != (sum(self.widths), self.num_classes):
-            raise ModelError(f"linear head {self.head_w.shape} does not match hidden widths {self.widths}")
+        c = self.num_classes
+        if not (1 <= c < self.in_width and self.label_offset in (0, self.in_width - c)):
+            raise ModelError(f"{source}: {c} classes with labels at column {self.label_offset} do not fit the "
+                             f"{self.in_width} inputs of layer 0; it is damaged or not written by edgeff")
+        if self.head_w is not None:
+            if self.head_w.shape != (sum(self.widths), c) or self.head_b.shape != (c,) or \
+                    self.head_w.dtype != np.float32 or self.head_b.dtype != np.float32:
+                raise ModelError(f"{source}: linear head {self.head_w.dtype} {self.head_w.shape} + "
+                                 f"{self.head_b.dtype} {self.head_b.shape} does not match hidden widths "
+                                 f"{self.widths} and {c} classes")
+            if not (np.isfinite(self.head_w).all() and np.isfinite(self.head_b).all()):
+                raise ModelError(f"{source}: the linear head holds NaN or Inf: the run diverged; retrain with a lower --head-lr")
+        if self.input_info is not None:
+            self._check_input_info(f"{source} input")
+
+    def _check_input_info(self, source):
+        info, d, c = self.input_info, self.in_features, self.num_classes
+        field(source, info, "scale", float, lambda s: s > 0, "a positive number")
+        field(source, info, "features", int, lambda f: f == d, f"{d}, the model's input width")
+        field(source, info, "dataset", str)
+        field(source, info, "dtype", str)
+        field(source, info, "label_names", list, lambda names: len(names) == c and all(isinstance(n, str) for n in names),
+              f"a list of {c} names")
+        if info.get("image_shape") is not None:
+            field(source, info, "image_shape", list,
+                  lambda s: all(is_kind(v, int) and v > 0 for v in s) and math.prod(s) == d,
+                  f"image dimensions holding {d} pixels")
+
+    def check_config(self, cfg, source="model"):
+        """The stored TrainConfig describes these weights (widths, label value, goodness, classifier)."""
+        sizes = (self.in_features, *self.widths)
+        if cfg.sizes != sizes:
+            raise ModelError(f"{source}: its config says --model {cfg.model} but its weights are "
+                             f"{'-'.join(map(str, sizes))}; it is damaged or not written by edgeff")
+        if cfg.label_value != self.label_value or (cfg.goodness == "mean") != self.mean_goodness:
+            raise ModelError(f"{source}: its config (label value {cfg.label_value}, {cfg.goodness} goodness) "
+                             f"disagrees with its weights' (label value {self.label_value}, "
+                             f"{'mean' if self.mean_goodness else 'sum'} goodness); it is damaged")
+        if cfg.classifier not in self.classifiers():
+            raise ModelError(f"{source}: its config reports the {cfg.classifier} classifier but it has no linear "
+                             "head; it is damaged or not written by edgeff")
 
     def describe_input(self, ds):
         """Record what the rows of data set ds are, so the saved model can run without it."""

@@ -7,6 +7,7 @@ import os
 import numpy as np
 
 from .errors import ExportError, UsageError
+from .fields import field
 from .runs import load_run
 
 DEFAULT_SCALE = 1 / 255  # runs saved before the model recorded its input scale held 8-bit pixels
@@ -58,10 +59,9 @@ class OnnxPredictor:
         if self.output not in outputs:
             raise UsageError(f"{path}: has no {self.classifier} output (its outputs: {', '.join(outputs)}); "
                              f"export it with --head {self.classifier} or both")
-        meta = self.session.get_modelmeta().custom_metadata_map
-        info = json.loads(meta.get("input", "{}"))
-        self.scale = info.get("scale", DEFAULT_SCALE)
-        self.label_names = json.loads(meta["label_names"]) if "label_names" in meta else None
+        widths = {o.name: o.shape[1] for o in self.session.get_outputs() if len(o.shape) == 2}
+        classes = widths.get("probabilities", widths.get("scores"))
+        self.scale, self.label_names = _metadata(path, self.session.get_modelmeta().custom_metadata_map, classes)
 
     def predict(self, rows):
         step = self.batch or 4096
@@ -72,6 +72,29 @@ class OnnxPredictor:
                 chunk = np.concatenate([chunk, np.zeros((self.batch - len(chunk), rows.shape[1]), np.float32)])
             labels[i:i + step] = self.session.run([self.output], {self.input_name: chunk})[0][:len(rows) - i]
         return labels
+
+
+def _metadata(path, props, classes):
+    """(input scale, label names or None) from an ONNX model's metadata_props, checked; `classes`:
+    the width of its scores output, if it has one."""
+    def parsed(key, default):
+        try:
+            return json.loads(props[key]) if key in props else default
+        except ValueError:
+            raise ExportError(f"{path}: metadata '{key}' is not JSON; re-export the model with 'edgeff export'") from None
+    info = parsed("input", {})
+    if not isinstance(info, dict):
+        raise ExportError(f"{path}: metadata 'input' is not a JSON object; re-export the model with 'edgeff export'")
+    scale = DEFAULT_SCALE
+    if "scale" in info:
+        scale = field(f"{path} metadata 'input'", info, "scale", float, lambda s: s > 0, "a positive number", ExportError)
+    names = parsed("label_names", None)
+    if names is not None:
+        known = isinstance(classes, int)
+        field(path, {"label_names": names}, "label_names", list,
+              lambda n: all(isinstance(v, str) for v in n) and (not known or len(n) == classes),
+              f"a list of {classes} names" if known else "a list of names", ExportError)
+    return scale, names
 
 
 def load_predictor(path, classifier=None):

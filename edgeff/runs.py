@@ -5,8 +5,8 @@ import os
 import resource
 
 from .config import TrainConfig
-from .errors import ModelError
-from .fileio import atomic_write_text
+from .errors import ModelError, UsageError
+from .fileio import atomic_write_files, write_error
 from .model import FFNet
 
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
@@ -30,12 +30,18 @@ def rss_mib():
 
 
 def save_run(out_dir, cfg, net, metrics):
-    # strict JSON (no NaN or Infinity), made before any file is written: a failure leaves no run half-saved
-    metrics_text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"
+    """model.npz, config.json and metrics.json written as one: a failure (a full disk) leaves
+    none of the new files, and one line saying why."""
+    def text(s):
+        return lambda f: f.write(s.encode("utf-8"))
+    metrics_text = json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n"   # strict JSON
     os.makedirs(out_dir, exist_ok=True)
-    net.save(os.path.join(out_dir, MODEL), cfg.to_json())
-    atomic_write_text(os.path.join(out_dir, CONFIG), cfg.to_json() + "\n")
-    atomic_write_text(os.path.join(out_dir, METRICS), metrics_text)
+    try:
+        atomic_write_files({os.path.join(out_dir, MODEL): net.npz_writer(cfg.to_json()),
+                            os.path.join(out_dir, CONFIG): text(cfg.to_json() + "\n"),
+                            os.path.join(out_dir, METRICS): text(metrics_text)})
+    except OSError as exc:
+        raise write_error(out_dir, exc, "the run was not saved") from None
 
 
 def load_metrics(run_dir):
@@ -53,5 +59,10 @@ def load_run(run_dir):
     path = os.path.join(run_dir, MODEL) if os.path.isdir(run_dir) else run_dir
     if not os.path.exists(path):
         raise ModelError(f"{run_dir}: no {MODEL} here; train one with 'edgeff train --out {run_dir}'")
-    net, cfg = FFNet.load(path)
-    return net, TrainConfig.from_dict(cfg)
+    net, stored = FFNet.load(path)
+    try:
+        cfg = TrainConfig.from_dict(stored)
+    except UsageError as exc:
+        raise ModelError(f"{path}: its stored config is not valid ({exc}); it is damaged or not written by edgeff") from None
+    net.check_config(cfg, path)
+    return net, cfg

@@ -1,10 +1,12 @@
 """edgeff bundle: a run as a self-contained bundle for a device (model, weights, wheelhouse), optionally signed."""
 
 import json
+import os
 import sys
 
 from ..deploy.bundle import build
 from ..deploy.targets import PROFILES
+from ..fileio import make_output_dir, remove_made_dirs, write_error
 from ..memory import fmt_bytes
 from ..progress import progress_enabled
 
@@ -25,7 +27,14 @@ def add_arguments(p):
 def run(args):
     show = progress_enabled(args.quiet, args.json)
     step = (lambda msg: print(f"bundle: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
-    manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign)
+    made = make_output_dir(os.path.dirname(os.path.abspath(args.output)), "-o")   # before any work
+    try:
+        manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign)
+    except BaseException as exc:
+        remove_made_dirs(made)
+        if isinstance(exc, OSError):   # a full disk: build's temp directory is gone with it
+            raise write_error(args.output, exc, "nothing was written") from None
+        raise
     if args.json:
         print(json.dumps(manifest))
         return 0

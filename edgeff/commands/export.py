@@ -6,7 +6,7 @@ import sys
 from .. import export
 from ..data import load_dataset
 from ..errors import UsageError
-from ..fileio import atomic_write
+from ..fileio import atomic_write, check_output_file, write_error
 from ..memory import fmt_bytes
 from ..progress import progress_enabled
 from ..runs import load_metrics, load_run
@@ -41,6 +41,7 @@ def run(args):
         raise UsageError(f"--parity-samples must be at least 1, got {args.parity_samples}")
     if not args.output.lower().endswith(".onnx"):
         raise UsageError(f"-o {args.output}: name the file *.onnx")
+    check_output_file(args.output, "-o")
     net, cfg = load_run(args.run_dir)
     metrics = load_metrics(args.run_dir)
     ds = load_dataset(cfg.dataset, args.data_dir)
@@ -49,7 +50,10 @@ def run(args):
     step = (lambda msg: print(f"export: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
     data, int8, report = export.export(net, cfg, metrics, ds, head, args.opset, args.batch,
                                        args.calibration if args.quantize else None, args.parity_samples, step)
-    atomic_write(args.output, lambda f: f.write(int8 or data))
+    try:
+        atomic_write(args.output, lambda f: f.write(int8 or data))
+    except OSError as exc:
+        raise write_error(args.output, exc, "nothing was written") from None
     report["output"] = args.output
     if args.json:
         print(json.dumps(report))

@@ -23,11 +23,12 @@ def run(args):
     t0 = time.perf_counter()
     labels = model.predict(rows).tolist()
     seconds = time.perf_counter() - t0
-    names = model.label_names or [str(c) for c in range(max(labels) + 1)]
+    names = model.label_names or []
+    names = [names[c] if c < len(names) else str(c) for c in labels]   # an ONNX model may not say its classes
     if args.json:
-        print(json.dumps({"labels": labels, "names": [names[c] for c in labels], "engine": model.engine,
+        print(json.dumps({"labels": labels, "names": names, "engine": model.engine,
                           "classifier": model.classifier, "rows": len(labels), "seconds": round(seconds, 6)}))
     else:
         for i, c in enumerate(labels):
-            print(f"{i}\t{c}\t{names[c]}")
+            print(f"{i}\t{c}\t{names[i]}")
     return 0

@@ -12,6 +12,7 @@ from ..data import load_dataset
 from .. import checkpoint
 from ..budget import data_bytes, fit_budget
 from ..errors import UsageError
+from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
 from ..progress import Progress, progress_enabled
@@ -86,7 +87,7 @@ def prepare(args, resume_meta=None):
         for k, v in resume_meta["config"].items():
             setattr(args, k, v)
         args.batch_size = str(resume_meta["config"]["batch_size"])
-        args.limit_train = resume_meta["limit_train"]
+        args.limit_train = resume_meta.get("limit_train")
     auto = args.batch_size == "auto"
     try:
         batch_size = 1 if auto else int(args.batch_size)
@@ -136,20 +137,29 @@ def run(args):
         report = plan_report(*prepared.plan_args)
         print(json.dumps(report, allow_nan=False)) if args.json else print_plan(report)
         return 0
+    made = make_output_dir(out, "--out")   # before training: a place it cannot write fails now, not at the end
+    try:
+        return _train(args, out, prepared, resume)
+    except BaseException:
+        remove_made_dirs(made)   # no empty run directory left behind (one holding a checkpoint stays)
+        raise
+
+
+def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
-        f"{ds.num_classes} classes ({load_seconds:.1f} s)")
     compile_seconds = warm_up()
     rss_before = rss_mib()
-    log(f"kernels ready in {compile_seconds:.1f} s")
     trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    if resume:   # every check before the first line of output: a refused checkpoint is one line
+        checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
+    log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
+        f"{ds.num_classes} classes ({load_seconds:.1f} s)")
+    log(f"kernels ready in {compile_seconds:.1f} s")
     log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)} (buffers without sharing: "
         f"{fmt_bytes(trainer.plan.naive_bytes)}), batch size {cfg.batch_size}")
     t0 = time.perf_counter()
-    if args.checkpoint_every or resume:
-        os.makedirs(out, exist_ok=True)
     every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
                           run_meta=dict(every=every, limit_train=args.limit_train))
