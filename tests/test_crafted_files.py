@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from edgeff import checkpoint
-from edgeff.deploy import install
+from edgeff.deploy import trust
 from images import write_images_npz
 from run_cli import edgeff, one_line_error
 
@@ -205,8 +205,8 @@ def test_random_bytes_as_a_bundle_are_one_line(tmp_path):
 def test_a_manifest_without_a_field_deploy_reads_is_refused(bundle, tmp_path, key):
     d = tmp_path / "b"
     shutil.copytree(bundle, d)
-    manifest = json.loads((d / install.MANIFEST).read_text())
+    manifest = json.loads((d / trust.MANIFEST).read_text())
     del manifest[key]
-    manifest["release"] = install.release_id(manifest["files"])   # consistent with its file list
-    (d / install.MANIFEST).write_text(json.dumps(manifest))
+    manifest["release"] = trust.release_id(manifest["files"])   # consistent with its file list
+    (d / trust.MANIFEST).write_text(json.dumps(manifest))
     one_line_error(edgeff("deploy", d, "--to", f"file://{tmp_path / 'dev'}", "--quiet"), f"no '{key}'")

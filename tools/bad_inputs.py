@@ -138,14 +138,14 @@ class Fixture:
         return dst
 
     def bundle_with_manifest(self, change):
-        from edgeff.deploy import install
+        from edgeff.deploy import trust
         dst = self.path("bundle")
         shutil.copytree(self.bundle, dst)
-        path = os.path.join(dst, install.MANIFEST)
+        path = os.path.join(dst, trust.MANIFEST)
         with open(path) as f:
             manifest = json.load(f)
         change(manifest)
-        manifest["release"] = install.release_id(manifest["files"])
+        manifest["release"] = trust.release_id(manifest["files"])
         with open(path, "w") as f:
             json.dump(manifest, f)
         return dst
