@@ -24,9 +24,9 @@ import tracemalloc
 
 import numpy as np
 
-from .commands.plan import plan_report
 from .errors import UsageError
 from .memory import backprop_activation_bytes, peak_live_bytes
+from .plan_report import plan_report
 from .runs import rss_bytes
 
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena

@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
+from ..plan_report import plan_report, print_plan
 from ..progress import Progress, progress_enabled
 from ..runs import MODEL, peak_rss_mib, rss_mib, save_run
 from ..train import Trainer, warm_up
@@ -133,7 +134,6 @@ def run(args):
         raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
     prepared = prepare(args, resume[1] if resume else None)
     if args.dry_run:
-        from .plan import plan_report, print_plan
         report = plan_report(*prepared.plan_args)
         print(json.dumps(report, allow_nan=False)) if args.json else print_plan(report)
         return 0
