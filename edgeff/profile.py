@@ -24,24 +24,11 @@ import tracemalloc
 
 import numpy as np
 
-from .errors import UsageError
 from .memory import backprop_activation_bytes, peak_live_bytes
 from .plan_report import plan_report
 from .runs import rss_bytes
 
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
-
-
-# ---- target profiles ----
-
-def target_profile(name):
-    """{name, ram_bytes, default_budget_bytes, source} of a deploy target (deploy/targets.py)."""
-    from .deploy.targets import PROFILES
-    if name not in PROFILES:
-        raise UsageError(f"unknown --target {name!r}; known targets: {', '.join(sorted(PROFILES))}")
-    t = PROFILES[name]
-    return dict(name=name, ram_bytes=t.ram_bytes, default_budget_bytes=t.default_budget_bytes,
-                source="edgeff.deploy.targets")
 
 
 # ---- resident memory ----
@@ -291,7 +278,8 @@ def difference(m, arena, n_train, weights):
 
 
 def setting_report(label, cfg, plan, in_width, held, budget, target, m):
-    """Everything the report says about one setting, as plain JSON-ready values."""
+    """Everything the report says about one setting, as plain JSON-ready values. target: None, or
+    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up)."""
     sizes = [in_width] + list(cfg.sizes[1:])
     base = plan_report(plan, cfg.batch_size, held, budget, sizes[1:], sizes[0])
     weights = sum(b.nbytes for b in plan.buffers if b.kind == "weights")
