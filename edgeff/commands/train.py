@@ -151,7 +151,8 @@ def _train(args, out, prepared, resume):
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     compile_seconds = warm_up()
     rss_before = rss_mib()
-    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None,
+                      plan=prepared.plan)
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
