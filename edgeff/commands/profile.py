@@ -161,8 +161,8 @@ def run(args):
     for label, cfg, plan in settings:
         steps = args.steps or default_steps(cfg, in_width)
         log(f"{label}: arena {fmt_bytes(plan.arena_bytes)}, {steps} batches")
-        bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}", unit="batches")) if show else None
-        m = measure(lambda cfg=cfg: Trainer(cfg, ds), steps, bars)
+        bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}")) if show else None
+        m = measure(lambda cfg=cfg, plan=plan: Trainer(cfg, ds, progress=bars, plan=plan), steps)
         reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m))
         del m
         settle()
