@@ -66,7 +66,7 @@ class Trainer:
         step_hook.batch_begins(phase, step)   before each batch (step: batches so far in this fit)
         step_hook.layer_done(k, seconds)      after each FF layer's forward + update
         step_hook.batch_done(seconds)         after each batch, FF or head
-    Unset it costs one test per batch and layer; set, the trainer adds no allocation of its own."""
+    Unset it costs one test per batch and layer; set, it is passed ints and floats only, never an array."""
 
     def __init__(self, cfg, ds, progress=None, plan=None):
         self.cfg, self.ds = cfg, ds

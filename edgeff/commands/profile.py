@@ -162,7 +162,7 @@ def run(args):
         steps = args.steps or default_steps(cfg, in_width)
         log(f"{label}: arena {fmt_bytes(plan.arena_bytes)}, {steps} batches")
         bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}")) if show else None
-        m = measure(lambda cfg=cfg, plan=plan: Trainer(cfg, ds, progress=bars, plan=plan), steps)
+        m = measure(lambda cfg=cfg, plan=plan, bars=bars: Trainer(cfg, ds, progress=bars, plan=plan), steps)
         reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m))
         del m
         settle()
