@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 
 from ..errors import DeployError
-from .transport import CHUNK, part_name
+from .upload import CHUNK, part_name
 
 CONNECT_TIMEOUT = 10
 

@@ -24,8 +24,9 @@ import urllib.parse
 from ..errors import DeployError
 from . import install as device
 from . import trust
-
-CHUNK = 1 << 20
+from .serial_link import SerialTransport
+from .ssh import SshTransport
+from .upload import CHUNK, part_name
 
 
 def parse_url(url):
@@ -53,20 +54,13 @@ def open_transport(url, root=None, ssh_config=None):
     if parts.scheme == "file":
         return FileTransport(parts.path)
     if parts.scheme == "ssh":
-        from .ssh import SshTransport
         return SshTransport(parts, ssh_config)
-    from .serial_link import SerialTransport
     query = urllib.parse.parse_qs(parts.query)
     try:
         baud = int(query.get("baud", ["115200"])[0])
     except ValueError:
         raise DeployError(f"--to {url}: baud must be a number") from None
     return SerialTransport(parts.path, baud=baud)
-
-
-def part_name(rel, sha256):
-    """Where a file grows while it is sent: named by its hash, so only the same file resumes it."""
-    return f"{rel}.{sha256[:16]}.part"
 
 
 class FileTransport:

@@ -8,7 +8,8 @@ For one setting (config, data, plan) in this process:
 - Numba NRT: allocations in the loop beyond the one MemInfo wrapper Numba makes for
   each array argument of a call from Python (the wrappers are counted by wrapping the
   kernels' dispatchers while the loop runs); must be 0;
-- step time per layer: each layer's forward + update (median over its steps).
+- step time per layer: each layer's forward + update (median over its steps), told by the
+  trainer's own loop through its step_hook (edgeff/train.py).
 Every phase of the schedule runs (steps split between them), so every buffer of the
 plan is touched and the arena is resident as it is in a real run.
 """
@@ -24,24 +25,11 @@ import tracemalloc
 
 import numpy as np
 
-from .commands.plan import plan_report
-from .errors import UsageError
 from .memory import backprop_activation_bytes, peak_live_bytes
+from .plan_report import plan_report
 from .runs import rss_bytes
 
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
-
-
-# ---- target profiles ----
-
-def target_profile(name):
-    """{name, ram_bytes, default_budget_bytes, source} of a deploy target (deploy/targets.py)."""
-    from .deploy.targets import PROFILES
-    if name not in PROFILES:
-        raise UsageError(f"unknown --target {name!r}; known targets: {', '.join(sorted(PROFILES))}")
-    t = PROFILES[name]
-    return dict(name=name, ram_bytes=t.ram_bytes, default_budget_bytes=t.default_budget_bytes,
-                source="edgeff.deploy.targets")
 
 
 # ---- resident memory ----
@@ -172,68 +160,58 @@ def warm_blas(in_width, width):
     x @ w
 
 
-def measure(trainer_factory, steps, progress=None, interval=0.005):
-    """Build the trainer (its arena) and run `steps` batches over all its phases, measured.
+class StepTimes:
+    """The trainer's step_hook while it is measured: each batch's seconds, each layer step's
+    seconds and the phase of every batch, in arrays made before the run; it also tells the RSS
+    sampler which (phase, step) is running."""
 
-    trainer_factory() -> Trainer; progress(total, desc) -> bar or None. Returns a dict."""
-    progress = progress or (lambda total, desc: None)
+    def __init__(self, steps, n_layers, where):
+        self.where, self.step, self.count = where, 0, 0
+        self.layer = np.zeros((steps, n_layers))
+        self.batch = np.zeros(steps)
+        self.phase = np.zeros(steps, np.int64)
+
+    def batch_begins(self, phase, step):
+        self.where[0], self.where[1] = phase, step
+        self.phase[step], self.step, self.count = phase, step, step + 1
+
+    def layer_done(self, k, seconds):
+        self.layer[self.step, k] += seconds
+
+    def batch_done(self, seconds):
+        self.batch[self.step] = seconds
+
+
+def measure(trainer_factory, steps, interval=0.005):
+    """Build the trainer (its arena) and train `steps` batches split over its phases, measured.
+
+    trainer_factory() -> Trainer. Returns a dict."""
     sampler = RssSampler(interval)              # its arrays exist before the baseline
     settle()
     baseline = rss_bytes()
     sampler.start()
     trainer = trainer_factory()
     after_setup = rss_bytes()
-    trainer.rng.shuffle(trainer.order)
     phases = trainer.phases()
     per_phase = max(2, -(-steps // len(phases)))
-    total = per_phase * len(phases)
-    n_layers = len(trainer.net.weights)
-    layer_time = np.zeros((total, n_layers))
-    step_time = np.zeros(total)
-    where = sampler.where
-    train_layer = trainer._train_layer
-
-    def timed_layer(k, x, rows, n_pos):
-        t0 = time.perf_counter()
-        loss = train_layer(k, x, rows, n_pos)
-        layer_time[where[1], k] += time.perf_counter() - t0
-        return loss
-
-    trainer._train_layer = timed_layer
-    n = len(trainer.ds.y_train)
-    b = min(trainer.cfg.batch_size, n)
-    batches = n // b
+    times = StepTimes(per_phase * len(phases), len(trainer.net.weights), sampler.where)
+    trainer.step_hook = times
     with nrt_counting() as nrt_counts:
         tracemalloc.start()
         traced0, _ = tracemalloc.get_traced_memory()
         t_start = time.perf_counter()
-        for p, layers in enumerate(phases):
-            head = layers == ["head"]
-            trainer._bind_head() if head else trainer._bind_phase(p, layers)
-            losses = np.zeros(len(layers))
-            where[0] = p
-            bar = progress(per_phase, _phase_name(layers, n_layers))
-            for i in range(per_phase):
-                s = p * per_phase + i
-                where[1] = s
-                j = i % batches
-                t0 = time.perf_counter()
-                trainer.idx[:b] = trainer.order[j * b:(j + 1) * b]
-                trainer._head_batch(b, losses) if head else trainer._batch(b, layers, losses)
-                step_time[s] = time.perf_counter() - t0
-                if bar:
-                    bar.update(1)
-            if bar:
-                bar.close()
+        trainer.fit(steps_per_phase=per_phase)
         loop_seconds = time.perf_counter() - t_start
         traced1, traced_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         allocs, frees, wrappers = nrt_counts()
     timeline = sampler.finish()
-    del trainer._train_layer
+    trainer.step_hook = None
     peak = max(timeline["rss"])
-    return dict(trainer=trainer, baseline=baseline, after_setup=after_setup, peak=peak, timeline=timeline, phases=phases, per_phase=per_phase,
-                layer_time=layer_time, step_time=step_time, loop_seconds=loop_seconds, batch_rows=b,
+    n = times.count
+    return dict(trainer=trainer, baseline=baseline, after_setup=after_setup, peak=peak, timeline=timeline, phases=phases,
+                step_phase=times.phase[:n], layer_time=times.layer[:n], step_time=times.batch[:n],
+                loop_seconds=loop_seconds, batch_rows=min(trainer.cfg.batch_size, len(trainer.ds.y_train)),
                 python_heap_peak=traced_peak - traced0, python_heap_growth=traced1 - traced0,
                 nrt=dict(allocs=allocs, frees=frees, argument_wrappers=wrappers))
 
@@ -291,16 +269,14 @@ def difference(m, arena, n_train, weights):
 
 
 def setting_report(label, cfg, plan, in_width, held, budget, target, m):
-    """Everything the report says about one setting, as plain JSON-ready values."""
+    """Everything the report says about one setting, as plain JSON-ready values. target: None, or
+    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up)."""
     sizes = [in_width] + list(cfg.sizes[1:])
     base = plan_report(plan, cfg.batch_size, held, budget, sizes[1:], sizes[0])
     weights = sum(b.nbytes for b in plan.buffers if b.kind == "weights")
     growth = m["peak"] - m["baseline"]
     lt, st = m["layer_time"], m["step_time"]
-    head_steps = [i for i, p in enumerate(m["phases"]) if p == ["head"]]
-    head_mask = np.zeros(len(st), bool)
-    for p in head_steps:
-        head_mask[p * m["per_phase"]:(p + 1) * m["per_phase"]] = True
+    head_mask = np.isin(m["step_phase"], [i for i, p in enumerate(m["phases"]) if p == ["head"]])
     nrt = m["nrt"]
     report = dict(
         setting=label, model=cfg.model, dataset=cfg.dataset, schedule=cfg.schedule, optimizer=cfg.optimizer,

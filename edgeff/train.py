@@ -59,12 +59,24 @@ def lr_scale(epoch, epochs, decay):
 
 
 class Trainer:
-    def __init__(self, cfg, ds, progress=None):
+    """Trains cfg's net on ds inside the arena of `plan`: the memory plan of cfg on ds, as the
+    caller made it when it checked the budget (budget.plan_for), made here when not given.
+
+    step_hook: None, or an object told of each step while fit() runs, for measuring it (edgeff/profile.py):
+        step_hook.batch_begins(phase, step)   before each batch (step: batches so far in this fit)
+        step_hook.layer_done(k, seconds)      after each FF layer's forward + update
+        step_hook.batch_done(seconds)         after each batch, FF or head
+    Unset it costs one test per batch and layer; set, it is passed ints and floats only, never an array."""
+
+    def __init__(self, cfg, ds, progress=None, plan=None):
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
+        self.step_hook = None
         self.rng = np.random.default_rng(cfg.seed)
-        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-        self.plan = plan_for(cfg, in_width, ds.num_classes)
+        if plan is None:
+            _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+            plan = plan_for(cfg, in_width, ds.num_classes)
+        self.plan = plan
         self.arena = Arena(self.plan)
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
                                 image=ds.image_shape is not None, alloc=lambda name, shape: self.arena.view(name))
@@ -158,11 +170,14 @@ class Trainer:
 
     def _batch(self, b, layers, losses):
         """Stage batch idx[:b], train `layers` (frozen layers below just forward); losses[i] += loss."""
-        rows = 2 * b
+        rows, hook = 2 * b, self.step_hook
         self._stage(b)
         x = None
         for k in range(layers[-1] + 1):
+            t0 = time.perf_counter() if hook else 0.0
             loss = self._train_layer(k, x, rows, b)
+            if hook:
+                hook.layer_done(k, time.perf_counter() - t0)
             if k in self.params:
                 losses[layers.index(k)] += loss
             x = self.hs[k][:rows]
@@ -204,17 +219,19 @@ class Trainer:
         ff = [list(range(n))] if self.cfg.schedule == "simultaneous" else [[k] for k in range(n)]
         return ff + ([["head"]] if self.cfg.head_epochs else [])
 
-    def fit(self, checkpoint=None, every=0, resume=None, run_meta=None):
+    def fit(self, checkpoint=None, every=0, resume=None, run_meta=None, steps_per_phase=None):
         """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps
         (run_meta: what else the caller needs back on resume). `resume` is (arrays, meta)
-        from checkpoint.load: continue exactly where it stopped. Raises TrainingDiverged as soon
-        as a loss, or at the latest by the end of an epoch a weight, is NaN or Inf."""
+        from checkpoint.load: continue exactly where it stopped. steps_per_phase: end each phase
+        after that many batches, or with its epochs if sooner (a short measured run). Raises
+        TrainingDiverged as soon as a loss, or at the latest by the end of an epoch a weight, is NaN or Inf."""
         with np.errstate(all="ignore"):   # a NaN or Inf is caught and named below, not warned about
-            return self._fit(checkpoint, every, resume, run_meta)
+            return self._fit(checkpoint, every, resume, run_meta, steps_per_phase or math.inf)
 
-    def _fit(self, checkpoint, every, resume, run_meta):
+    def _fit(self, checkpoint, every, resume, run_meta, steps_per_phase):
         self.run_meta = run_meta or {}
-        cfg, n, bsz = self.cfg, len(self.ds.y_train), self.cfg.batch_size
+        cfg, n, bsz, hook = self.cfg, len(self.ds.y_train), self.cfg.batch_size, self.step_hook
+        batches = -(-n // bsz)
         phases, history, steps = self.phases(), [], 0
         start = (0, 0, 0)
         if resume:
@@ -226,7 +243,10 @@ class Trainer:
             self._bind_head() if head else self._bind_phase(p, layers)
             epochs = cfg.head_epochs if head else cfg.epochs
             first_epoch = start[1] if p == start[0] else 0
+            phase_steps = 0
             for e in range(first_epoch, epochs):
+                if phase_steps == steps_per_phase:
+                    break
                 for opt in self.opts.values():
                     opt.scale = lr_scale(e, epochs, cfg.lr_decay)
                 totals, count = np.zeros(len(layers)), 0
@@ -237,13 +257,19 @@ class Trainer:
                     self.rng.shuffle(self.order)
                 where = "head " if head else (f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else "")
                 when = f"epoch {e + 1}/{epochs}"
-                bar = self.progress(n, f"{where}{when}")
+                stop = min(batches, first_batch + steps_per_phase - phase_steps)
+                bar = self.progress(min(n, stop * bsz), f"{where}{when}")
                 if bar and first_batch:
                     bar.update(min(first_batch * bsz, n))
-                for i in range(first_batch, -(-n // bsz)):
+                for i in range(first_batch, stop):
                     b = min(bsz, n - i * bsz)
+                    if hook:
+                        hook.batch_begins(p, steps)
+                        t0 = time.perf_counter()
                     self.idx[:b] = self.order[i * bsz:i * bsz + b]
                     self._head_batch(b, totals) if head else self._batch(b, layers, totals)
+                    if hook:
+                        hook.batch_done(time.perf_counter() - t0)
                     if not math.isfinite(totals.sum()):     # one scalar per batch: NaN and Inf stick in a sum
                         bad = int(np.argmin(np.isfinite(totals)))
                         value = "NaN" if math.isnan(totals[bad]) else "Inf"
@@ -251,6 +277,7 @@ class Trainer:
                                                   f"(batch {i + 1})", layers[bad])
                     count += 1
                     steps += 1
+                    phase_steps += 1
                     if bar:
                         bar.update(b, loss=float(totals.mean() / count))
                     if every and steps % every == 0:

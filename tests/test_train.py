@@ -176,3 +176,61 @@ def test_divergence_stops_training_naming_the_layer_and_epoch(kw, message):
         with pytest.raises(TrainingDiverged) as info:
             train(ds, **{"epochs": 2, **kw})
     assert message in str(info.value) and info.value.exit_code == 3
+
+
+class StepLog:
+    """A step_hook that writes down what the trainer tells it."""
+
+    def __init__(self):
+        self.events = []
+
+    def batch_begins(self, phase, step):
+        self.events.append(("batch", phase, step))
+
+    def layer_done(self, k, seconds):
+        assert seconds >= 0
+        self.events.append(("layer", k))
+
+    def batch_done(self, seconds):
+        assert seconds >= 0
+        self.events.append(("done",))
+
+
+@pytest.mark.parametrize("schedule", ["simultaneous", "layerwise"])
+def test_step_hook_is_told_every_step_of_the_real_loop_and_changes_nothing(schedule):
+    ds = blobs()       # 600 rows, batches of 32: 19 per epoch
+    cfg = TrainConfig(model="24-16-16", epochs=2, head_epochs=2, batch_size=32, schedule=schedule).validate()
+    plain, hooked = Trainer(cfg, ds), Trainer(cfg, ds)
+    hooked.step_hook = log = StepLog()
+    assert plain.fit(steps_per_phase=25) == hooked.fit(steps_per_phase=25)   # 19 batches, then 6 of epoch 2
+    for a, b in zip(plain.net.weights + [plain.net.head_w], hooked.net.weights + [hooked.net.head_w]):
+        np.testing.assert_array_equal(a, b)
+    expected = []
+    for p, layers in enumerate(hooked.phases()):
+        stepped = [] if layers == ["head"] else [("layer", k) for k in range(layers[-1] + 1)]  # frozen ones too
+        for i in range(25):
+            expected += [("batch", p, p * 25 + i), *stepped, ("done",)]
+    assert log.events == expected
+
+
+def test_a_phase_ends_with_its_epochs_when_they_hold_fewer_steps():
+    ds = blobs()
+    cfg = TrainConfig(model="24-16", epochs=1, head_epochs=1, batch_size=32).validate()
+    t = Trainer(cfg, ds)
+    t.step_hook = log = StepLog()
+    t.fit(steps_per_phase=1000)
+    assert sum(e[0] == "batch" for e in log.events) == 2 * 19
+
+
+def test_a_training_run_plans_its_memory_once(tmp_path, monkeypatch):
+    """The plan that checked the budget is the one the trainer lays its arena out by."""
+    from edgeff import budget, cli
+    ds = blobs()
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x_train=ds.x_train, y_train=ds.y_train, x_test=ds.x_test, y_test=ds.y_test)
+    plans = []
+    plan_greedy = budget.plan_greedy
+    monkeypatch.setattr(budget, "plan_greedy", lambda buffers: plans.append(1) or plan_greedy(buffers))
+    assert cli.main(["train", "--dataset", str(data), "--model", "24-16", "--epochs", "1", "--head-epochs", "1",
+                     "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert len(plans) == 1

@@ -9,9 +9,10 @@ import time
 
 from .. import __version__
 from ..budget import plan_for
+from ..deploy.targets import PROFILES
 from ..errors import UsageError
 from ..memory import fmt_bytes, parse_bytes
-from ..profile import default_steps, measure, settle, setting_report, target_profile, warm_blas
+from ..profile import default_steps, measure, settle, setting_report, warm_blas
 from ..progress import Progress, progress_enabled
 from ..runs import load_run
 from ..train import Trainer, warm_up
@@ -55,6 +56,15 @@ def add_arguments(p):
     p.add_argument("--target", metavar="NAME", help="a deploy target (like rpi-zero2w): fit against its RAM")
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
                    help="compare settings in one report; KEY: batch, schedule, negatives, optimizer or model")
+
+
+def target_profile(name):
+    """What the profile needs of a deploy target (deploy/targets.py): {name, ram_bytes, default_budget_bytes, source}."""
+    if name not in PROFILES:
+        raise UsageError(f"unknown --target {name!r}; known targets: {', '.join(sorted(PROFILES))}")
+    t = PROFILES[name]
+    return dict(name=name, ram_bytes=t.ram_bytes, default_budget_bytes=t.default_budget_bytes,
+                source="edgeff.deploy.targets")
 
 
 def parse_formats(text):
@@ -151,8 +161,8 @@ def run(args):
     for label, cfg, plan in settings:
         steps = args.steps or default_steps(cfg, in_width)
         log(f"{label}: arena {fmt_bytes(plan.arena_bytes)}, {steps} batches")
-        bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}", unit="batches")) if show else None
-        m = measure(lambda cfg=cfg: Trainer(cfg, ds), steps, bars)
+        bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}")) if show else None
+        m = measure(lambda cfg=cfg, plan=plan, bars=bars: Trainer(cfg, ds, progress=bars, plan=plan), steps)
         reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m))
         del m
         settle()

@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
+from ..plan_report import plan_report, print_plan
 from ..progress import Progress, progress_enabled
 from ..runs import MODEL, peak_rss_mib, rss_mib, save_run
 from ..train import Trainer, warm_up
@@ -133,7 +134,6 @@ def run(args):
         raise UsageError(f"{out} already holds a model; choose another --out or pass --force")
     prepared = prepare(args, resume[1] if resume else None)
     if args.dry_run:
-        from .plan import plan_report, print_plan
         report = plan_report(*prepared.plan_args)
         print(json.dumps(report, allow_nan=False)) if args.json else print_plan(report)
         return 0
@@ -151,7 +151,8 @@ def _train(args, out, prepared, resume):
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     compile_seconds = warm_up()
     rss_before = rss_mib()
-    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None)
+    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None,
+                      plan=prepared.plan)
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "

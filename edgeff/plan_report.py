@@ -1,0 +1,37 @@
+"""A training run's memory plan as a report: JSON-ready data and its text table
+(edgeff plan, edgeff train --dry-run, and the profile report's planned figures)."""
+
+from .memory import backprop_activation_bytes, fmt_bytes, peak_live_bytes
+
+
+def plan_report(plan, batch_size, held, budget, widths, in_width):
+    ff_act = peak_live_bytes(plan.buffers, ("activations",))
+    return {
+        "arena_bytes": plan.arena_bytes,
+        "naive_bytes": plan.naive_bytes,
+        "data_bytes": held,
+        "budget_bytes": budget,
+        "fits": None if budget is None else plan.arena_bytes + held <= budget,
+        "batch_size": batch_size,
+        "ff_activation_bytes": ff_act,
+        "backprop_activation_bytes": backprop_activation_bytes(widths, in_width, batch_size),
+        "buffers": [dict(name=b.name, shape=list(b.shape), dtype=b.dtype, bytes=b.nbytes, first=b.first, last=b.last,
+                         offset=plan.offsets[b.name], kind=b.kind, layer=b.layer) for b in plan.buffers],
+    }
+
+
+def print_plan(report):
+    rows = sorted(report["buffers"], key=lambda b: (b["offset"], b["first"]))
+    print(f"{'buffer':18} {'shape':>14} {'bytes':>12} {'lifetime':>10} {'offset':>12}")
+    for b in rows:
+        shape = "x".join(map(str, b["shape"]))
+        print(f"{b['name']:18} {shape:>14} {b['bytes']:>12,} {str(b['first']) + '-' + str(b['last']):>10} {b['offset']:>12,}")
+    print(f"arena {fmt_bytes(report['arena_bytes'])} (no sharing: {fmt_bytes(report['naive_bytes'])}), "
+          f"data in RAM {fmt_bytes(report['data_bytes'])}, batch size {report['batch_size']}")
+    print(f"activations per batch: FF {fmt_bytes(report['ff_activation_bytes'])}, "
+          f"backprop would keep {fmt_bytes(report['backprop_activation_bytes'])}")
+    if report["budget_bytes"] is not None:
+        total = report["arena_bytes"] + report["data_bytes"]
+        verdict = "fits" if report["fits"] else "does NOT fit"
+        print(f"{verdict} in --memory-budget {fmt_bytes(report['budget_bytes'])} "
+              f"(needs {fmt_bytes(total)}, headroom {fmt_bytes(report['budget_bytes'] - total)})")
