@@ -8,7 +8,15 @@ one product per data row, the other layers' forward of positives and
 negatives, weight gradients), and
 that as a fraction of numpy's matmul GFLOP/s on exactly the same shapes, timed
 here in the same run. Also the kernels' first-run compile time (empty Numba
-cache) and cached start time. A benchmark, not a test: nothing is asserted.
+cache) and cached start time.
+
+Conv section (kernels/conv.py, batch 128, the convs of a small net for 28x28 gray
+images): GFLOP/s of forward and weight gradient, and each as a fraction of numpy's
+matmul doing the same multiply-adds as one GEMM per group over the whole batch
+((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its transpose product
+for the weight gradient), timed in the same run, interleaved with the conv, best of
+--conv-repeats; compiling happens before any timing. A benchmark, not a test:
+nothing is asserted.
 """
 
 import argparse
@@ -22,6 +30,7 @@ import time
 import numpy as np
 
 from edgeff.config import TrainConfig
+from edgeff.kernels import conv
 from edgeff.data import Dataset
 from edgeff.train import Trainer, warm_up
 
@@ -90,6 +99,54 @@ def bench_net(name, spec, batch_size, steps):
     }
 
 
+# name: (C_in, C_out, H = W, K = KH = KW, stride, pad, groups)
+CONVS = {
+    "3x3 1->32 @28": (1, 32, 28, 3, 1, 1, 1),
+    "3x3 32->64 @14": (32, 64, 14, 3, 1, 1, 1),
+    "dw3x3 64 @14": (64, 64, 14, 3, 1, 1, 64),
+    "1x1 64->128 @14": (64, 128, 14, 1, 1, 0, 1),
+}
+
+
+def best_seconds(fns, repeats):
+    """Best time of each function, calling them in turn so load from elsewhere hits all alike."""
+    for f in fns:
+        f()  # compile, warm caches and BLAS threads
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def bench_conv(name, shape, n, repeats):
+    c_in, c_out, hw, k, stride, pad, groups = shape
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, c_in, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((c_out, c_in // groups, k, k), dtype=np.float32)
+    b = np.zeros(c_out, np.float32)
+    oh, ow = conv.conv2d_output_size(hw, hw, k, k, stride, pad)
+    y = np.empty((n, c_out, oh, ow), np.float32)
+    dy = rng.standard_normal(y.shape, dtype=np.float32)
+    gw, gb = np.empty_like(w), np.empty_like(b)
+    scratch = np.empty(conv.conv2d_scratch_size(x.shape, w.shape, stride, pad, groups), np.float32)
+    kk, cols = c_in // groups * k * k, n * oh * ow  # one group's GEMM: (c_out/G, kk) @ (kk, cols)
+    wg, colsg = rng.random((groups, c_out // groups, kk), np.float32), rng.random((groups, kk, cols), np.float32)
+    yg, dyg, gwg = np.empty((groups, c_out // groups, cols), np.float32), rng.random((groups, c_out // groups, cols), np.float32), np.empty_like(wg)
+    fwd, gemm_fwd, wgrad, gemm_wgrad = best_seconds([
+        lambda: conv.conv2d_forward(x, w, b, stride, pad, groups, y, scratch),
+        lambda: np.matmul(wg, colsg, out=yg),
+        lambda: conv.conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, scratch),
+        lambda: np.matmul(dyg, colsg.transpose(0, 2, 1), out=gwg),
+    ], repeats)
+    gflop = 2 * c_out * kk * cols / 1e9
+    return {"conv": name, "method": conv.conv2d_method(c_in, groups), "batch_size": n,
+            "forward_gflops": gflop / fwd, "forward_gemm_gflops": gflop / gemm_fwd, "forward_of_gemm": gemm_fwd / fwd,
+            "wgrad_gflops": gflop / wgrad, "wgrad_gemm_gflops": gflop / gemm_wgrad, "wgrad_of_gemm": gemm_wgrad / wgrad}
+
+
 def compile_times():
     """First-run compile seconds (empty cache) and cached start seconds, in fresh processes."""
     code = "from edgeff.train import warm_up; print(warm_up())"
@@ -104,18 +161,26 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--conv-batch-size", type=int, default=128)
+    p.add_argument("--conv-repeats", type=int, default=10)
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     warm_up()
     rows = [bench_net(name, spec, args.batch_size, args.steps) for name, spec in NETS.items()]
+    convs = [bench_conv(name, shape, args.conv_batch_size, args.conv_repeats) for name, shape in CONVS.items()]
     cold, cached = compile_times()
     if args.json:
-        print(json.dumps({"nets": rows, "compile_seconds": cold, "cached_start_seconds": cached}))
+        print(json.dumps({"nets": rows, "convs": convs, "compile_seconds": cold, "cached_start_seconds": cached}))
         return
     print(f"{'net':8} {'model':26} {'samples/s':>10} {'GFLOP/s':>8} {'numpy GFLOP/s':>14} {'of numpy':>9}")
     for r in rows:
         print(f"{r['net']:8} {r['model']:26} {r['samples_per_s']:10.0f} {r['gflops']:8.1f} "
               f"{r['numpy_gflops']:14.1f} {r['fraction_of_numpy']:9.1%}")
+    print(f"\n{'conv (N=' + str(args.conv_batch_size) + ')':18} {'method':6} {'fwd GFLOP/s':>11} {'GEMM':>6} {'of GEMM':>8}"
+          f" {'wgrad GFLOP/s':>13} {'GEMM':>6} {'of GEMM':>8}")
+    for r in convs:
+        print(f"{r['conv']:18} {r['method']:6} {r['forward_gflops']:11.1f} {r['forward_gemm_gflops']:6.1f} "
+              f"{r['forward_of_gemm']:8.1%} {r['wgrad_gflops']:13.1f} {r['wgrad_gemm_gflops']:6.1f} {r['wgrad_of_gemm']:8.1%}")
     print(f"kernels: first-run compile {cold:.1f} s, cached start {cached:.2f} s")
 
 
