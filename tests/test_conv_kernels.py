@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import conv
+from edgeff.kernels import conv, conv_direct, conv_gemm
 from edgeff.kernels import reference as ref
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -40,7 +40,7 @@ def arrays(rng, x_shape, w_shape, stride, pad):
 
 
 def gemm_scratch(x_shape, w_shape, stride, pad, groups):
-    return np.empty(conv._Gemm(x_shape, w_shape, stride, pad, groups, None).size, np.float32)
+    return np.empty(conv_gemm.GemmPlan(x_shape, w_shape, stride, pad, groups, None).size, np.float32)
 
 
 @SETTINGS
@@ -62,19 +62,19 @@ def test_conv_kernels_match_the_twins(shapes, bias, seed):
     close(gw, want_gw), close(gb, want_gb)
     close(conv.conv2d_input_grad(dy, w, stride, pad, groups, dx, scratch), want_dx)
 
-    conv._direct_forward(x, w, conv._NO_BIAS, stride, pad, y)
+    conv_direct.forward(x, w, conv._NO_BIAS, stride, pad, y)
     close(y, ref.conv2d_forward(x, w, None, stride, pad, groups, np.empty(dy.shape)))
-    conv._direct_weight_grad(x, dy, stride, pad, gw)
+    conv_direct.weight_grad(x, dy, stride, pad, gw)
     close(gw, want_gw)
-    conv._direct_input_grad(dy, w, stride, pad, dx)
+    conv_direct.input_grad(dy, w, stride, pad, dx)
     close(dx, want_dx)
 
     gemm = gemm_scratch(x_shape, w_shape, stride, pad, groups)
-    conv._gemm_forward(x, w, stride, pad, groups, y, gemm)
+    conv_gemm.forward(x, w, None, stride, pad, groups, y, gemm)
     close(y, ref.conv2d_forward(x, w, None, stride, pad, groups, np.empty(dy.shape)))
-    conv._gemm_weight_grad(x, dy, stride, pad, groups, gw, gemm)
+    conv_gemm.weight_grad(x, dy, stride, pad, groups, gw, gemm)
     close(gw, want_gw)
-    conv._gemm_input_grad(dy, w, stride, pad, groups, dx, gemm)
+    conv_gemm.input_grad(dy, w, stride, pad, groups, dx, gemm)
     close(dx, want_dx)
 
 
@@ -85,13 +85,13 @@ def test_gemm_method_in_several_chunks_of_samples(monkeypatch, kernel, stride, p
     x_shape, w_shape = (5, 4, 7, 6), (6, 2, kernel, kernel)
     x, w, _, dy = arrays(rng, x_shape, w_shape, stride, pad)
     one_sample = 4 * kernel * kernel * dy.shape[2] * dy.shape[3]
-    monkeypatch.setattr(conv, "CHUNK_ELEMENTS", 2 * one_sample)
-    assert conv._Gemm(x_shape, w_shape, stride, pad, 2, None).chunk == 2
+    monkeypatch.setattr(conv_gemm, "CHUNK_ELEMENTS", 2 * one_sample)
+    assert conv_gemm.GemmPlan(x_shape, w_shape, stride, pad, 2, None).chunk == 2
     scratch = gemm_scratch(x_shape, w_shape, stride, pad, 2)
     y, gw, dx = np.empty_like(dy), np.empty_like(w), np.empty_like(x)
-    conv._gemm_forward(x, w, stride, pad, 2, y, scratch)
-    conv._gemm_weight_grad(x, dy, stride, pad, 2, gw, scratch)
-    conv._gemm_input_grad(dy, w, stride, pad, 2, dx, scratch)
+    conv_gemm.forward(x, w, None, stride, pad, 2, y, scratch)
+    conv_gemm.weight_grad(x, dy, stride, pad, 2, gw, scratch)
+    conv_gemm.input_grad(dy, w, stride, pad, 2, dx, scratch)
     close(y, ref.conv2d_forward(x, w, None, stride, pad, 2, np.empty(dy.shape)))
     close(gw, ref.conv2d_weight_grad(x, dy, stride, pad, 2, np.empty(w.shape), None)[0])
     close(dx, ref.conv2d_input_grad(dy, w, stride, pad, 2, np.empty(x.shape)))
@@ -198,6 +198,8 @@ def test_scratch_sizes():
     """Depthwise needs none; a gemm conv declares columns for a chunk, a padded sample and grads."""
     assert conv.conv2d_scratch_size((128, 64, 14, 14), (64, 1, 3, 3), 1, 1, 64) == 0
     size = conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1)
-    chunk = conv.CHUNK_ELEMENTS // (32 * 9 * 14 * 14)
+    chunk = conv_gemm.CHUNK_ELEMENTS // (32 * 9 * 14 * 14)
     assert size == chunk * 32 * 9 * 14 * 14 + 32 * 16 * 16 + chunk * 64 * 32 * 9
     assert size * 4 < 4 * 2**20   # a few MiB at most, whatever the batch
+    pointwise = conv.conv2d_scratch_size((128, 64, 14, 14), (128, 64, 1, 1), 1, 0, 1)   # no columns
+    assert pointwise == 64 * 14 * 14 + min(128, conv_gemm.CHUNK_ELEMENTS // (64 * 14 * 14)) * 128 * 64
