@@ -20,7 +20,6 @@ def _valid_span(j, stride, pad, size, out_size):
     return lo, max(lo, hi)
 
 
-
 @njit(cache=True, parallel=True, fastmath=FAST)
 def forward(x, w, b, stride, pad, out):
     # x: (N, C_in, H, W) float32; w: (C_out, C_in/G, KH, KW) float32; b: (C_out,) or (0,) float32

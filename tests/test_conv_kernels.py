@@ -1,6 +1,11 @@
 """kernels/conv.py against its NumPy twins (both methods, on random and edge-case shapes),
 the twins' gradients against finite differences of their forward, and the wrappers' checks."""
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -203,3 +208,48 @@ def test_scratch_sizes():
     assert size * 4 < 4 * 2**20   # a few MiB at most, whatever the batch
     pointwise = conv.conv2d_scratch_size((128, 64, 14, 14), (128, 64, 1, 1), 1, 0, 1)   # no columns
     assert pointwise == 64 * 14 * 14 + min(128, conv_gemm.CHUNK_ELEMENTS // (64 * 14 * 14)) * 128 * 64
+
+
+ALLOCATION_PROBE = """
+import json, tracemalloc
+import numpy as np
+from numba.core.runtime import rtsys
+from edgeff.kernels import conv
+
+def calls(c_in, c_out, groups, k, stride, pad, n=64, hw=16):
+    r = np.random.default_rng(0)
+    x, w = r.random((n, c_in, hw, hw), np.float32), r.random((c_out, c_in // groups, k, k), np.float32)
+    oh, ow = conv.conv2d_output_size(hw, hw, k, k, stride, pad)
+    dy = r.random((n, c_out, oh, ow), np.float32)
+    y, b, gw, gb, dx = np.empty_like(dy), r.random(c_out, np.float32), np.empty_like(w), np.empty(c_out, np.float32), np.empty_like(x)
+    s = np.empty(conv.conv2d_scratch_size(x.shape, w.shape, stride, pad, groups), np.float32)
+    return [lambda: conv.conv2d_forward(x, w, b, stride, pad, groups, y, s),
+            lambda: conv.conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, s),
+            lambda: conv.conv2d_input_grad(dy, w, stride, pad, groups, dx, s)]
+
+for case in [(16, 32, 1, 1, 1, 0), (16, 32, 2, 3, 1, 1), (16, 32, 1, 3, 2, 1), (16, 32, 16, 3, 1, 1)]:
+    for call in calls(*case):
+        call()  # compile
+        tracemalloc.start()
+        before = rtsys.get_allocation_stats()
+        call()
+        after = rtsys.get_allocation_stats()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        print(json.dumps({"case": case, "nrt_unfreed": (after.alloc - before.alloc) - (after.free - before.free),
+                          "python_peak": peak}))
+"""
+
+
+@pytest.mark.skipif(os.environ.get("NUMBA_DISABLE_JIT") == "1", reason="counts the compiled kernels' allocations")
+def test_conv_calls_allocate_no_arrays():
+    """The three calls on a batch of 64 (pointwise, grouped, stride 2, depthwise) allocate no array:
+    Numba's per-argument wrappers are all freed, and the Python heap never grows by even one
+    sample's output or weight gradient (16 KiB here). NUMBA_NRT_STATS must be set before Numba starts."""
+    r = subprocess.run([sys.executable, "-c", ALLOCATION_PROBE], env=dict(os.environ, NUMBA_NRT_STATS="1"),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(runs) == 12
+    for run in runs:
+        assert run["nrt_unfreed"] == 0 and run["python_peak"] < 16 * 1024, run

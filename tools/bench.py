@@ -134,7 +134,7 @@ def conv_arrays(shape, n):
 
 
 def bench_conv(name, shape, n, repeats):
-    c_in, c_out, hw, k, stride, pad, groups = shape
+    c_in, c_out, _, k, stride, pad, groups = shape
     x, w, dy, y = conv_arrays(shape, n)
     b, gw, gb = np.zeros(c_out, np.float32), np.empty_like(w), np.empty(c_out, np.float32)
     scratch = np.empty(conv.conv2d_scratch_size(x.shape, w.shape, stride, pad, groups), np.float32)
