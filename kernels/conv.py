@@ -14,17 +14,20 @@ Two methods, chosen per layer shape by `conv2d_method`:
 - "direct" (kernels/conv_direct.py): Numba loops over kernel offsets, the inner
   loop along an output row, parallel over samples or output channels.
 
-Measured on AMD EPYC (lscpu), 2 cores shared with other jobs (load 3-4), N=128,
-ms per call, gemm / direct, best of 10 interleaved (tools/bench.py --conv-methods):
+Measured on AMD EPYC (lscpu), 2 cores (shared with other jobs), N=128, ms per call,
+gemm / direct, best of 10 interleaved (tools/bench.py --conv-methods):
                                  forward          weight grad      input grad
-      3x3 1->32 pad 1 at 28x28     1.1 /  12        2.0 /  15        1.8 /  13
-      3x3 32->64 pad 1 at 14x14     8 / 200          8 / 240         10 / 200
-      depthwise 3x3 64 at 14x14    10 / 5.5         11 / 6.0         29 / 5.0
-      1x1 64->128 at 14x14        2.8 / 120        3.1 / 140        2.7 / 116
-      grouped 3x3 64 ch at 14x14, 2 / 4 / 8 channels per group: gemm 2.5-25x faster
-so depthwise convs go direct (2x, and 6x for the input gradient) and all others
-gemm (10-40x). The direct loops run one short output row at a time; the gemm
-method reaches 0.6-0.8 of numpy's GEMM on the same products (tools/bench.py).
+      3x3 1->32 pad 1 at 28x28    1.1 / 7.6        1.9 / 7.8        1.6 / 7.1
+      3x3 32->64 pad 1 at 14x14   7.0 / 209        7.2 / 258        8.8 / 206
+      depthwise 3x3 64 at 14x14  10.2 / 5.3       11.1 / 6.8       28.3 / 5.4
+      1x1 64->128 at 14x14        2.7 / 113        3.1 / 142        2.6 / 109
+      3x3 64->64 at 14x14 with 2, 4, 8 channels per group: gemm 2x, 4x, 10x faster
+so depthwise convs go direct (2x; 5x for the input gradient) and all others gemm.
+The direct loops pay per short output row; the gemm method spends about a quarter
+of its time in im2col (parallel im2col over the chunk measured slower, and so did
+one large GEMM per chunk with a copy back to NCHW). tools/bench.py prints GFLOP/s
+against numpy's GEMM. A conv with one input channel is bound by writing its output
+(9 multiply-adds per output value), not by arithmetic.
 
 The gemm method needs scratch: a caller-supplied float32 array of at least
 `conv2d_scratch_size(...)` elements (the columns of a chunk of samples, about 1 MiB
