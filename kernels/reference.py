@@ -134,3 +134,49 @@ def hardest_wrong_label(scores, y, out):
 
 def random_wrong_label(y, u, num_classes, out):
     out[...] = (y + 1 + np.floor(u * (num_classes - 1)).astype(np.int64)) % num_classes
+
+
+# kernels/conv.py: loops over the kernel offsets (i, j); each offset is one strided slice of
+# the zero-padded input, times that offset's weights. scratch is accepted and unused.
+def _conv_offsets(x_shape, w_shape, stride, pad, groups):
+    """(output channels, i, j, padded-input window) for every group and kernel offset."""
+    c_in, c_out, (kh, kw) = x_shape[1], w_shape[0], w_shape[2:]
+    oh = (x_shape[2] + 2 * pad - kh) // stride + 1
+    ow = (x_shape[3] + 2 * pad - kw) // stride + 1
+    cg_in, cg_out = c_in // groups, c_out // groups
+    for g in range(groups):
+        ci, co = slice(g * cg_in, (g + 1) * cg_in), slice(g * cg_out, (g + 1) * cg_out)
+        for i in range(kh):
+            for j in range(kw):
+                window = (slice(None), ci, slice(i, i + stride * (oh - 1) + 1, stride),
+                          slice(j, j + stride * (ow - 1) + 1, stride))
+                yield co, i, j, window
+
+
+def _padded(x, pad):
+    return np.pad(x.astype(np.float64), ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
+def conv2d_forward(x, w, b, stride, pad, groups, out, scratch=None):
+    xp, y = _padded(x, pad), np.zeros(out.shape)
+    for co, i, j, window in _conv_offsets(x.shape, w.shape, stride, pad, groups):
+        y[:, co] += np.einsum("nchw,oc->nohw", xp[window], w[co, :, i, j].astype(np.float64))
+    out[...] = y if b is None else y + b.astype(np.float64)[None, :, None, None]
+    return out
+
+
+def conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, scratch=None):
+    xp, dy64 = _padded(x, pad), dy.astype(np.float64)
+    for co, i, j, window in _conv_offsets(x.shape, gw.shape, stride, pad, groups):
+        gw[co, :, i, j] = np.einsum("nohw,nchw->oc", dy64[:, co], xp[window])
+    if gb is not None:
+        gb[...] = dy64.sum(axis=(0, 2, 3))
+    return gw, gb
+
+
+def conv2d_input_grad(dy, w, stride, pad, groups, dx, scratch=None):
+    dxp, dy64 = _padded(np.zeros(dx.shape), pad), dy.astype(np.float64)
+    for co, i, j, window in _conv_offsets(dx.shape, w.shape, stride, pad, groups):
+        dxp[window] += np.einsum("nohw,oc->nchw", dy64[:, co], w[co, :, i, j].astype(np.float64))
+    dx[...] = dxp[:, :, pad:pad + dx.shape[2], pad:pad + dx.shape[3]]
+    return dx

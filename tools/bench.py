@@ -8,7 +8,16 @@ one product per data row, the other layers' forward of positives and
 negatives, weight gradients), and
 that as a fraction of numpy's matmul GFLOP/s on exactly the same shapes, timed
 here in the same run. Also the kernels' first-run compile time (empty Numba
-cache) and cached start time. A benchmark, not a test: nothing is asserted.
+cache) and cached start time.
+
+Conv section (kernels/conv.py, batch 128, the convs of a small net for 28x28 gray
+images): GFLOP/s of forward and weight gradient, each as a fraction of numpy's
+matmul doing the same multiply-adds as one GEMM per group over the whole batch
+((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its transpose product
+for the weight gradient: "of same") and of numpy's GEMM peak (a 1024^3 product:
+"of peak"), all timed in the same run, interleaved, best of --conv-repeats;
+compiling happens before any timing. A benchmark, not a test:
+nothing is asserted.
 """
 
 import argparse
@@ -22,6 +31,7 @@ import time
 import numpy as np
 
 from edgeff.config import TrainConfig
+from edgeff.kernels import conv, conv_direct, conv_gemm
 from edgeff.data import Dataset
 from edgeff.train import Trainer, warm_up
 
@@ -90,6 +100,83 @@ def bench_net(name, spec, batch_size, steps):
     }
 
 
+# name: (C_in, C_out, H = W, K = KH = KW, stride, pad, groups)
+CONVS = {
+    "3x3 1->32 @28": (1, 32, 28, 3, 1, 1, 1),
+    "3x3 32->64 @14": (32, 64, 14, 3, 1, 1, 1),
+    "dw3x3 64 @14": (64, 64, 14, 3, 1, 1, 64),
+    "1x1 64->128 @14": (64, 128, 14, 1, 1, 0, 1),
+}
+
+
+def best_seconds(fns, repeats):
+    """Best time of each function, calling them in turn so load from elsewhere hits all alike."""
+    for f in fns:
+        f()  # compile, warm caches and BLAS threads
+    best = [float("inf")] * len(fns)
+    for _ in range(repeats):
+        for i, f in enumerate(fns):
+            t0 = time.perf_counter()
+            f()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def conv_arrays(shape, n):
+    """Random x, w, dy and an empty y for one conv of CONVS with batch n."""
+    c_in, c_out, hw, k, stride, pad, groups = shape
+    rng = np.random.default_rng(0)
+    oh, ow = conv.conv2d_output_size(hw, hw, k, k, stride, pad)
+    x = rng.standard_normal((n, c_in, hw, hw), dtype=np.float32)
+    w = rng.standard_normal((c_out, c_in // groups, k, k), dtype=np.float32)
+    dy = rng.standard_normal((n, c_out, oh, ow), dtype=np.float32)
+    return x, w, dy, np.empty_like(dy)
+
+
+def bench_conv(name, shape, n, repeats):
+    c_in, c_out, _, k, stride, pad, groups = shape
+    x, w, dy, y = conv_arrays(shape, n)
+    b, gw, gb = np.zeros(c_out, np.float32), np.empty_like(w), np.empty(c_out, np.float32)
+    scratch = np.empty(conv.conv2d_scratch_size(x.shape, w.shape, stride, pad, groups), np.float32)
+    # the same multiply-adds as one GEMM per group: (c_out/G, kk) @ (kk, cols), and x.T @ dy's shape
+    kk, cols, rng = c_in // groups * k * k, n * dy.shape[2] * dy.shape[3], np.random.default_rng(1)
+    wg, colsg = rng.random((groups, c_out // groups, kk), np.float32), rng.random((groups, kk, cols), np.float32)
+    dyg, yg, gwg = rng.random((groups, c_out // groups, cols), np.float32), np.empty((groups, c_out // groups, cols), np.float32), np.empty_like(wg)
+    sq = rng.random((1024, 1024), np.float32)
+    sq_out = np.empty_like(sq)
+    fwd, gemm_fwd, wgrad, gemm_wgrad, peak = best_seconds([
+        lambda: conv.conv2d_forward(x, w, b, stride, pad, groups, y, scratch),
+        lambda: np.matmul(wg, colsg, out=yg),
+        lambda: conv.conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, scratch),
+        lambda: np.matmul(dyg, colsg.transpose(0, 2, 1), out=gwg),
+        lambda: np.matmul(sq, sq, out=sq_out),
+    ], repeats)
+    gflop, peak_gflops = 2 * c_out * kk * cols / 1e9, 2 * 1024**3 / peak / 1e9
+    return {"conv": name, "method": conv.conv2d_method(c_in, groups), "batch_size": n,
+            "gemm_peak_gflops": peak_gflops,
+            "forward_gflops": gflop / fwd, "forward_of_same_gemm": gemm_fwd / fwd,
+            "forward_of_peak": gflop / fwd / peak_gflops,
+            "wgrad_gflops": gflop / wgrad, "wgrad_of_same_gemm": gemm_wgrad / wgrad,
+            "wgrad_of_peak": gflop / wgrad / peak_gflops}
+
+
+def bench_conv_methods(name, shape, n, repeats):
+    """ms per call of both methods of kernels/conv.py on one conv: what chose conv2d_method."""
+    _, _, _, _, stride, pad, groups = shape
+    x, w, dy, y = conv_arrays(shape, n)
+    gw, dx = np.empty_like(w), np.empty_like(x)
+    scratch = np.empty(conv_gemm.GemmPlan(x.shape, w.shape, stride, pad, groups, None).size, np.float32)
+    seconds = best_seconds([
+        lambda: conv_gemm.forward(x, w, None, stride, pad, groups, y, scratch),
+        lambda: conv_direct.forward(x, w, conv._NO_BIAS, stride, pad, y),
+        lambda: conv_gemm.weight_grad(x, dy, stride, pad, groups, gw, scratch),
+        lambda: conv_direct.weight_grad(x, dy, stride, pad, gw),
+        lambda: conv_gemm.input_grad(dy, w, stride, pad, groups, dx, scratch),
+        lambda: conv_direct.input_grad(dy, w, stride, pad, dx)], repeats)
+    ops = [(op, method) for op in ("forward", "wgrad", "igrad") for method in ("gemm", "direct")]
+    return {"conv": name, **{f"{op}_{method}_ms": 1e3 * t for (op, method), t in zip(ops, seconds)}}
+
+
 def compile_times():
     """First-run compile seconds (empty cache) and cached start seconds, in fresh processes."""
     code = "from edgeff.train import warm_up; print(warm_up())"
@@ -104,18 +191,34 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--conv-batch-size", type=int, default=128)
+    p.add_argument("--conv-repeats", type=int, default=10)
+    p.add_argument("--conv-methods", action="store_true", help="only time both conv methods on the conv shapes")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.conv_methods:
+        for name, shape in CONVS.items():
+            r = bench_conv_methods(name, shape, args.conv_batch_size, args.conv_repeats)
+            print(f"{name:18} ms, gemm / direct:" + "".join(
+                f"  {op} {r[op + '_gemm_ms']:.2f} / {r[op + '_direct_ms']:.2f}" for op in ("forward", "wgrad", "igrad")))
+        return
     warm_up()
     rows = [bench_net(name, spec, args.batch_size, args.steps) for name, spec in NETS.items()]
+    convs = [bench_conv(name, shape, args.conv_batch_size, args.conv_repeats) for name, shape in CONVS.items()]
     cold, cached = compile_times()
     if args.json:
-        print(json.dumps({"nets": rows, "compile_seconds": cold, "cached_start_seconds": cached}))
+        print(json.dumps({"nets": rows, "convs": convs, "compile_seconds": cold, "cached_start_seconds": cached}))
         return
     print(f"{'net':8} {'model':26} {'samples/s':>10} {'GFLOP/s':>8} {'numpy GFLOP/s':>14} {'of numpy':>9}")
     for r in rows:
         print(f"{r['net']:8} {r['model']:26} {r['samples_per_s']:10.0f} {r['gflops']:8.1f} "
               f"{r['numpy_gflops']:14.1f} {r['fraction_of_numpy']:9.1%}")
+    print(f"\n{'conv (N=' + str(args.conv_batch_size) + ')':18} {'method':6} {'GEMM peak':>9} {'fwd GFLOP/s':>11}"
+          f" {'of same':>8} {'of peak':>8} {'wgrad GFLOP/s':>13} {'of same':>8} {'of peak':>8}")
+    for r in convs:
+        print(f"{r['conv']:18} {r['method']:6} {r['gemm_peak_gflops']:9.1f} {r['forward_gflops']:11.1f} "
+              f"{r['forward_of_same_gemm']:8.1%} {r['forward_of_peak']:8.1%} {r['wgrad_gflops']:13.1f} "
+              f"{r['wgrad_of_same_gemm']:8.1%} {r['wgrad_of_peak']:8.1%}")
     print(f"kernels: first-run compile {cold:.1f} s, cached start {cached:.2f} s")
 
 
