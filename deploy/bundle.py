@@ -116,7 +116,7 @@ def _write_files(run_dir, target, root, wheels, step):
     np.save(os.path.join(root, "sample.npy"), sample)
     labels = net.predict((sample * np.float32(ds.scale)).astype(np.float32), 1.0, cfg.classifier)
     with open(os.path.join(root, "sample_labels.json"), "w") as f:
-        json.dump(labels.tolist(), f)
+        json.dump(labels.tolist(), f, allow_nan=False)
     os.makedirs(os.path.join(root, "wheels"))
     wheel = os.path.relpath(build_wheel(os.path.join(root, "wheels")), root)
     if wheels:
@@ -153,7 +153,7 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=No
                     "onnx_runtime": target.arch != "armv7l", "export": report,
                     "files": files, "release": trust.release_id(files)}
         with open(os.path.join(root, trust.MANIFEST), "w") as f:
-            json.dump(manifest, f, indent=1, sort_keys=True)
+            json.dump(manifest, f, indent=1, sort_keys=True, allow_nan=False)
         if key:
             step("signing manifest.json")
             signing.sign_bundle(root, key)

@@ -61,7 +61,7 @@ def _history(root):
 def _write_history(root, history):
     tmp = os.path.join(root, ".history.json.tmp")
     with open(tmp, "w") as f:
-        json.dump(history, f)
+        json.dump(history, f, allow_nan=False)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(root, "history.json"))
@@ -300,9 +300,9 @@ def main(argv=None):
                   "rollback": lambda: rollback(args.root),
                   "status": lambda: status(args.root)}[args.action]()
     except DeployError as exc:
-        print(json.dumps({"error": str(exc)}))
+        print(json.dumps({"error": str(exc)}, allow_nan=False))
         return 1
-    print(json.dumps(result))
+    print(json.dumps(result, allow_nan=False))
     return 0
 
 

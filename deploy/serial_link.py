@@ -274,7 +274,7 @@ class SerialTransport:
     def _request(self, message, check_root=True):
         if check_root and not self._checked_root:
             self._check_root()
-        body = json.dumps(message).encode()
+        body = json.dumps(message, allow_nan=False).encode()
         return self._result(self._exchange(REQUEST, lambda attempt: body, message["op"]))
 
     def _result(self, answer):

@@ -69,4 +69,4 @@ def sign_bundle(bundle_dir, key):
     with open(os.path.join(bundle_dir, trust.MANIFEST), "rb") as f:
         signature = key.sign(f.read())
     atomic_write_text(os.path.join(bundle_dir, trust.SIGNATURE),
-                      json.dumps({"algorithm": "ed25519", "public_key": public_hex(key), "signature": signature.hex()}))
+                      json.dumps({"algorithm": "ed25519", "public_key": public_hex(key), "signature": signature.hex()}, allow_nan=False))

@@ -35,7 +35,7 @@ def _digest(arrays, meta_bytes):
 def save(path, arrays, meta):
     """Write arrays + meta atomically with a checksum. Disk errors become one clear line."""
     meta = dict(meta, format_version=FORMAT_VERSION)
-    meta_bytes = json.dumps(meta, sort_keys=True).encode()
+    meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
     payload = dict(arrays, meta=np.frombuffer(meta_bytes, np.uint8),
                    sha256=np.frombuffer(_digest(arrays, meta_bytes).encode(), np.uint8))
 

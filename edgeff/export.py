@@ -189,7 +189,7 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
                                          f"head: {head}; input x: float32 [N, {net.in_features}] features")
     _with_opset(model, opset)  # the oldest IR version that carries it: older runtimes load it too
     for key, value in (metadata or {}).items():
-        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value))
+        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value, allow_nan=False))
     return model
 
 

@@ -172,7 +172,7 @@ class FFNet:
         meta = dict(format_version=FORMAT_VERSION, num_classes=self.num_classes, label_offset=self.label_offset,
                     label_value=self.label_value, mean_goodness=self.mean_goodness, config=json.loads(config_json),
                     input=self.input_info)
-        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)
 
         def write(f):
             buf = io.BytesIO()

@@ -34,7 +34,7 @@ def write_report(report, out_dir, formats):
         written.append(path)
 
     if "json" in formats:
-        put("report.json", json.dumps(report, indent=1) + "\n")
+        put("report.json", json.dumps(report, indent=1, allow_nan=False) + "\n")
     svgs = plots(report) if ("md" in formats or "html" in formats) else None
     blocks = document(report)
     if "md" in formats:

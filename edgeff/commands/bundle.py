@@ -36,7 +36,7 @@ def run(args):
             raise write_error(args.output, exc, "nothing was written") from None
         raise
     if args.json:
-        print(json.dumps(manifest))
+        print(json.dumps(manifest, allow_nan=False))
         return 0
     total = sum(f["size"] for f in manifest["files"])
     wheels = sum(1 for f in manifest["files"] if f["path"].startswith("wheels/"))

@@ -32,7 +32,7 @@ def run(args):
         if args.source or args.sign:
             raise UsageError("--rollback takes no SOURCE and no --sign")
         result = rollback(args.to, args.ssh_config)
-        print(json.dumps(result) if args.json else f"rolled back {args.to}: current release {result['current']} "
+        print(json.dumps(result, allow_nan=False) if args.json else f"rolled back {args.to}: current release {result['current']} "
               f"(was {result['previous']})")
         return 0
     if not args.source:
@@ -45,7 +45,7 @@ def run(args):
     report = push(args.source, args.to, args.target, args.keep, args.smoke, args.dry_run, args.ssh_config, step, bar,
                   sign=args.sign)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     elif args.dry_run:
         print(f"would send {len(report['would_send'])} files ({fmt_bytes(report['would_send_bytes'])}) of release "
               f"{report['release']} to {args.to}, then run: {'; '.join(report['would_run'])}")

@@ -29,7 +29,7 @@ def run(args):
     errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in wanted}
     if args.json:
         print(json.dumps({"test_error": errors[wanted[0]], **{f"test_error_{c}": e for c, e in errors.items()},
-                          "dataset": ds.name, "test_samples": int(len(ds.y_test))}))
+                          "dataset": ds.name, "test_samples": int(len(ds.y_test))}, allow_nan=False))
     else:
         print("; ".join(f"test error {e:.2%} ({c})" for c, e in errors.items()) + f" on {len(ds.y_test)} {ds.name} examples")
     return 0

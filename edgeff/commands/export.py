@@ -56,7 +56,7 @@ def run(args):
         raise write_error(args.output, exc, "nothing was written") from None
     report["output"] = args.output
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
         return 0
     par = report["parity"]
     diffs = ", ".join(f"max |d {k.split('_')[0]}| {v:.1e}" for k, v in par.items() if k.endswith("max_abs_diff"))

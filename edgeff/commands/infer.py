@@ -27,7 +27,7 @@ def run(args):
     names = [names[c] if c < len(names) else str(c) for c in labels]   # an ONNX model may not say its classes
     if args.json:
         print(json.dumps({"labels": labels, "names": names, "engine": model.engine,
-                          "classifier": model.classifier, "rows": len(labels), "seconds": round(seconds, 6)}))
+                          "classifier": model.classifier, "rows": len(labels), "seconds": round(seconds, 6)}, allow_nan=False))
     else:
         for i, c in enumerate(labels):
             print(f"{i}\t{c}\t{names[i]}")

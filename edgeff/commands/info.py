@@ -118,7 +118,7 @@ def _human(key, value):
 def run(args):
     info = collect()
     if args.json:
-        print(json.dumps(info))
+        print(json.dumps(info, allow_nan=False))
         return 0
     width = max(map(len, info)) + 1
     for key, value in info.items():

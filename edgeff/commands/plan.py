@@ -16,7 +16,7 @@ def run(args):
     prepared = train.prepare(args)
     report = plan_report(*prepared.plan_args)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
         print_plan(report)
     return 0

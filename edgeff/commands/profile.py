@@ -172,7 +172,7 @@ def run(args):
     from ..report import write_report
     written = write_report(report, args.output, formats)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(report, allow_nan=False))
     else:
         for r in reports:
             print(summary_line(r))

@@ -14,5 +14,5 @@ def add_arguments(p):
 
 def run(args):
     result = install.rollback(args.root)
-    print(json.dumps(result) if args.json else f"current release {result['current']} (was {result['previous']})")
+    print(json.dumps(result, allow_nan=False) if args.json else f"current release {result['current']} (was {result['previous']})")
     return 0

@@ -14,7 +14,7 @@ def add_arguments(p):
 
 def run(args):
     if args.json:
-        print(json.dumps({name: t.as_dict() for name, t in PROFILES.items()}))
+        print(json.dumps({name: t.as_dict() for name, t in PROFILES.items()}, allow_nan=False))
         return 0
     for t in PROFILES.values():
         print(f"{t.name:17s} {t.arch:8s} {fmt_bytes(t.ram_bytes):>9s} RAM, budget {fmt_bytes(t.default_budget_bytes):>9s}"
