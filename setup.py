@@ -7,7 +7,7 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy"],
+    packages=["edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy", "edgeff.layers"],
     package_dir={"edgeff": "edgeff", "edgeff.kernels": "kernels", "edgeff.deploy": "deploy"},
     install_requires=["numpy>=1.24", "numba>=0.59", "pyserial>=3.5",
                       # no wheels on PyPI for 32-bit ARM: there edgeff infers with NumPy/Numba

@@ -4,13 +4,20 @@ before anything is allocated."""
 import os
 
 from .errors import UsageError
-from .memory import fmt_bytes, peak_live_bytes, plan_greedy, training_buffers
+from .layers.net import training_layout
+from .memory import fmt_bytes, peak_live_bytes, plan_greedy
+
+
+def layout_for(cfg, in_width, num_classes, batch_size=None):
+    """Every buffer of a training run with this config (layers/net.py), as objects."""
+    widths = list(cfg.sizes[1:])
+    return training_layout(["dense"] * len(widths), widths, in_width, num_classes, batch_size or cfg.batch_size,
+                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer)
 
 
 def plan_for(cfg, in_width, num_classes, batch_size=None):
     """The greedy memory plan of a training run with this config."""
-    return plan_greedy(training_buffers(list(cfg.sizes[1:]), in_width, num_classes, batch_size or cfg.batch_size,
-                                        cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer))
+    return plan_greedy(layout_for(cfg, in_width, num_classes, batch_size).buffers)
 
 
 def data_bytes(ds):

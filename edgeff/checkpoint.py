@@ -127,26 +127,9 @@ def check_resume(path, arrays, meta, trainer):
     if meta["data"] != trainer.data_fingerprint():
         raise ModelError(f"{path}: made on other training data (size, shape or labels differ); resume with the "
                          "same --dataset and --limit-train")
-    for name, shape in _state_shapes(trainer, phases[p]).items():
+    for name, buf in trainer.layout.checkpoint_arrays(p).items():   # what the trainer will restore
         a = arrays.get(name)
-        if a is None or a.dtype != np.float32 or a.shape != shape:
+        if a is None or a.dtype != buf.dtype or a.shape != buf.shape:
             got = "missing" if a is None else f"{a.dtype} {a.shape}"
             raise ModelError(f"{path}: checkpoint does not fit this model: {name} is {got}, the model needs "
-                             f"float32 {shape}")
-
-
-def _state_shapes(trainer, layers):
-    """{name: shape} of the float32 arrays a checkpoint taken while training `layers` holds:
-    every layer's weights, and the parameters and optimiser state of the layers in training."""
-    net = trainer.net
-    shapes = {f"w{k}": w.shape for k, w in enumerate(net.weights)}
-    shapes.update({f"b{k}": b.shape for k, b in enumerate(net.biases)})
-    for key in layers:
-        if key == "head":
-            w, b = (sum(net.widths), net.num_classes), (net.num_classes,)
-            shapes.update(head_w=w, head_b=b)
-        else:
-            w, b = net.weights[key].shape, net.biases[key].shape
-        for s in range(2 if key == "head" or trainer.cfg.optimizer == "adam" else 1):
-            shapes[f"opt{s}_w{key}"], shapes[f"opt{s}_b{key}"] = w, b
-    return shapes
+                             f"{buf.dtype} {buf.shape}")

@@ -1,17 +1,11 @@
 """Static memory plan for training, as TensorFlow Lite Micro plans its tensor arena.
 
 Every buffer the training loop touches is declared with its shape, dtype and
-lifetime: the first and last step that use it, on one timeline that runs through
-the phases of training (one phase per layer when layerwise, one for all layers
-when simultaneous, then the linear head). Within a phase each batch runs the
-same steps:
-    step 0            stage the batch (gather, overlay labels, hard negatives)
-    step 1 + 2k       layer k forward: z = x @ w, activities, goodness, loss
-    step 2 + 2k       layer k update: gradient and optimiser step
-A buffer is live from its first to its last step of a phase (or across phases,
-for weights). The planner gives each buffer an offset in one arena so that two
+lifetime: the first and last step that use it, on one timeline (edgeff/layers/net.py
+lays a training run out on it from its layer kinds). The planner knows buffers,
+sizes and lifetimes only. It gives each buffer an offset in one arena so that two
 buffers share bytes only when their lifetimes do not overlap. The arena is
-allocated once; the trainer works on views into it.
+allocated once; the trainer works on views into it, one per declared buffer.
 """
 
 import math
@@ -96,7 +90,7 @@ def plan_greedy(buffers):
 
 
 class Arena:
-    """One allocation; named, typed views at the plan's offsets."""
+    """One allocation; a typed view at the plan's offset for each planned buffer."""
 
     def __init__(self, plan):
         self.plan = plan
@@ -107,79 +101,14 @@ class Arena:
                              "use a smaller --batch-size or --model") from None
         start = (-raw.ctypes.data) % ALIGN
         self.bytes = raw[start:start + plan.arena_bytes]
-        self._by_name = {b.name: b for b in plan.buffers}
+        self._planned = {b.name: b for b in plan.buffers}
 
-    def view(self, name):
-        b = self._by_name[name]
-        offset = self.plan.offsets[name]
-        return self.bytes[offset:offset + b.nbytes].view(b.dtype).reshape(b.shape)
-
-
-def training_buffers(widths, in_width, num_classes, batch_size, schedule, hard_negatives, head, optimizer):
-    """Every buffer of a training run, with lifetimes on one timeline.
-
-    widths: hidden layer widths; in_width: first layer's input width (with label inputs)."""
-    n_layers = len(widths)
-    rows, b = 2 * batch_size, batch_size
-    steps = 1 + 2 * n_layers                     # per batch, see the module docstring
-    phases = [list(range(n_layers))] if schedule == "simultaneous" else [[k] for k in range(n_layers)]
-    n_phases = len(phases) + (1 if head else 0)
-    end = n_phases * steps - 1
-    f32, buffers = "float32", []
-    add = lambda *a, **kw: buffers.append(Buffer(*a, **kw))
-    d_in = [in_width] + list(widths[:-1])
-    state = 2 if optimizer == "adam" else 1
-    for k, w in enumerate(widths):               # parameters live from start to end
-        add(f"w{k}", (d_in[k], w), f32, 0, end, "weights", k)
-        add(f"b{k}", (w,), f32, 0, end, "weights", k)
-    for p, layers in enumerate(phases):
-        t0 = p * steps
-        last_layer = layers[-1]
-        for k in layers:                          # optimiser state lives while its layer trains
-            for s in range(state):
-                add(f"p{p}/opt{s}_w{k}", (d_in[k], widths[k]), f32, t0, t0 + steps - 1, "optimizer", k)
-                add(f"p{p}/opt{s}_b{k}", (widths[k],), f32, t0, t0 + steps - 1, "optimizer", k)
-            add(f"p{p}/gw{k}", (d_in[k], widths[k]), f32, t0 + 2 + 2 * k, t0 + 2 + 2 * k, "gradients", k)
-            add(f"p{p}/gb{k}", (widths[k],), f32, t0 + 2 + 2 * k, t0 + 2 + 2 * k, "gradients", k)
-        add(f"p{p}/idx", (b,), "int64", t0, t0, "data")
-        add(f"p{p}/labels", (rows,), "int64", t0, t0 + 2, "data")
-        # the first layer sees each data row once (kernels/overlay.py): x0 with its label
-        # inputs zeroed, 1/norm, x0 @ w0, and the label rows of w0 (and their gradient)
-        add(f"p{p}/x0", (b, in_width), f32, t0, t0 + 2, "data")
-        add(f"p{p}/inv", (b,), f32, t0, t0 + 2, "activations", 0)
-        add(f"p{p}/u0", (b, widths[0]), f32, t0, t0 + 1, "activations", 0)
-        add(f"p{p}/wl", (num_classes, widths[0]), f32, t0, t0 + 1, "activations", 0)
-        if 0 in layers:
-            add(f"p{p}/gwl", (num_classes, widths[0]), f32, t0 + 2, t0 + 2, "gradients", 0)
-        if hard_negatives:
-            add(f"p{p}/hn_scores", (b, num_classes), f32, t0, t0, "activations", 0)
-        for k in range(last_layer + 1):           # frozen layers below still run forward
-            add(f"p{p}/z{k}", (rows, widths[k]), f32, t0 + 1 + 2 * k, t0 + 2 + 2 * k, "activations", k)
-            add(f"p{p}/h{k}", (rows, widths[k]), f32, t0 + 1 + 2 * k, t0 + min(4 + 2 * k, steps - 1), "activations", k)
-        add(f"p{p}/good", (rows,), f32, t0 + 1, t0 + steps - 1, "activations")
-        add(f"p{p}/loss", (rows,), f32, t0 + 1, t0 + steps - 1, "activations")
-    if head:
-        t0 = len(phases) * steps
-        feat = sum(widths)
-        add("head_w", (feat, num_classes), f32, t0, end, "head")
-        add("head_b", (num_classes,), f32, t0, end, "head")
-        for s in range(2):                        # the head always uses Adam
-            add(f"h/opt{s}_w", (feat, num_classes), f32, t0, end, "head")
-            add(f"h/opt{s}_b", (num_classes,), f32, t0, end, "head")
-        add("h/gw", (feat, num_classes), f32, t0, end, "head")
-        add("h/gb", (num_classes,), f32, t0, end, "head")
-        add("h/idx", (b,), "int64", t0, end, "data")
-        add("h/y", (b,), "int64", t0, end, "data")
-        add("h/labels", (b,), "int64", t0, end, "data")
-        add("h/xin", (b, in_width), f32, t0, end, "data")
-        for k, w in enumerate(widths):
-            add(f"h/z{k}", (b, w), f32, t0, end, "activations", k)
-            add(f"h/h{k}", (b, w), f32, t0, end, "activations", k)
-        add("h/good", (b,), f32, t0, end, "activations")
-        add("h/loss", (b,), f32, t0, end, "activations")
-        add("h/feats", (b, feat), f32, t0, end, "head")
-        add("h/logits", (b, num_classes), f32, t0, end, "head")
-    return buffers
+    def view(self, buffer):
+        """The arena's view of `buffer`, a Buffer of the plan."""
+        if self._planned.get(buffer.name) != buffer:
+            raise ValueError(f"{buffer} is not a buffer of this plan")
+        offset = self.plan.offsets[buffer.name]
+        return self.bytes[offset:offset + buffer.nbytes].view(buffer.dtype).reshape(buffer.shape)
 
 
 def backprop_activation_bytes(widths, in_width, batch_size):

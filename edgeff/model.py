@@ -51,16 +51,16 @@ class FFNet:
 
     @classmethod
     def create(cls, sizes, num_classes, label_value, mean_goodness, rng, image=True, alloc=None):
-        """A net with weights uniform in +-1/sqrt(fan_in), as torch.nn.Linear. alloc(name, shape)
-        gives the float32 array to fill (the trainer's arena views); the values are drawn a
-        few rows at a time, so no full-size temporary is ever made."""
+        """A net with weights uniform in +-1/sqrt(fan_in), as torch.nn.Linear. alloc(k) gives
+        layer k's float32 (weights, bias) to fill (the trainer's arena views); the values are
+        drawn a few rows at a time, so no full-size temporary is ever made."""
         label_offset, in_width = cls.label_layout(sizes[0], num_classes, image)
         widths = [in_width] + list(sizes[1:])
-        alloc = alloc or (lambda name, shape: np.empty(shape, np.float32))
+        alloc = alloc or (lambda k: (np.empty((widths[k], widths[k + 1]), np.float32), np.empty(widths[k + 1], np.float32)))
         weights, biases = [], []
         for k, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
             bound = 1.0 / np.sqrt(fan_in)
-            w, b = alloc(f"w{k}", (fan_in, fan_out)), alloc(f"b{k}", (fan_out,))
+            w, b = alloc(k)
             for i in range(0, fan_in, 64):       # the same stream as one draw of the whole matrix
                 w[i:i + 64] = rng.uniform(-bound, bound, (min(64, fan_in - i), fan_out))
             b[...] = rng.uniform(-bound, bound, fan_out)

@@ -20,9 +20,9 @@ import numpy as np
 
 from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from . import checkpoint
-from .budget import plan_for
+from .budget import layout_for
 from .errors import ModelError, TrainingDiverged
-from .memory import Arena
+from .memory import Arena, plan_greedy
 from .model import EPS, FFNet
 
 
@@ -61,6 +61,8 @@ def lr_scale(epoch, epochs, decay):
 class Trainer:
     """Trains cfg's net on ds inside the arena of `plan`: the memory plan of cfg on ds, as the
     caller made it when it checked the budget (budget.plan_for), made here when not given.
+    Every array the loop uses is the arena's view of a buffer its layer kind declared
+    (self.layout, edgeff/layers/).
 
     step_hook: None, or an object told of each step while fit() runs, for measuring it (edgeff/profile.py):
         step_hook.batch_begins(phase, step)   before each batch (step: batches so far in this fit)
@@ -73,42 +75,49 @@ class Trainer:
         self.progress = progress or (lambda total, desc: None)
         self.step_hook = None
         self.rng = np.random.default_rng(cfg.seed)
-        if plan is None:
-            _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-            plan = plan_for(cfg, in_width, ds.num_classes)
-        self.plan = plan
+        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+        self.layout = layout_for(cfg, in_width, ds.num_classes)
+        self.plan = plan or plan_greedy(self.layout.buffers)
+        if self.plan.buffers != self.layout.buffers:
+            raise ValueError("the plan given is not the plan of this config and data set")
         self.arena = Arena(self.plan)
+        v = self.arena.view
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
-                                image=ds.image_shape is not None, alloc=lambda name, shape: self.arena.view(name))
+                                image=ds.image_shape is not None,
+                                alloc=lambda k: (v(self.layout.params[k].w), v(self.layout.params[k].b)))
         self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
         self.shift_u = np.zeros(2 * cfg.batch_size) if cfg.shift else None  # RNG fills it in place
         self.y_train = ds.y_train.astype(np.int64)               # labels as the kernels take them
 
-    def _bind_phase(self, p, layers):
-        """Point the working buffers at phase p's views; fresh optimiser state for `layers`."""
-        v = self.arena.view
-        last = layers[-1]
-        self.idx, self.labels = v(f"p{p}/idx"), v(f"p{p}/labels")
-        self.x0, self.inv, self.u0, self.wl = v(f"p{p}/x0"), v(f"p{p}/inv"), v(f"p{p}/u0"), v(f"p{p}/wl")
-        self.gwl = v(f"p{p}/gwl") if 0 in layers else None
-        self.zs = [v(f"p{p}/z{k}") for k in range(last + 1)]
-        self.hs = [v(f"p{p}/h{k}") for k in range(last + 1)]
-        self.good, self.loss = v(f"p{p}/good"), v(f"p{p}/loss")
-        if self.cfg.negatives == "hard":
-            self.label_scores = v(f"p{p}/hn_scores")
+    def _bind_phase(self, p):
+        """Point the working buffers at phase p's views; fresh optimiser state for its layers."""
+        v, ph = self.arena.view, self.layout.phases[p]
+        self.phase = p
+        self.idx, self.labels = v(ph.idx), v(ph.labels)
+        o = ph.overlay
+        self.x0, self.inv, self.u0, self.wl = v(o.x0), v(o.inv), v(o.u0), v(o.wl)
+        self.gwl = v(o.gwl) if o.gwl is not None else None
+        self.zs = [v(a.z) for a in ph.acts]
+        self.hs = [v(a.h) for a in ph.acts]
+        self.good, self.loss = v(ph.good), v(ph.loss)
+        if o.label_scores is not None:
+            self.label_scores = v(o.label_scores)
         else:
             self.uniform = np.zeros(self.cfg.batch_size)     # the one buffer numpy's RNG can fill in place
         self.params, self.opts = {}, {}
-        for k in layers:
-            state = [(v(f"p{p}/opt{s}_w{k}"), v(f"p{p}/opt{s}_b{k}")) for s in range(2 if self.cfg.optimizer == "adam" else 1)]
-            for pair in state:
-                pair[0][...] = 0.0
-                pair[1][...] = 0.0
-            mw, mb = state[0]
-            vw, vb = state[1] if len(state) > 1 else (None, None)
-            self.params[k] = (_Param(self.net.weights[k], v(f"p{p}/gw{k}"), mw, vw),
-                              _Param(self.net.biases[k], v(f"p{p}/gb{k}"), mb, vb))
+        for k, training in ph.training.items():
+            self.params[k] = self._bind_params(training, self.net.weights[k], self.net.biases[k])
             self.opts[k] = _Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+
+    def _bind_params(self, training, w, b):
+        """(weights, bias) as _Params with their gradient and zeroed optimiser state (layers/dense.Training)."""
+        v = self.arena.view
+        state = [(v(sw), v(sb)) for sw, sb in training.opt]
+        for pair in state:
+            pair[0][...] = 0.0
+            pair[1][...] = 0.0
+        (mw, mb), (vw, vb) = state[0], state[1] if len(state) > 1 else (None, None)
+        return _Param(w, v(training.gw), mw, vw), _Param(b, v(training.gb), mb, vb)
 
     # ---- one batch ----
 
@@ -199,25 +208,21 @@ class Trainer:
     def _bind_head(self):
         """Views for training the one-pass linear softmax head on the hidden layers'
         normalised activities (neutral label in); no gradient reaches the FF layers."""
-        net, v = self.net, self.arena.view
-        net.head_w, net.head_b = v("head_w"), v("head_b")
-        opt_w, opt_b = [v(f"h/opt{s}_w") for s in range(2)], [v(f"h/opt{s}_b") for s in range(2)]
-        for a in [net.head_w, net.head_b] + opt_w + opt_b:
-            a[...] = 0.0
-        self.params = {"head": (_Param(net.head_w, v("h/gw"), *opt_w), _Param(net.head_b, v("h/gb"), *opt_b))}
+        net, v, top = self.net, self.arena.view, self.layout.head
+        self.phase = len(self.layout.phases)
+        net.head_w, net.head_b = v(top.w), v(top.b)
+        net.head_w[...] = 0.0
+        net.head_b[...] = 0.0
+        self.params = {"head": self._bind_params(top.training, net.head_w, net.head_b)}
         self.opts = {"head": _Optimizer("adam", self.cfg.head_lr, 0.0)}
-        n = len(net.weights)
-        self.head = {name: v(f"h/{name}") for name in ("y", "labels", "xin", "good", "feats", "logits")}
+        self.head = dict(y=v(top.y), labels=v(top.labels), xin=v(top.xin), good=v(top.good), feats=v(top.feats),
+                         logits=v(top.logits), zs=[v(a.z) for a in top.acts], hs=[v(a.h) for a in top.acts])
         self.head["labels"][:] = -1                  # the neutral label
-        self.head["zs"] = [v(f"h/z{k}") for k in range(n)]
-        self.head["hs"] = [v(f"h/h{k}") for k in range(n)]
-        self.idx, self.loss = v("h/idx"), v("h/loss")
+        self.idx, self.loss = v(top.idx), v(top.loss)
 
     def phases(self):
         """Layers trained in each phase; the linear head, when asked for, is one more phase."""
-        n = len(self.net.weights)
-        ff = [list(range(n))] if self.cfg.schedule == "simultaneous" else [[k] for k in range(n)]
-        return ff + ([["head"]] if self.cfg.head_epochs else [])
+        return [ph.layers for ph in self.layout.phases] + ([["head"]] if self.layout.head else [])
 
     def fit(self, checkpoint=None, every=0, resume=None, run_meta=None, steps_per_phase=None):
         """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps
@@ -240,7 +245,7 @@ class Trainer:
         for p in range(start[0], len(phases)):
             layers = phases[p]
             head = layers == ["head"]
-            self._bind_head() if head else self._bind_phase(p, layers)
+            self._bind_head() if head else self._bind_phase(p)
             epochs = cfg.head_epochs if head else cfg.epochs
             first_epoch = start[1] if p == start[0] else 0
             phase_steps = 0
@@ -310,15 +315,9 @@ class Trainer:
     # ---- checkpoints ----
 
     def _state_arrays(self):
-        """The arrays a checkpoint holds: parameters, optimiser state in use, data order."""
-        arrays = {f"w{k}": w for k, w in enumerate(self.net.weights)}
-        arrays.update({f"b{k}": b for k, b in enumerate(self.net.biases)})
-        for key, (pw, pb) in self.params.items():
-            for s, (mw, mb) in enumerate(((pw.m, pb.m), (pw.v, pb.v))):
-                if mw is not None:
-                    arrays[f"opt{s}_w{key}"], arrays[f"opt{s}_b{key}"] = mw, mb
-            if key == "head":
-                arrays["head_w"], arrays["head_b"] = pw.w, pb.w
+        """The arrays a checkpoint holds: parameters, optimiser state in use (the views of the
+        bound phase's buffers, as layout.checkpoint_arrays names them), data order."""
+        arrays = {name: self.arena.view(buf) for name, buf in self.layout.checkpoint_arrays(self.phase).items()}
         arrays["order"] = self.order
         return arrays
 

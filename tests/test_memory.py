@@ -12,7 +12,8 @@ from hypothesis import given, settings, strategies as st
 
 from edgeff.config import TrainConfig
 from edgeff.errors import UsageError
-from edgeff.memory import ALIGN, Arena, Buffer, Plan, parse_bytes, plan_greedy, plan_linear, training_buffers
+from edgeff.layers.net import training_layout
+from edgeff.memory import ALIGN, Arena, Buffer, Plan, parse_bytes, plan_greedy, plan_linear
 from edgeff.budget import machine_memory, plan_for
 from run_cli import edgeff, one_line_error
 
@@ -47,7 +48,7 @@ def test_greedy_plan_never_overlaps_live_buffers_and_never_loses_to_linear(specs
 @pytest.mark.parametrize("schedule", ["simultaneous", "layerwise"])
 @pytest.mark.parametrize("negatives", ["hard", "random"])
 def test_training_plans_are_sound(schedule, negatives):
-    bufs = training_buffers([300, 200, 100], 794, 10, 64, schedule, negatives == "hard", True, "adam")
+    bufs = training_layout(["dense"] * 3, [300, 200, 100], 794, 10, 64, schedule, negatives == "hard", True, "adam").buffers
     plan = plan_greedy(bufs)
     assert_no_live_overlap(plan)
     assert plan.arena_bytes < plan.naive_bytes

@@ -67,7 +67,7 @@ def loop_counts(ds, schedule, negatives, batch_size, batches=40):
     t = Trainer(cfg, ds)
     ff_phases = [p for p in t.phases() if p != ["head"]]
     layers = ff_phases[-1]
-    t._bind_phase(len(ff_phases) - 1, layers)
+    t._bind_phase(len(ff_phases) - 1)
     losses = np.zeros(len(layers))
 
     def step(i):

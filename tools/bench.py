@@ -75,7 +75,7 @@ def bench_net(name, spec, batch_size, steps):
     ds = random_dataset(batch_size * (steps + 2))
     trainer = Trainer(cfg, ds)
     layers = list(range(len(cfg.sizes) - 1))
-    trainer._bind_phase(0, layers)
+    trainer._bind_phase(0)
     losses = np.zeros(len(layers))
 
     def run(i):

@@ -1,0 +1,111 @@
+"""A training run's buffers, gathered from its layer kinds onto one timeline.
+
+The timeline runs through the phases of training (one per layer when layerwise, one for
+all layers when simultaneous, then the linear head). Within an FF phase each batch runs
+the same steps:
+    step 0            stage the batch (gather, overlay labels, hard negatives)
+    step 1 + 2k       layer k forward: z = x @ w, activities, goodness, loss
+    step 2 + 2k       layer k update: gradient and optimiser step
+In the head's phase every buffer is live throughout. The planner (edgeff/memory.py) sees
+only layout.buffers; the trainer and checkpoints reach each buffer through the objects here.
+"""
+
+from dataclasses import dataclass
+
+from ..memory import Buffer
+from . import KINDS, head as head_kind
+
+
+@dataclass(frozen=True)
+class FFPhase:
+    first: int
+    steps: int
+
+    @property
+    def last(self):
+        return self.first + self.steps - 1
+
+    def forward(self, k):
+        return self.first + 1 + 2 * k
+
+    def update(self, k):
+        return self.first + 2 + 2 * k
+
+
+@dataclass(frozen=True)
+class WholePhase:
+    """A phase whose buffers all live from its first step to its last."""
+    first: int
+    last: int
+
+    def forward(self, k):
+        return self.first
+
+    def update(self, k):
+        return self.last
+
+
+@dataclass(frozen=True)
+class PhaseBuffers:
+    layers: list         # the layers trained in this phase
+    idx: Buffer          # the batch's data rows
+    labels: Buffer       # true labels, then the negatives'
+    overlay: object      # the first layer's input stage (dense.Overlay)
+    training: dict       # layer -> its kind's Training
+    acts: list          # per layer up to the last trained: its kind's Activations
+    good: Buffer
+    loss: Buffer
+
+    def buffers(self):
+        out = [buf for k in self.layers for buf in self.training[k].buffers()]
+        out += [self.idx, self.labels] + self.overlay.buffers() + [buf for a in self.acts for buf in a.buffers()]
+        return out + [self.good, self.loss]
+
+
+@dataclass(frozen=True)
+class Layout:
+    params: list         # per layer: its kind's Params
+    phases: list         # PhaseBuffers of each FF phase
+    head: head_kind.Head | None
+    buffers: list        # every buffer, for the planner
+
+    def checkpoint_arrays(self, p):
+        """{name in a checkpoint: buffer} of what a checkpoint taken in phase p holds: every
+        layer's parameters, and those of the layers in training with their optimiser state."""
+        out = {}
+        for params in self.params:
+            out.update(params.checkpoint_arrays())
+        in_phase = self.phases[p].training.values() if p < len(self.phases) else [self.head]
+        for part in in_phase:
+            out.update(part.checkpoint_arrays())
+        return out
+
+
+def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, hard_negatives, head, optimizer):
+    """Every buffer of a training run of layers of these kinds and widths, with lifetimes.
+
+    in_width: the first layer's input width (with label inputs)."""
+    n_layers = len(widths)
+    kinds = [KINDS[k] for k in kinds]
+    rows, b = 2 * batch_size, batch_size
+    steps = 1 + 2 * n_layers
+    groups = [list(range(n_layers))] if schedule == "simultaneous" else [[k] for k in range(n_layers)]
+    end = (len(groups) + (1 if head else 0)) * steps - 1
+    d_in = [in_width] + list(widths[:-1])
+    slots = 2 if optimizer == "adam" else 1
+    params = [kind.params(k, d_in[k], widths[k], 0, end) for k, kind in enumerate(kinds)]
+    phases = []
+    for p, layers in enumerate(groups):
+        ph, pre = FFPhase(p * steps, steps), f"p{p}/"
+        phases.append(PhaseBuffers(
+            layers,
+            Buffer(f"{pre}idx", (b,), "int64", ph.first, ph.first, "data"),
+            Buffer(f"{pre}labels", (rows,), "int64", ph.first, ph.update(0), "data"),
+            kinds[0].overlay(pre, b, in_width, widths[0], num_classes, ph, 0 in layers, hard_negatives),
+            {k: kinds[k].training(pre, k, d_in[k], widths[k], slots, ph) for k in layers},
+            [kinds[k].activations(pre, k, rows, widths[k], ph) for k in range(layers[-1] + 1)],
+            Buffer(f"{pre}good", (rows,), "float32", ph.forward(0), ph.last, "activations"),
+            Buffer(f"{pre}loss", (rows,), "float32", ph.forward(0), ph.last, "activations")))
+    top = head_kind.declare(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end)) if head else None
+    buffers = [buf for prm in params for buf in prm.buffers()] + [buf for ph in phases for buf in ph.buffers()]
+    return Layout(params, phases, top, buffers + (top.buffers() if top else []))
