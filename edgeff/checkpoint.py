@@ -8,7 +8,6 @@ new one is complete.
 """
 
 import hashlib
-import io
 import json
 import os
 
@@ -17,7 +16,7 @@ import numpy as np
 from .config import TrainConfig
 from .errors import ModelError, UsageError
 from .fields import array, field, is_kind
-from .fileio import atomic_write, write_error
+from .fileio import atomic_write, npz_writer, write_error
 
 FORMAT_VERSION = 1
 NAME = "checkpoint.npz"
@@ -38,13 +37,8 @@ def save(path, arrays, meta):
     meta_bytes = json.dumps(meta, sort_keys=True, allow_nan=False).encode()
     payload = dict(arrays, meta=np.frombuffer(meta_bytes, np.uint8),
                    sha256=np.frombuffer(_digest(arrays, meta_bytes).encode(), np.uint8))
-
-    def write(f):
-        buf = io.BytesIO()
-        np.savez(buf, **payload)
-        f.write(buf.getvalue())
     try:
-        atomic_write(path, write)
+        atomic_write(path, npz_writer(payload))
     except OSError as exc:
         raise write_error(path, exc, "the previous checkpoint is kept") from None
 

@@ -2,8 +2,11 @@
 locations checked before any work is done."""
 
 import errno
+import io
 import os
 import tempfile
+
+import numpy as np
 
 from .errors import EdgeFFError, UsageError
 
@@ -19,6 +22,15 @@ def atomic_write(path, write):
 
 def atomic_write_text(path, text):
     atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def npz_writer(arrays):
+    """write(fileobj) for atomic_write: the arrays as one uncompressed .npz."""
+    def write(f):
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        f.write(buf.getvalue())
+    return write
 
 
 def atomic_write_files(writers):

@@ -12,7 +12,6 @@ Each layer's input is length-normalised, so only the direction of the previous
 layer's activity vector is passed on, not its goodness.
 """
 
-import io
 import json
 import math
 import re
@@ -21,7 +20,7 @@ import numpy as np
 
 from .errors import ModelError
 from .fields import array, field, is_kind
-from .fileio import atomic_write
+from .fileio import atomic_write, npz_writer
 from .kernels import batch, ff_loss, norm
 
 FORMAT_VERSION = 1
@@ -173,12 +172,7 @@ class FFNet:
                     label_value=self.label_value, mean_goodness=self.mean_goodness, config=json.loads(config_json),
                     input=self.input_info)
         arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)
-
-        def write(f):
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)
-            f.write(buf.getvalue())
-        return write
+        return npz_writer(arrays)
 
     @classmethod
     def load(cls, path):
