@@ -103,6 +103,14 @@ def _check_conv(x_shape, w_shape, y_shape, stride, pad, groups):
                          f"y ({n}, C_out, {oh}, {ow}))")
 
 
+def _check_bias(name, b, c_out):
+    """b: (C_out,) float32, or None for no bias."""
+    if b is not None:
+        _check(name, b, 1)
+        if b.shape[0] != c_out:
+            raise ValueError(f"conv2d: {name}{b.shape} must have one entry per output channel ({c_out})")
+
+
 def _integers(stride, pad, groups):
     """stride, pad, groups as Python ints (one compiled variant); ValueError for anything else."""
     if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (stride, pad, groups)):
@@ -127,10 +135,7 @@ def conv2d_forward(x, w, b, stride, pad, groups, out, scratch=None):
     out: (N, C_out, OH, OW), scratch: (>= conv2d_scratch_size,) float32 or None when that is 0."""
     stride, pad, groups = _integers(stride, pad, groups)
     _check("x", x, 4), _check("w", w, 4), _check("out", out, 4)
-    if b is not None:
-        _check("b", b, 1)
-        if b.shape[0] != w.shape[0]:
-            raise ValueError(f"conv2d: b{b.shape} must have one entry per output channel ({w.shape[0]})")
+    _check_bias("b", b, w.shape[0])
     _check_conv(x.shape, w.shape, out.shape, stride, pad, groups)
     scratch = _scratch(scratch, x.shape, w.shape, stride, pad, groups)
     if scratch is None:
@@ -145,10 +150,7 @@ def conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, scratch=None):
     input x: (N, C_in, H, W) and output gradient dy: (N, C_out, OH, OW); gw: (C_out, C_in/groups, KH, KW)."""
     stride, pad, groups = _integers(stride, pad, groups)
     _check("x", x, 4), _check("dy", dy, 4), _check("gw", gw, 4)
-    if gb is not None:
-        _check("gb", gb, 1)
-        if gb.shape[0] != gw.shape[0]:
-            raise ValueError(f"conv2d: gb{gb.shape} must have one entry per output channel ({gw.shape[0]})")
+    _check_bias("gb", gb, gw.shape[0])
     _check_conv(x.shape, gw.shape, dy.shape, stride, pad, groups)
     scratch = _scratch(scratch, x.shape, gw.shape, stride, pad, groups)
     if scratch is None:
