@@ -28,7 +28,7 @@ import subprocess
 import sys
 
 from .trust import (INSTALLED, RELEASE_ID, DeployError, authenticate, fsync_dir, pin_key, read_manifest,
-                    release_manifest, release_path, safe_path, sha256_file, trust, trusted_key, verify)
+                    read_json, release_manifest, release_path, safe_path, sha256_file, trust, trusted_key, verify)
 
 LOCK = "requirements.lock"
 
@@ -51,8 +51,7 @@ class _Lock:
 def _history(root):
     """The release ids of ROOT/history.json (anything else in it is ignored)."""
     try:
-        with open(os.path.join(root, "history.json")) as f:
-            history = json.load(f)
+        history = read_json(os.path.join(root, "history.json"))
     except (OSError, ValueError):
         return []
     return [r for r in history if isinstance(r, str) and RELEASE_ID.fullmatch(r)] if isinstance(history, list) else []

@@ -29,6 +29,7 @@ SIGNATURE = "manifest.sig"
 TRUSTED_KEY = "trusted_key"
 INSTALLED = ".installed"
 RELEASE_ID = re.compile(r"[0-9a-f]{16}")    # what release_id() makes
+MAX_JSON = 1 << 24     # bytes: a manifest of many thousand files fits; anything longer is not a bundle's
 
 
 def sha256_file(path):
@@ -83,10 +84,22 @@ def upload_path(root, rel):
     return path
 
 
+def read_json(path):
+    """The JSON value in path, read as untrusted: ValueError for a file that is longer than
+    MAX_JSON bytes, not UTF-8, not JSON, or nested deeper than the parser goes."""
+    with open(path, "rb") as f:
+        data = f.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise ValueError(f"{path} is longer than {MAX_JSON} bytes")
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise ValueError(f"{path} is nested too deeply") from None
+
+
 def read_manifest(bundle_dir):
     try:
-        with open(os.path.join(bundle_dir, MANIFEST)) as f:
-            manifest = json.load(f)
+        manifest = read_json(os.path.join(bundle_dir, MANIFEST))
         files = manifest["files"]
         assert all(isinstance(f["path"], str) and isinstance(f["sha256"], str) for f in files)
     except (OSError, ValueError, KeyError, TypeError, AssertionError) as exc:
@@ -168,8 +181,7 @@ def authenticate(root, bundle_dir):
                               f"{pinned.hex()[:16]}...; build it with --sign KEY")
         return None
     try:
-        with open(sig_path) as f:
-            signed = json.load(f)
+        signed = read_json(sig_path)
         key = parse_public_key(signed["public_key"], SIGNATURE)
         signature = bytes.fromhex(signed["signature"])
         if signed["algorithm"] != "ed25519":

@@ -171,3 +171,17 @@ def test_a_key_pinned_on_the_device_cannot_be_replaced_over_the_serial_line(keys
         agent.kill()
         relay.close()
     assert (root / "trusted_key").read_text().strip() == _public(keys[0])
+
+
+@pytest.mark.parametrize("name", ["manifest.json", "manifest.sig"])
+@pytest.mark.parametrize("content", ["[" * 200000 + "]" * 200000, "\xff\xfe", " " * ((1 << 24) + 1)])
+def test_a_crafted_manifest_or_signature_file_is_one_deploy_error(tmp_path, name, content):
+    """Nested past the parser's depth, not UTF-8, or too long: refused as a DeployError, never a
+    RecursionError or MemoryError escaping to the installer's caller."""
+    bundle = tmp_path / "b"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text('{"files": [], "release": "%s"}' % trust.release_id([]))
+    (bundle / name).write_bytes(content.encode("latin-1"))
+    with pytest.raises(DeployError, match=name):
+        trust.verify(str(bundle))
+        trust.authenticate(str(tmp_path / "root"), str(bundle))
