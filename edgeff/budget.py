@@ -3,9 +3,14 @@ before anything is allocated."""
 
 import os
 
+import dataclasses
+
+from .conv_models import conv_blocks
+from .convnet import image_chw
 from .errors import UsageError
+from .layers.blocks import block_layout
 from .layers.net import training_layout
-from .memory import fmt_bytes, peak_live_bytes, plan_greedy
+from .memory import backprop_activation_bytes, fmt_bytes, peak_live_bytes, plan_greedy
 
 
 def layout_for(cfg, in_width, num_classes, batch_size=None):
@@ -15,9 +20,31 @@ def layout_for(cfg, in_width, num_classes, batch_size=None):
                            cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer)
 
 
+def layout_for_conv(cfg, ds, batch_size=None):
+    """Every buffer of a conv FF run of cfg on data set ds (layers/blocks.py), as objects."""
+    return block_layout(image_chw(ds.image_shape), conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
+                        ds.num_classes, batch_size or cfg.batch_size, cfg.optimizer)
+
+
 def plan_for(cfg, in_width, num_classes, batch_size=None):
-    """The greedy memory plan of a training run with this config."""
+    """The greedy memory plan of a dense training run with this config."""
     return plan_greedy(layout_for(cfg, in_width, num_classes, batch_size).buffers)
+
+
+def planner(cfg, ds, in_width=None):
+    """plan_of(batch size) -> the memory plan of cfg's run on ds (dense: in_width, the first
+    layer's input width with label inputs)."""
+    if cfg.is_conv:
+        return lambda b: plan_greedy(layout_for_conv(cfg, ds, b).buffers)
+    return lambda b: plan_for(cfg, in_width, ds.num_classes, b)
+
+
+def backprop_bytes(cfg, ds, in_width, batch_size):
+    """Activations backprop would keep for the same net: the whole net's at once."""
+    if cfg.is_conv:
+        whole = layout_for_conv(dataclasses.replace(cfg, hybrid="net"), ds, batch_size)
+        return peak_live_bytes(whole.buffers, ("activations",))
+    return backprop_activation_bytes(list(cfg.sizes[1:]), in_width, batch_size)
 
 
 def data_bytes(ds):
@@ -34,9 +61,9 @@ def machine_memory():
     return total if total > 0 else None
 
 
-def largest_batch(cfg, in_width, num_classes, available, limit):
+def largest_batch(plan_of, available, limit):
     """The largest batch size in 1..limit whose arena fits `available` bytes, or 0."""
-    fits = lambda b: plan_for(cfg, in_width, num_classes, b).arena_bytes <= available
+    fits = lambda b: plan_of(b).arena_bytes <= available
     if not fits(1):
         return 0
     lo, hi = 1, limit
@@ -54,8 +81,8 @@ def memory_limit(budget):
     return memory, f"this machine has {fmt_bytes(memory or 0)} of memory", "use a smaller --model"
 
 
-def fit_budget(cfg, in_width, num_classes, ds, budget, auto=False):
-    """(plan, batch size) for cfg's batch size, or with auto the largest batch that fits.
+def fit_budget(plan_of, batch_size, ds, budget, auto=False):
+    """(plan, batch size) for batch_size, or with auto the largest batch that fits; plan_of: planner().
 
     Raises UsageError naming what needs what when the run does not fit the budget or,
     without one, this machine's physical memory."""
@@ -64,24 +91,24 @@ def fit_budget(cfg, in_width, num_classes, ds, budget, auto=False):
     if auto:
         if budget is None:
             raise UsageError("--batch-size auto needs --memory-budget")
-        best = largest_batch(cfg, in_width, num_classes, budget - held, min(len(ds.y_train), 8192))
+        best = largest_batch(plan_of, budget - held, min(len(ds.y_train), 8192))
         if best == 0:
-            raise _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy)
-        return plan_for(cfg, in_width, num_classes, best), best
-    plan = plan_for(cfg, in_width, num_classes)
+            raise _no_batch_fits(plan_of, held, limit_text, remedy)
+        return plan_of(best), best
+    plan = plan_of(batch_size)
     if limit is not None and plan.arena_bytes + held > limit:
-        best = largest_batch(cfg, in_width, num_classes, limit - held, cfg.batch_size)
+        best = largest_batch(plan_of, limit - held, batch_size)
         if best == 0:
-            raise _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy)
+            raise _no_batch_fits(plan_of, held, limit_text, remedy)
         big = ", ".join(f"{b.name} {fmt_bytes(b.nbytes)}" for b in plan.largest(3))
         raise UsageError(f"training needs {fmt_bytes(plan.arena_bytes + held)} (arena {fmt_bytes(plan.arena_bytes)} + "
                          f"data {fmt_bytes(held)}) but {limit_text}; largest buffers: {big}; "
                          f"--batch-size {best} would fit")
-    return plan, cfg.batch_size
+    return plan, batch_size
 
 
-def _no_batch_fits(cfg, in_width, num_classes, held, limit_text, remedy):
-    plan = plan_for(cfg, in_width, num_classes, 1)
+def _no_batch_fits(plan_of, held, limit_text, remedy):
+    plan = plan_of(1)
     fixed = peak_live_bytes(plan.buffers, ("weights", "optimizer", "head"))
     return UsageError(f"no batch size fits: {limit_text} but the weights and optimiser state alone need "
                       f"{fmt_bytes(fixed)} and the data {fmt_bytes(held)}; {remedy}")

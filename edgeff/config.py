@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .conv_models import HYBRID, conv_blocks, is_conv_model
 from .errors import UsageError
 from .fields import KIND_NAMES, is_kind
 
@@ -73,11 +74,14 @@ class TrainConfig:
     classifier: str = "linear"
     shift: int = 0             # FF training on images moved by up to this many pixels
     seed: int = 0
+    width_mult: float = 1.0    # conv nets: channel count multiplier
+    hybrid: str = "none"       # conv nets: what a block is (conv_models.py)
 
     def validate(self):
-        parse_spec(self.model)
+        if not self.is_conv:
+            parse_spec(self.model)
         for name, allowed in (("schedule", SCHEDULES), ("negatives", NEGATIVES), ("optimizer", OPTIMIZERS),
-                              ("goodness", GOODNESS), ("classifier", CLASSIFIERS)):
+                              ("goodness", GOODNESS), ("classifier", CLASSIFIERS), ("hybrid", HYBRID)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
         for name, low, high in (("epochs", 1, None), ("batch_size", 1, None), ("head_epochs", 0, None),
@@ -90,9 +94,19 @@ class TrainConfig:
         _check_real("label_value", self.label_value, low=0, high=MAX_LABEL_VALUE, above_low=True)
         if not isinstance(self.lr_decay, bool):
             raise UsageError(f"lr_decay must be true or false, got {self.lr_decay!r}")
+        _check_real("width_mult", self.width_mult, low=0, high=16, above_low=True)
+        if self.is_conv:
+            conv_blocks(self.model, self.width_mult, self.hybrid)     # a bad spec is named here
+        if self.is_conv and (self.classifier != "goodness" or self.head_epochs):
+            raise UsageError(f"{self.model} classifies by its blocks' class goodness: use --classifier goodness "
+                             "and --head-epochs 0 (the defaults for conv nets)")
         if self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
+
+    @property
+    def is_conv(self):
+        return is_conv_model(self.model)
 
     @property
     def sizes(self):

@@ -177,14 +177,10 @@ class FFNet:
     @classmethod
     def load(cls, path):
         """(net, its stored config as a dict) from a model.npz; every field and array checked."""
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
-            meta = json.loads(arrays.pop("meta").tobytes().decode())
-        except FileNotFoundError:
-            raise ModelError(f"{path}: no such model file: train one with 'edgeff train --out DIR'") from None
-        except Exception as exc:
-            raise ModelError(f"{path}: not a readable edgeff model ({type(exc).__name__}: {exc}); retrain or restore it") from None
+        return cls.from_arrays(path, *read_model_file(path))
+
+    @classmethod
+    def from_arrays(cls, path, arrays, meta):
         if field(path, meta, "format_version", int) > FORMAT_VERSION:
             raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
                              f"({FORMAT_VERSION}); upgrade edgeff")
@@ -225,20 +221,7 @@ class FFNet:
             if not (np.isfinite(self.head_w).all() and np.isfinite(self.head_b).all()):
                 raise ModelError(f"{source}: the linear head holds NaN or Inf: the run diverged; retrain with a lower --head-lr")
         if self.input_info is not None:
-            self._check_input_info(f"{source} input")
-
-    def _check_input_info(self, source):
-        info, d, c = self.input_info, self.in_features, self.num_classes
-        field(source, info, "scale", float, lambda s: s > 0, "a positive number")
-        field(source, info, "features", int, lambda f: f == d, f"{d}, the model's input width")
-        field(source, info, "dataset", str)
-        field(source, info, "dtype", str)
-        field(source, info, "label_names", list, lambda names: len(names) == c and all(isinstance(n, str) for n in names),
-              f"a list of {c} names")
-        if info.get("image_shape") is not None:
-            field(source, info, "image_shape", list,
-                  lambda s: all(is_kind(v, int) and v > 0 for v in s) and math.prod(s) == d,
-                  f"image dimensions holding {d} pixels")
+            check_input_info(f"{source} input", self.input_info, self.in_features, self.num_classes)
 
     def check_config(self, cfg, source="model"):
         """The stored TrainConfig describes these weights (widths, label value, goodness, classifier)."""
@@ -266,3 +249,31 @@ class FFNet:
 
     def error(self, x, y, scale, classifier):
         return float((self.predict(x, scale, classifier) != y).mean())
+
+
+def check_input_info(source, info, d, c):
+    """A model's record of its input rows (describe_input) fits its d features and c classes."""
+    field(source, info, "scale", float, lambda s: s > 0, "a positive number")
+    field(source, info, "features", int, lambda f: f == d, f"{d}, the model's input width")
+    field(source, info, "dataset", str)
+    field(source, info, "dtype", str)
+    field(source, info, "label_names", list, lambda names: len(names) == c and all(isinstance(n, str) for n in names),
+          f"a list of {c} names")
+    if info.get("image_shape") is not None:
+        field(source, info, "image_shape", list,
+              lambda s: all(is_kind(v, int) and v > 0 for v in s) and math.prod(s) == d,
+              f"image dimensions holding {d} pixels")
+
+
+def read_model_file(path):
+    """(arrays, metadata dict) of a model .npz; ModelError if it is missing or unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode())
+    except FileNotFoundError:
+        raise ModelError(f"{path}: no such model file: train one with 'edgeff train --out DIR'") from None
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable edgeff model ({type(exc).__name__}: {exc}); retrain or restore it") from None
+    field(path, {"meta": meta}, "meta", dict)
+    return arrays, meta

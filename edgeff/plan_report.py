@@ -1,10 +1,11 @@
 """A training run's memory plan as a report: JSON-ready data and its text table
 (edgeff plan, edgeff train --dry-run, and the profile report's planned figures)."""
 
-from .memory import backprop_activation_bytes, fmt_bytes, peak_live_bytes
+from .memory import fmt_bytes, peak_live_bytes
 
 
-def plan_report(plan, batch_size, held, budget, widths, in_width):
+def plan_report(plan, batch_size, held, budget, backprop_bytes):
+    """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes)."""
     ff_act = peak_live_bytes(plan.buffers, ("activations",))
     return {
         "arena_bytes": plan.arena_bytes,
@@ -14,7 +15,7 @@ def plan_report(plan, batch_size, held, budget, widths, in_width):
         "fits": None if budget is None else plan.arena_bytes + held <= budget,
         "batch_size": batch_size,
         "ff_activation_bytes": ff_act,
-        "backprop_activation_bytes": backprop_activation_bytes(widths, in_width, batch_size),
+        "backprop_activation_bytes": backprop_bytes,
         "buffers": [dict(name=b.name, shape=list(b.shape), dtype=b.dtype, bytes=b.nbytes, first=b.first, last=b.last,
                          offset=plan.offsets[b.name], kind=b.kind, layer=b.layer) for b in plan.buffers],
     }

@@ -272,7 +272,7 @@ def setting_report(label, cfg, plan, in_width, held, budget, target, m):
     """Everything the report says about one setting, as plain JSON-ready values. target: None, or
     the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up)."""
     sizes = [in_width] + list(cfg.sizes[1:])
-    base = plan_report(plan, cfg.batch_size, held, budget, sizes[1:], sizes[0])
+    base = plan_report(plan, cfg.batch_size, held, budget, backprop_activation_bytes(sizes[1:], sizes[0], cfg.batch_size))
     weights = sum(b.nbytes for b in plan.buffers if b.kind == "weights")
     growth = m["peak"] - m["baseline"]
     lt, st = m["layer_time"], m["step_time"]

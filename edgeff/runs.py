@@ -7,7 +7,8 @@ import resource
 from .config import TrainConfig
 from .errors import ModelError, UsageError
 from .fileio import atomic_write_files, write_error
-from .model import FFNet
+from .convnet import ConvNet
+from .model import FFNet, read_model_file
 
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
 
@@ -59,10 +60,14 @@ def load_run(run_dir):
     path = os.path.join(run_dir, MODEL) if os.path.isdir(run_dir) else run_dir
     if not os.path.exists(path):
         raise ModelError(f"{run_dir}: no {MODEL} here; train one with 'edgeff train --out {run_dir}'")
-    net, stored = FFNet.load(path)
+    arrays, meta = read_model_file(path)
+    net, stored = (ConvNet if meta.get("net") == "conv" else FFNet).from_arrays(path, arrays, meta)
     try:
         cfg = TrainConfig.from_dict(stored)
     except UsageError as exc:
         raise ModelError(f"{path}: its stored config is not valid ({exc}); it is damaged or not written by edgeff") from None
+    if cfg.is_conv != isinstance(net, ConvNet):
+        raise ModelError(f"{path}: its config says --model {cfg.model} but it holds a "
+                         f"{'conv' if isinstance(net, ConvNet) else 'dense'} net; it is damaged or not written by edgeff")
     net.check_config(cfg, path)
     return net, cfg

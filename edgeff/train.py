@@ -11,69 +11,27 @@ Every buffer is a view into one arena laid out by the memory planner before the
 first batch (edgeff/memory.py); the loop allocates nothing.
 """
 
-import hashlib
-import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
 from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
-from . import checkpoint
 from .budget import layout_for
-from .errors import ModelError, TrainingDiverged
+from .fit_loop import Optimizer, Param, PhasedTrainer
 from .memory import Arena, plan_greedy
 from .model import EPS, FFNet
 
 
-@dataclass
-class _Param:
-    """A parameter with its gradient and optimiser state (views into the arena)."""
-    w: np.ndarray
-    g: np.ndarray
-    m: np.ndarray
-    v: np.ndarray | None
-
-
-@dataclass
-class _Optimizer:
-    kind: str
-    lr: float
-    weight_decay: float
-    t: int = 0
-    scale: float = 1.0   # learning-rate multiplier set by the schedule
-
-    def step(self, params):
-        self.t += 1
-        lr = self.lr * self.scale
-        for p in params:
-            if self.kind == "adam":
-                optim.adam_step(p.w, p.g, p.m, p.v, self.t, lr, weight_decay=self.weight_decay)
-            else:
-                optim.sgd_momentum_step(p.w, p.g, p.m, lr, 0.9, self.weight_decay)
-
-
-def lr_scale(epoch, epochs, decay):
-    """Full rate for the first half of training, then linearly down to 2/epochs (Hinton's schedule)."""
-    return min(1.0, 2.0 * (1.0 - epoch / epochs)) if decay else 1.0
-
-
-class Trainer:
+class Trainer(PhasedTrainer):
     """Trains cfg's net on ds inside the arena of `plan`: the memory plan of cfg on ds, as the
     caller made it when it checked the budget (budget.plan_for), made here when not given.
     Every array the loop uses is the arena's view of a buffer its layer kind declared
     (self.layout, edgeff/layers/).
-
-    step_hook: None, or an object told of each step while fit() runs, for measuring it (edgeff/profile.py):
-        step_hook.batch_begins(phase, step)   before each batch (step: batches so far in this fit)
-        step_hook.layer_done(k, seconds)      after each FF layer's forward + update
-        step_hook.batch_done(seconds)         after each batch, FF or head
-    Unset it costs one test per batch and layer; set, it is passed ints and floats only, never an array."""
+    The step hook and the loop are PhasedTrainer's (edgeff/fit_loop.py)."""
 
     def __init__(self, cfg, ds, progress=None, plan=None):
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
-        self.step_hook = None
         self.rng = np.random.default_rng(cfg.seed)
         _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
         self.layout = layout_for(cfg, in_width, ds.num_classes)
@@ -107,7 +65,7 @@ class Trainer:
         self.params, self.opts = {}, {}
         for k, training in ph.training.items():
             self.params[k] = self._bind_params(training, self.net.weights[k], self.net.biases[k])
-            self.opts[k] = _Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+            self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
 
     def _bind_params(self, training, w, b):
         """(weights, bias) as _Params with their gradient and zeroed optimiser state (layers/dense.Training)."""
@@ -117,7 +75,7 @@ class Trainer:
             pair[0][...] = 0.0
             pair[1][...] = 0.0
         (mw, mb), (vw, vb) = state[0], state[1] if len(state) > 1 else (None, None)
-        return _Param(w, v(training.gw), mw, vw), _Param(b, v(training.gb), mb, vb)
+        return Param(w, v(training.gw), mw, vw), Param(b, v(training.gb), mb, vb)
 
     # ---- one batch ----
 
@@ -214,7 +172,7 @@ class Trainer:
         net.head_w[...] = 0.0
         net.head_b[...] = 0.0
         self.params = {"head": self._bind_params(top.training, net.head_w, net.head_b)}
-        self.opts = {"head": _Optimizer("adam", self.cfg.head_lr, 0.0)}
+        self.opts = {"head": Optimizer("adam", self.cfg.head_lr, 0.0)}
         self.head = dict(y=v(top.y), labels=v(top.labels), xin=v(top.xin), good=v(top.good), feats=v(top.feats),
                          logits=v(top.logits), zs=[v(a.z) for a in top.acts], hs=[v(a.h) for a in top.acts])
         self.head["labels"][:] = -1                  # the neutral label
@@ -224,130 +182,28 @@ class Trainer:
         """Layers trained in each phase; the linear head, when asked for, is one more phase."""
         return [ph.layers for ph in self.layout.phases] + ([["head"]] if self.layout.head else [])
 
-    def fit(self, checkpoint=None, every=0, resume=None, run_meta=None, steps_per_phase=None):
-        """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps
-        (run_meta: what else the caller needs back on resume). `resume` is (arrays, meta)
-        from checkpoint.load: continue exactly where it stopped. steps_per_phase: end each phase
-        after that many batches, or with its epochs if sooner (a short measured run). Raises
-        TrainingDiverged as soon as a loss, or at the latest by the end of an epoch a weight, is NaN or Inf."""
-        with np.errstate(all="ignore"):   # a NaN or Inf is caught and named below, not warned about
-            return self._fit(checkpoint, every, resume, run_meta, steps_per_phase or math.inf)
+    # ---- what PhasedTrainer asks of a trainer ----
 
-    def _fit(self, checkpoint, every, resume, run_meta, steps_per_phase):
-        self.run_meta = run_meta or {}
-        cfg, n, bsz, hook = self.cfg, len(self.ds.y_train), self.cfg.batch_size, self.step_hook
-        batches = -(-n // bsz)
-        phases, history, steps = self.phases(), [], 0
-        start = (0, 0, 0)
-        if resume:
-            start, history, steps = tuple(resume[1]["position"]), resume[1]["history"], resume[1]["steps"]
+    def _bind(self, p):
+        self._bind_head() if p == len(self.layout.phases) else self._bind_phase(p)
+
+    def _phase_epochs(self, layers):
+        return self.cfg.head_epochs if layers == ["head"] else self.cfg.epochs
+
+    def _phase_label(self, layers):
         n_layers = len(self.net.weights)
-        for p in range(start[0], len(phases)):
-            layers = phases[p]
-            head = layers == ["head"]
-            self._bind_head() if head else self._bind_phase(p)
-            epochs = cfg.head_epochs if head else cfg.epochs
-            first_epoch = start[1] if p == start[0] else 0
-            phase_steps = 0
-            for e in range(first_epoch, epochs):
-                if phase_steps == steps_per_phase:
-                    break
-                for opt in self.opts.values():
-                    opt.scale = lr_scale(e, epochs, cfg.lr_decay)
-                totals, count = np.zeros(len(layers)), 0
-                first_batch = 0
-                if resume and (p, e) == start[:2]:
-                    first_batch, totals, count = self._restore(*resume)
-                else:
-                    self.rng.shuffle(self.order)
-                where = "head " if head else (f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else "")
-                when = f"epoch {e + 1}/{epochs}"
-                stop = min(batches, first_batch + steps_per_phase - phase_steps)
-                bar = self.progress(min(n, stop * bsz), f"{where}{when}")
-                if bar and first_batch:
-                    bar.update(min(first_batch * bsz, n))
-                for i in range(first_batch, stop):
-                    b = min(bsz, n - i * bsz)
-                    if hook:
-                        hook.batch_begins(p, steps)
-                        t0 = time.perf_counter()
-                    self.idx[:b] = self.order[i * bsz:i * bsz + b]
-                    self._head_batch(b, totals) if head else self._batch(b, layers, totals)
-                    if hook:
-                        hook.batch_done(time.perf_counter() - t0)
-                    if not math.isfinite(totals.sum()):     # one scalar per batch: NaN and Inf stick in a sum
-                        bad = int(np.argmin(np.isfinite(totals)))
-                        value = "NaN" if math.isnan(totals[bad]) else "Inf"
-                        raise self._diverged(bar, f"{self._part(layers[bad])}'s loss became {value} in {when} "
-                                                  f"(batch {i + 1})", layers[bad])
-                    count += 1
-                    steps += 1
-                    phase_steps += 1
-                    if bar:
-                        bar.update(b, loss=float(totals.mean() / count))
-                    if every and steps % every == 0:
-                        self._check_weights(bar, when)
-                        self._save(checkpoint, (p, e, i + 1), steps, history, totals, count)
-                self._check_weights(bar, when)
-                if bar:
-                    bar.close()
-                history.append((totals / count).tolist())
-        return history
+        if layers == ["head"]:
+            return "head "
+        return f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else ""
 
-    # ---- divergence ----
+    def _step(self, b, layers, totals):
+        self._head_batch(b, totals) if layers == ["head"] else self._batch(b, layers, totals)
 
     def _part(self, key):
         return "the linear head" if key == "head" else f"layer {key + 1}/{len(self.net.weights)}"
 
-    def _check_weights(self, bar, when):
-        """Raise TrainingDiverged if a weight or bias being trained is NaN or Inf: an update can
-        make one without a loss showing it yet. min and max carry any NaN or Inf, with no temporary."""
-        for key, (pw, pb) in self.params.items():
-            if not all(math.isfinite(a.min()) and math.isfinite(a.max()) for a in (pw.w, pb.w)):
-                raise self._diverged(bar, f"{self._part(key)}'s weights became NaN or Inf in {when}", key)
-
-    def _diverged(self, bar, what, key):
-        if bar:
-            bar.close()          # end the progress line: the error gets a line of its own
-        flag, lr = ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
-        return TrainingDiverged(f"training diverged: {what}; no model saved; try a smaller {flag} (now {lr:g})")
-
-    # ---- checkpoints ----
-
-    def _state_arrays(self):
-        """The arrays a checkpoint holds: parameters, optimiser state in use (the views of the
-        bound phase's buffers, as layout.checkpoint_arrays names them), data order."""
-        arrays = {name: self.arena.view(buf) for name, buf in self.layout.checkpoint_arrays(self.phase).items()}
-        arrays["order"] = self.order
-        return arrays
-
-    def _save(self, path, position, steps, history, totals, count):
-        meta = dict(self.run_meta, config=self.cfg.__dict__, position=list(position), steps=steps, history=history,
-                    epoch_count=count, opt_t={str(k): o.t for k, o in self.opts.items()},
-                    rng=self.rng.bit_generator.state, data=self.data_fingerprint())
-        checkpoint.save(path, dict(self._state_arrays(), epoch_totals=totals), meta)
-
-    def data_fingerprint(self):
-        y = np.ascontiguousarray(self.ds.y_train, np.int32)
-        return dict(n_train=int(len(y)), features=int(self.ds.x_train.shape[1]), num_classes=int(self.ds.num_classes),
-                    labels_sha256=hashlib.sha256(y.tobytes()).hexdigest())
-
-    def _restore(self, arrays, meta):
-        """Load a checkpoint's state into the bound views; returns (next batch, epoch totals, count)."""
-        if meta["data"] != self.data_fingerprint():
-            raise ModelError("the checkpoint was made on other training data (size, shape or labels differ); "
-                             "resume with the same --dataset and --limit-train")
-        for name, view in self._state_arrays().items():
-            saved = arrays.get(name)
-            if saved is None or saved.shape != view.shape or saved.dtype != view.dtype:
-                got = "missing" if saved is None else f"{saved.dtype} {saved.shape}"
-                raise ModelError(f"checkpoint does not fit this model: {name} is {got}, the model needs "
-                                 f"{view.dtype} {view.shape}")
-            view[...] = saved
-        for k, t in meta["opt_t"].items():
-            self.opts[k if k == "head" else int(k)].t = t
-        self.rng.bit_generator.state = meta["rng"]
-        return meta["position"][2], arrays["epoch_totals"].copy(), meta["epoch_count"]
+    def _lr_option(self, key):
+        return ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
 
 
 def warm_up():

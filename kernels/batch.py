@@ -75,3 +75,36 @@ def overlay_labels(x, labels, offset, num_classes, value):
     if offset < 0 or offset + num_classes > x.shape[1]:
         raise ValueError(f"overlay_labels: label columns [{offset}, {offset + num_classes}) outside width {x.shape[1]}")
     _overlay_labels(x, labels, int(offset), int(num_classes), np.float32(value))
+
+
+@njit(cache=True)
+def _gather_images(src, idx, u, shift, scale, out):
+    # src: (N, H*W*C) stored images, each row (H, W, C) in C order (channels last)
+    # idx: (B,) int64; u: (2B,) float64 uniform in [0, 1) (read only when shift > 0)
+    # out: (B, C, H, W) float32 <- the images channels first, times scale, each moved by
+    #      dy rows and dx columns as in _gather_shifted (0 where that is off the image)
+    n_c, height, width = out.shape[1], out.shape[2], out.shape[3]
+    n = 2 * shift + 1
+    for i in range(idx.shape[0]):
+        dy = int(u[2 * i] * n) - shift if shift else 0
+        dx = int(u[2 * i + 1] * n) - shift if shift else 0
+        row = idx[i]
+        for r in range(height):
+            rs = r - dy
+            for c in range(width):
+                cs = c - dx
+                inside = 0 <= rs < height and 0 <= cs < width
+                for ch in range(n_c):
+                    out[i, ch, r, c] = src[row, (rs * width + cs) * n_c + ch] * scale if inside else 0.0
+
+
+def gather_images(src, idx, u, shift, scale, out):
+    """out (B, C, H, W) <- images src[idx] (stored channels last) * scale, channels first; with
+    shift > 0 each moved by a random whole-pixel shift in [-shift, shift] drawn from u (2B uniforms)."""
+    if src.ndim != 2 or out.ndim != 4 or out.dtype != np.float32 or idx.dtype != np.int64 or \
+            src.shape[1] != out.shape[1] * out.shape[2] * out.shape[3] or out.shape[0] != idx.shape[0]:
+        raise ValueError(f"gather_images: need src (N, H*W*C), idx int64 (B,), out float32 (B, C, H, W); "
+                         f"got {src.shape}, {idx.shape}, {out.shape}")
+    if shift and (u.dtype != np.float64 or u.shape[0] < 2 * idx.shape[0]):
+        raise ValueError(f"gather_images: need u float64 ({2 * idx.shape[0]},) to shift")
+    _gather_images(src, idx, u, int(shift), np.float32(scale), out)

@@ -22,3 +22,29 @@ def length_normalise(x, out, eps=1e-4):
         raise ValueError(f"length_normalise: need two float32 (B, D) arrays of one shape, got {x.shape} {out.shape}")
     _length_normalise(x, out, np.float32(eps))
     return out
+
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _layer_norm(x, out, eps):
+    # x: (B, D) float32; out: (B, D) float32 (may be x itself) <- (x - mean) / sqrt(var + eps) per row
+    d = x.shape[1]
+    for i in range(x.shape[0]):
+        s = 0.0
+        for j in range(d):
+            s += x[i, j]
+        mean = s / d
+        v = 0.0
+        for j in range(d):
+            v += (x[i, j] - mean) * (x[i, j] - mean)
+        inv = 1.0 / np.sqrt(v / d + eps)
+        for j in range(d):
+            out[i, j] = (x[i, j] - mean) * inv
+
+
+def layer_norm(x, out, eps=1e-5):
+    """out <- each row of x minus its mean, over its standard deviation (no learned scale or
+    shift): what a conv block passes on (every sample's C*H*W values as one row)."""
+    if x.dtype != np.float32 or out.dtype != np.float32 or x.shape != out.shape or x.ndim != 2:
+        raise ValueError(f"layer_norm: need two float32 (B, D) arrays of one shape, got {x.shape} {out.shape}")
+    _layer_norm(x, out, np.float32(eps))
+    return out

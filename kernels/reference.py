@@ -180,3 +180,74 @@ def conv2d_input_grad(dy, w, stride, pad, groups, dx, scratch=None):
         dxp[window] += np.einsum("nohw,oc->nchw", dy64[:, co], w[co, :, i, j].astype(np.float64))
     dx[...] = dxp[:, :, pad:pad + dx.shape[2], pad:pad + dx.shape[3]]
     return dx
+
+
+# kernels/pool.py
+def maxpool_forward(x, k, out):
+    n, c, oh, ow = out.shape
+    windows = x[:, :, :oh * k, :ow * k].reshape(n, c, oh, k, ow, k)
+    out[...] = windows.max(axis=(3, 5))
+    return out
+
+
+def maxpool_backward(x, out, dout, k, dx):
+    n, c, oh, ow = out.shape
+    dx[...] = 0.0
+    for i in range(oh):
+        for j in range(ow):
+            window = x[:, :, i * k:(i + 1) * k, j * k:(j + 1) * k].reshape(n, c, k * k)
+            first = (window == out[:, :, i, j][:, :, None]).argmax(axis=2)   # the first maximum
+            for a in range(n):
+                for b in range(c):
+                    dx[a, b, i * k + first[a, b] // k, j * k + first[a, b] % k] = dout[a, b, i, j]
+    return dx
+
+
+# kernels/activation.py
+def relu_grad(y, dy, dx):
+    dx[...] = np.where(y > 0, dy, 0.0)
+    return dx
+
+
+# kernels/norm.py
+def layer_norm(x, out, eps=1e-5):
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=1, keepdims=True)
+    out[...] = (x64 - mean) / np.sqrt(x64.var(axis=1, keepdims=True) + eps)
+    return out
+
+
+# kernels/sff.py
+def class_goodness(o, good):
+    good[...] = (o.astype(np.float64) ** 2).mean(axis=2)
+    return good
+
+
+def margin_loss(good, y, margin):
+    """Per-sample loss: logsumexp_c(good + margin * [c != y]) - good[y]."""
+    shifted = good.astype(np.float64) + margin * (np.arange(good.shape[1]) != y[:, None])
+    top = shifted.max(axis=1, keepdims=True)
+    return (top[:, 0] + np.log(np.exp(shifted - top).sum(axis=1))) - good[np.arange(len(y)), y]
+
+
+def margin_loss_grad(o, y, margin, good, loss):
+    shifted = good.astype(np.float64) + margin * (np.arange(good.shape[1]) != y[:, None])
+    s = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+    s /= s.sum(axis=1, keepdims=True)
+    s[np.arange(len(y)), y] -= 1.0
+    loss[...] = margin_loss(good, y, margin)
+    o[...] = s[:, :, None] * 2.0 * o / (o.shape[2] * o.shape[0])
+    return loss
+
+
+# kernels/batch.py
+def gather_images(src, idx, u, shift, scale, out):
+    b, c, h, w = out.shape
+    images = src[idx].reshape(b, h, w, c).transpose(0, 3, 1, 2).astype(np.float64) * scale
+    out[...] = 0.0
+    for i in range(b):
+        dy = int(u[2 * i] * (2 * shift + 1)) - shift if shift else 0
+        dx = int(u[2 * i + 1] * (2 * shift + 1)) - shift if shift else 0
+        rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
+        out[i, :, rows, cols] = images[i, :, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
+    return out

@@ -93,7 +93,7 @@ def test_refuses_to_overwrite_a_run_without_force(trained, blobs_npz):
     (["--dataset", "no-such-set"], "no-such-set"),
     (["--dataset", "/nonexistent/x.npz"], "x.npz"),
     (["--bogus-flag"], "unrecognized"),
-    (["--shift", "1"], "--shift moves 2-D images"),
+    (["--shift", "1"], "--shift moves images"),
     (["--shift", "9"], "--shift must be a whole number from 0 to 8"),
     (["--lr", "inf"], "--lr must be a number above 0"),
     (["--threshold", "nan"], "--threshold must be a number from"),

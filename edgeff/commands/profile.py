@@ -111,7 +111,7 @@ def settings_of(args, budget):
     prepared = train.prepare(args)
     args.memory_budget = given
     cfg, ds = prepared.cfg, prepared.ds
-    in_width = prepared.plan_args[-1]
+    in_width = prepared.in_width
     if not args.sweep:
         return [(f"batch={cfg.batch_size}", cfg, prepared.plan)], ds, in_width
     field, values = parse_sweep(args.sweep)

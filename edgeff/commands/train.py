@@ -8,9 +8,11 @@ import sys
 import time
 
 from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..conv_models import HYBRID, NETS
+from ..convnet import image_chw
 from ..data import load_dataset
 from .. import checkpoint
-from ..budget import data_bytes, fit_budget
+from ..budget import backprop_bytes, data_bytes, fit_budget, planner
 from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
@@ -18,6 +20,7 @@ from ..model import FFNet
 from ..plan_report import plan_report, print_plan
 from ..progress import Progress, progress_enabled
 from ..runs import MODEL, peak_rss_mib, rss_mib, save_run
+from ..sff_train import ConvTrainer, warm_up_conv
 from ..train import Trainer, warm_up
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
@@ -30,7 +33,13 @@ def add_arguments(p):
                    "with x_train, y_train, x_test, y_test (default: %(default)s)")
     p.add_argument("--data-dir", help="where to look for the data set first")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training examples only")
-    p.add_argument("--model", default=_D.model, help="layer widths, input first (default: %(default)s)")
+    p.add_argument("--model", default=_D.model, help="dense FF: layer widths, input first; conv FF: a named net "
+                   f"({', '.join(NETS)}) (default: %(default)s)")
+    p.add_argument("--width-mult", type=float, default=_D.width_mult, metavar="F",
+                   help="conv nets: multiply every layer's channels by F (default: %(default)s)")
+    p.add_argument("--hybrid", default=_D.hybrid, choices=HYBRID,
+                   help="conv nets: none = every conv layer its own block (pure FF); block = the net's blocks, "
+                        "backprop inside each; net = plain backprop end to end (default: %(default)s)")
     p.add_argument("--schedule", default=_D.schedule, choices=SCHEDULES,
                    help="simultaneous: every layer on every batch; layerwise: layer k to the end, then k+1")
     p.add_argument("--epochs", type=int, default=_D.epochs, help="epochs (per layer when layerwise)")
@@ -49,10 +58,12 @@ def add_arguments(p):
     p.add_argument("--negatives", default=_D.negatives, choices=NEGATIVES,
                    help="wrong label for negative data: hard (most positive to the first layer) or random")
     p.add_argument("--label-value", type=float, default=_D.label_value, help="brightness of the overlaid label")
-    p.add_argument("--head-epochs", type=int, default=_D.head_epochs, help="epochs of the linear head (0: none)")
+    p.add_argument("--head-epochs", type=int, help=f"epochs of the linear head (0: none; default: {_D.head_epochs}, "
+                   "conv nets 0)")
     p.add_argument("--head-lr", type=float, default=_D.head_lr)
-    p.add_argument("--classifier", default=_D.classifier, choices=CLASSIFIERS,
-                   help="how test error is measured: linear head (one pass) or goodness over all labels")
+    p.add_argument("--classifier", choices=CLASSIFIERS,
+                   help="how test error is measured: linear head (one pass) or goodness over all labels "
+                        f"(conv nets: the blocks' class goodness, one pass) (default: {_D.classifier}, conv nets goodness)")
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
                    help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
@@ -70,6 +81,10 @@ def add_arguments(p):
 def config_from_args(args, batch_size):
     values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
     values["batch_size"] = batch_size
+    conv = TrainConfig(model=args.model).is_conv
+    for name, dense, conv_default in (("classifier", _D.classifier, "goodness"), ("head_epochs", _D.head_epochs, 0)):
+        if values[name] is None:
+            values[name] = conv_default if conv else dense
     return TrainConfig(**values).validate()
 
 
@@ -80,6 +95,7 @@ class Prepared:
     plan: object
     load_seconds: float
     plan_args: tuple
+    in_width: int | None      # dense: the first layer's input width with label inputs
 
 
 def prepare(args, resume_meta=None):
@@ -106,16 +122,28 @@ def prepare(args, resume_meta=None):
             raise UsageError(f"--limit-train must be at least 1, got {args.limit_train}")
         ds = dataclasses.replace(ds, x_train=ds.x_train[:args.limit_train].copy(),
                                  y_train=ds.y_train[:args.limit_train].copy())  # copies: the rest is freed
-    if cfg.sizes[0] != ds.x_train.shape[1]:
-        raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
-                         f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
-    if cfg.shift and (ds.image_shape is None or len(ds.image_shape) != 2):
-        raise UsageError(f"--shift moves 2-D images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
-    _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-    plan, batch_size = fit_budget(cfg, in_width, ds.num_classes, ds, budget, auto)
+    in_width = None
+    if cfg.is_conv:
+        if image_chw(ds.image_shape) is None:
+            raise UsageError(f"--model {cfg.model} takes images (H, W) or (H, W, C); {ds.name} holds "
+                             f"{'flat rows' if ds.image_shape is None else ds.image_shape}; use a dense --model")
+        try:
+            planner(cfg, ds)(1)
+        except ValueError as exc:          # a layer does not fit the image size
+            raise UsageError(f"--model {cfg.model} does not fit {ds.name}'s {ds.image_shape} images: {exc}") from None
+    else:
+        if cfg.sizes[0] != ds.x_train.shape[1]:
+            raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
+                             f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
+        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+    if cfg.shift and image_chw(ds.image_shape) is None:
+        raise UsageError(f"--shift moves images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
+    if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
+        raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
+    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
     return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, list(cfg.sizes[1:]), in_width))
+                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width)
 
 
 def run(args):
@@ -149,9 +177,9 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    compile_seconds = warm_up()
+    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
-    trainer = Trainer(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None,
+    trainer = (ConvTrainer if cfg.is_conv else Trainer)(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None,
                       plan=prepared.plan)
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)

@@ -1,0 +1,175 @@
+"""A trained conv FF net (Scalable FF): blocks of layers, each block with its class head.
+
+Images come in as stored rows (H*W*C, channels last) and are gathered channels first
+(N, C, H, W), times the data set's scale. Block k runs its layers, then its head (a 1x1
+conv, one channel per class); class c's goodness is the mean of its squared head
+outputs (kernels/sff.py). The block's output, layer-normalised, is block k+1's input.
+Every block votes with its class-goodness vector; the class with the highest average
+wins: one forward pass, no pass per label.
+"""
+
+import json
+import math
+
+import numpy as np
+
+from .errors import ModelError
+from .fields import array, field, is_kind
+from .fileio import atomic_write, npz_writer
+from .kernels import batch, norm, sff
+from .layers import BLOCK_KINDS
+from .layers.blocks import head_spec
+from .model import check_input_info
+
+FORMAT_VERSION = 1
+LN_EPS = 1e-5
+
+
+class ConvNet:
+    def __init__(self, in_shape, blocks, params, num_classes, input_info=None):
+        self.in_shape = tuple(in_shape)    # (C, H, W)
+        self.blocks = blocks               # per block: its layer specs (dicts), the head not included
+        self.params = params               # per block: per layer, the head last: {name: float32 array}
+        self.num_classes = num_classes
+        self.input_info = input_info       # as FFNet.input_info
+
+    @classmethod
+    def create(cls, in_shape, blocks, num_classes, rng, alloc=None):
+        """Parameters initialised as torch initialises Conv2d; alloc(name, shape) gives the array to
+        fill (the trainer's arena views), where name is "k.j.w" (block k, layer j; "k.head.w")."""
+        alloc = alloc or (lambda name, shape: np.empty(shape, np.float32))
+        params, shape = [], tuple(in_shape)
+        for k, specs in enumerate(blocks):
+            block = []
+            for j, spec in enumerate(list(specs) + [head_spec(num_classes)]):
+                kind, name = BLOCK_KINDS[spec["kind"]], f"{k}.head" if j == len(specs) else f"{k}.{j}"
+                p = {n: alloc(f"{name}.{n}", s) for n, s in kind.param_shapes(spec, shape).items()}
+                kind.init(spec, shape, p, rng)
+                block.append(p)
+                if j < len(specs):
+                    shape = kind.out_shape(spec, shape)
+            params.append(block)
+        return cls(in_shape, blocks, params, num_classes)
+
+    @property
+    def in_features(self):
+        return math.prod(self.in_shape)
+
+    def layer_specs(self, k):
+        """Block k's layer specs, its head last."""
+        return list(self.blocks[k]) + [head_spec(self.num_classes)]
+
+    # ---- inference (allocates per chunk: not the training hot path) ----
+
+    def block_scores(self, x, scale, chunk=500):
+        """(N, blocks, C) class goodness of every block for stored rows x (N, H*W*C)."""
+        n = x.shape[0]
+        out = np.empty((n, len(self.blocks), self.num_classes), np.float32)
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
+            h = np.empty((len(idx), *self.in_shape), np.float32)
+            batch.gather_images(x, idx, np.zeros(0), 0, scale, h)
+            for k, specs in enumerate(self.blocks):
+                for spec, p in zip(specs, self.params[k]):
+                    h = _run(spec, p, h)
+                o = _run(head_spec(self.num_classes), self.params[k][-1], h)
+                sff.class_goodness(o.reshape(len(idx), self.num_classes, -1), out[start:start + len(idx), k])
+                flat = h.reshape(len(idx), -1)
+                norm.layer_norm(flat, flat, LN_EPS)
+        return out
+
+    def predict(self, x, scale, classifier="goodness"):
+        return self.block_scores(x, scale).mean(axis=1).argmax(axis=1)
+
+    def error(self, x, y, scale, classifier="goodness"):
+        return float((self.predict(x, scale) != y).mean())
+
+    def classifiers(self):
+        return ["goodness"]
+
+    # ---- persistence ----
+
+    def save(self, path, config_json):
+        atomic_write(path, self.npz_writer(config_json))
+
+    def npz_writer(self, config_json):
+        """write(fileobj): the model as an .npz with its architecture, metadata and config."""
+        arrays = {f"{k}.{'head' if j == len(block) - 1 else j}.{n}": a
+                  for k, block in enumerate(self.params) for j, p in enumerate(block) for n, a in p.items()}
+        meta = dict(format_version=FORMAT_VERSION, net="conv", in_shape=list(self.in_shape), blocks=self.blocks,
+                    num_classes=self.num_classes, config=json.loads(config_json), input=self.input_info)
+        arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)
+        return npz_writer(arrays)
+
+    @classmethod
+    def from_arrays(cls, path, arrays, meta):
+        """(net, its stored config as a dict) from a model file's arrays and metadata, every field,
+        spec and array checked: a crafted file is a ModelError, never a crash."""
+        if field(path, meta, "format_version", int) > FORMAT_VERSION:
+            raise ModelError(f"{path}: conv model format {meta['format_version']} is newer than this edgeff reads "
+                             f"({FORMAT_VERSION}); upgrade edgeff")
+        in_shape = field(path, meta, "in_shape", list, lambda s: len(s) == 3 and all(is_kind(v, int) and 1 <= v <= 4096
+                                                                                     for v in s), "(C, H, W)")
+        c = field(path, meta, "num_classes", int, lambda c: 1 <= c <= 1000, "a whole number from 1 to 1000")
+        blocks = field(path, meta, "blocks", list, lambda b: 1 <= len(b) <= 256 and all(isinstance(s, list) for s in b),
+                       "a list of blocks")
+        params, shape = [], tuple(in_shape)
+        for k, specs in enumerate(blocks):
+            block = []
+            for j, spec in enumerate(list(specs) + [head_spec(c)]):
+                name = f"{k}.head" if j == len(specs) else f"{k}.{j}"
+                kind = _checked_kind(f"{path}: layer {name}", spec)
+                try:
+                    out = kind.out_shape(spec, shape)
+                except ValueError as exc:
+                    raise ModelError(f"{path}: layer {name}: {exc}; it is damaged or not written by edgeff") from None
+                block.append({n: array(path, arrays, f"{name}.{n}", np.float32, s)
+                              for n, s in kind.param_shapes(spec, shape).items()})
+                if j < len(specs):
+                    shape = out
+            params.append(block)
+        net = cls(in_shape, blocks, params, c, meta.get("input"))
+        if net.input_info is not None:
+            check_input_info(f"{path} input", net.input_info, net.in_features, c)
+        return net, field(path, meta, "config", dict)
+
+    def check_config(self, cfg, source="model"):
+        """The stored TrainConfig describes these blocks."""
+        from .conv_models import conv_blocks
+        if conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid) != self.blocks:
+            raise ModelError(f"{source}: its config says --model {cfg.model} --width-mult {cfg.width_mult} "
+                             f"--hybrid {cfg.hybrid} but its layers differ; it is damaged or not written by edgeff")
+
+    def describe_input(self, ds):
+        self.input_info = dict(dataset=ds.name, features=int(ds.x_train.shape[1]), scale=float(ds.scale),
+                               dtype=str(ds.x_train.dtype), image_shape=list(ds.image_shape),
+                               label_names=[str(n) for n in ds.label_names])
+
+
+def image_chw(image_shape):
+    """(C, H, W) of a data set's images: (H, W) is gray, (H, W, C) channels last."""
+    if image_shape is None or len(image_shape) not in (2, 3):
+        return None
+    return (1, *image_shape) if len(image_shape) == 2 else (image_shape[2], image_shape[0], image_shape[1])
+
+
+def _run(spec, params, x):
+    kind = BLOCK_KINDS[spec["kind"]]
+    shape = x.shape[1:]
+    y = np.empty((x.shape[0], *kind.out_shape(spec, shape)), np.float32)
+    kind.forward(spec, params, x, y, np.empty(kind.scratch_size(spec, shape, x.shape[0]), np.float32))
+    return y
+
+
+def _checked_kind(source, spec):
+    """The kind module of a layer spec read from a file, its fields checked against the kind's FIELDS."""
+    kind = BLOCK_KINDS.get(spec.get("kind")) if isinstance(spec, dict) else None
+    if kind is None:
+        raise ModelError(f"{source}: {str(spec)[:60]} is not a layer edgeff knows ({', '.join(BLOCK_KINDS)}); "
+                         "it is damaged or written by a newer edgeff")
+    if set(spec) != {"kind", *kind.FIELDS}:
+        raise ModelError(f"{source}: a {spec['kind']} layer has fields {sorted(spec)}, not "
+                         f"{sorted(['kind', *kind.FIELDS])}; it is damaged or not written by edgeff")
+    for name, (low, high) in kind.FIELDS.items():
+        field(source, spec, name, int, lambda v: low <= v <= high, f"a whole number from {low} to {high}")
+    return kind

@@ -1,0 +1,131 @@
+"""A block net's training run laid out on the planner's timeline (conv FF, edgeff/sff_train.py).
+
+A net is a sequence of blocks; a block a sequence of layers of the kinds in BLOCK_KINDS
+(layers/__init__.py), followed by its class head: a 1x1 conv with one output channel per
+class, whose class goodness scores every class in one pass (kernels/sff.py). Every block
+trains on every batch, in order; within a batch:
+    step 0            stage the batch (gather the images channels first, shifted)
+    step 1 + 2k       block k forward: its layers, its head, the loss and dLoss/dhead
+    step 2 + 2k       block k update: backprop inside the block, the optimiser step
+Block k's output, layer-normalised, is block k+1's input; no gradient crosses it. A
+layer's output and gradient live through its block's two steps, the normalised output
+until the next block's update has read it: the plan keeps one block's activations.
+"""
+
+from dataclasses import dataclass
+
+from ..memory import Buffer
+from . import BLOCK_KINDS
+
+F32 = "float32"
+
+
+@dataclass(frozen=True)
+class LayerBuffers:
+    name: str            # "k.j" (block k, layer j) or "k.head": its parameters' prefix in a checkpoint
+    spec: dict
+    in_shape: tuple      # (C, H, W) per sample
+    out_shape: tuple
+    params: dict         # parameter name -> Buffer (whole run)
+    grads: dict          # parameter name -> Buffer (the block's update step)
+    opt: tuple           # per optimiser slot: {parameter name: Buffer}
+    y: Buffer            # output (N, *out_shape); an in-place kind's is its input's
+    dy: Buffer           # its gradient, likewise
+
+    @property
+    def kind(self):
+        return BLOCK_KINDS[self.spec["kind"]]
+
+    def buffers(self):
+        return list(self.params.values()) + list(self.grads.values()) + [b for s in self.opt for b in s.values()]
+
+
+@dataclass(frozen=True)
+class BlockBuffers:
+    layers: list         # LayerBuffers, the head last
+    good: Buffer         # (N, C) class goodness
+    loss: Buffer         # (N,)
+    out: Buffer          # (N, *out_shape) the layer-normalised output: the next block's input
+    scratch: Buffer | None
+
+    def buffers(self):
+        own = [b for lay in self.layers for b in lay.buffers()]
+        acts = {b.name: b for lay in self.layers for b in (lay.y, lay.dy)}   # in-place kinds share them
+        return own + list(acts.values()) + [self.good, self.loss, self.out] + ([self.scratch] if self.scratch else [])
+
+
+@dataclass(frozen=True)
+class Phase:
+    layers: list         # the blocks trained in it: all
+    training: dict       # block -> BlockBuffers
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    in_shape: tuple
+    x: Buffer            # (N, C, H, W) the staged batch, block 0's input
+    shift_u: Buffer      # (2N,) float64 uniforms for the random shifts
+    idx: Buffer
+    y: Buffer
+    blocks: list         # BlockBuffers
+    phases: list         # one Phase
+    buffers: list
+    head = None          # no linear head: the blocks' class goodness votes
+
+    def checkpoint_arrays(self, p):
+        """{name in a checkpoint: buffer}: every parameter and its optimiser state."""
+        out = {}
+        for block in self.blocks:
+            for lay in block.layers:
+                out.update({f"{lay.name}.{n}": b for n, b in lay.params.items()})
+                out.update({f"opt{s}_{lay.name}.{n}": b for s, slot in enumerate(lay.opt) for n, b in slot.items()})
+        return out
+
+
+def head_spec(num_classes):
+    return {"kind": "conv2d", "out": num_classes, "k": 1, "stride": 1, "pad": 0, "groups": 1}
+
+
+def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
+    """Every buffer of training `blocks` (lists of layer specs) on (C, H, W) images, with lifetimes."""
+    n, slots = batch_size, 2 if optimizer == "adam" else 1
+    end = 2 * len(blocks)
+    x = Buffer("x", (n, *in_shape), F32, 0, 2, "data")
+    out, shape = [], tuple(in_shape)
+    prev_y = x
+    for k, specs in enumerate(blocks):
+        t_fwd, t_upd = 1 + 2 * k, 2 + 2 * k
+        block_in = prev_y
+        layers, y, dy, scratch = [], block_in, None, 0
+        for j, spec in enumerate(list(specs) + [head_spec(num_classes)]):
+            kind = BLOCK_KINDS[spec["kind"]]
+            name = f"{k}.head" if j == len(specs) else f"{k}.{j}"
+            o_shape = kind.out_shape(spec, shape)
+            pshapes = kind.param_shapes(spec, shape)
+            buf = lambda label, s, first, last, what: Buffer(label, s, F32, first, last, what, k)
+            params = {p: buf(f"{name}.{p}", s, 0, end, "weights") for p, s in pshapes.items()}
+            grads = {p: buf(f"g{name}.{p}", s, t_upd, t_upd, "gradients") for p, s in pshapes.items()}
+            opt = tuple({p: buf(f"opt{i}_{name}.{p}", s, 0, end, "optimizer") for p, s in pshapes.items()}
+                        for i in range(slots))
+            if j == len(specs):        # the head: the loss gradient overwrites its output in place
+                y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
+                dy_buf = y_buf
+            elif kind.IN_PLACE and j > 0:
+                y_buf, dy_buf = y, dy
+            else:
+                y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
+                dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients")
+            layers.append(LayerBuffers(name, dict(spec), shape, o_shape, params, grads, opt, y_buf, dy_buf))
+            scratch = max(scratch, kind.scratch_size(spec, shape, n))
+            if j < len(specs):
+                shape, y, dy = o_shape, y_buf, dy_buf
+        act = lambda label, s, last: Buffer(f"{k}.{label}", s, F32, t_fwd, last, "activations", k)
+        prev_y = act("out", (n, *shape), min(t_upd + 2, end))
+        out.append(BlockBuffers(layers, act("good", (n, num_classes), t_upd), act("loss", (n,), t_upd), prev_y,
+                                act("scratch", (scratch,), t_upd) if scratch else None))
+    idx = Buffer("idx", (n,), "int64", 0, 0, "data")
+    labels = Buffer("labels", (n,), "int64", 0, end, "data")
+    shift_u = Buffer("shift_u", (2 * n,), "float64", 0, 0, "data")
+    buffers = [x, shift_u, idx, labels] + [b for blk in out for b in blk.buffers()]
+    return BlockLayout(tuple(in_shape), x, shift_u, idx, labels, out,
+                       [Phase(list(range(len(blocks))), {k: blk for k, blk in enumerate(out)})], buffers)

@@ -1,0 +1,150 @@
+"""The conv FF trainer (Scalable Forward-Forward): every block learns from its own class-goodness
+loss only, block by block on every batch (edgeff/layers/blocks.py lays the run out).
+
+Per batch of B images, for each block k in turn:
+    forward   its layers (kernels of each kind), its head o = conv1x1(y), class goodness
+              g = mean(o**2) and the margin loss with dLoss/do in place (kernels/sff.py)
+    update    backprop inside the block only: the head, then its layers in reverse (the
+              first layer's input gradient is never made: the input is detached); the
+              optimiser step on the block's parameters and its head's
+    pass on   the block's output, layer-normalised, is block k+1's input
+Every buffer is a view into one arena laid out by the memory planner; the loop allocates nothing.
+"""
+
+import time
+
+import numpy as np
+
+from .budget import layout_for_conv
+from .config import TrainConfig
+from .conv_models import conv_blocks
+from .convnet import LN_EPS, ConvNet
+from .data import Dataset
+from .fit_loop import Optimizer, Param, PhasedTrainer
+from .kernels import batch, norm, sff
+from .memory import Arena, plan_greedy
+
+MARGIN = 1.0   # added to every wrong class's goodness in the loss (kernels/sff.py)
+
+
+class ConvTrainer(PhasedTrainer):
+    """Trains cfg's conv net on ds inside the arena of `plan` (made here when not given)."""
+
+    def __init__(self, cfg, ds, progress=None, plan=None):
+        self.cfg, self.ds = cfg, ds
+        self.progress = progress or (lambda total, desc: None)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.layout = layout_for_conv(cfg, ds)
+        self.plan = plan or plan_greedy(self.layout.buffers)
+        if self.plan.buffers != self.layout.buffers:
+            raise ValueError("the plan given is not the plan of this config and data set")
+        self.arena = Arena(self.plan)
+        v, params = self.arena.view, self.layout.checkpoint_arrays(0)
+        self.net = ConvNet.create(self.layout.in_shape, conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
+                                  ds.num_classes, self.rng, alloc=lambda name, shape: v(params[name]))
+        self.order = np.arange(len(ds.y_train), dtype=np.int64)
+        self.y_train = ds.y_train.astype(np.int64)
+        self.idx, self.labels, self.x = v(self.layout.idx), v(self.layout.y), v(self.layout.x)
+        self.shift_u = v(self.layout.shift_u)
+
+    # ---- what PhasedTrainer asks of a trainer ----
+
+    def phases(self):
+        return [ph.layers for ph in self.layout.phases]
+
+    def _bind(self, p):
+        """Views of every block's buffers; fresh optimiser state."""
+        v = self.arena.view
+        self.phase, self.params, self.opts, self.views = p, {}, {}, []
+        for k, block in enumerate(self.layout.blocks):
+            layers = []
+            for lay, p_arrays in zip(block.layers, self.net.params[k]):
+                state = [{n: v(b) for n, b in slot.items()} for slot in lay.opt]
+                for slot in state:
+                    for a in slot.values():
+                        a[...] = 0.0
+                grads = {n: v(b) for n, b in lay.grads.items()}
+                layers.append((lay, p_arrays, grads, v(lay.y), v(lay.dy)))
+                self.params.setdefault(k, ())
+                self.params[k] += tuple(Param(p_arrays[n], grads[n], state[0][n], state[1][n] if len(state) > 1 else None)
+                                        for n in p_arrays)
+            self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+            self.views.append((layers, v(block.good), v(block.loss), v(block.out),
+                               v(block.scratch) if block.scratch else None))
+
+    def _phase_epochs(self, blocks):
+        return self.cfg.epochs
+
+    def _phase_label(self, blocks):
+        return ""
+
+    def _part(self, key):
+        return f"block {key + 1}/{len(self.layout.blocks)}"
+
+    def _lr_option(self, key):
+        return "--lr", self.cfg.lr
+
+    # ---- one batch ----
+
+    def _step(self, b, blocks, totals):
+        """Stage images idx[:b], then train every block on them in order."""
+        ds, hook, shift = self.ds, self.step_hook, self.cfg.shift
+        y = self.labels[:b]
+        np.take(self.y_train, self.idx[:b], out=y, mode="clip")
+        if shift:
+            self.rng.random(out=self.shift_u[:2 * b])
+        batch.gather_images(ds.x_train, self.idx[:b], self.shift_u, shift, ds.scale, self.x[:b])
+        x = self.x[:b]
+        for k in blocks:
+            t0 = time.perf_counter() if hook else 0.0
+            totals[k] += self._train_block(k, x, y)
+            if hook:
+                hook.layer_done(k, time.perf_counter() - t0)
+            x = self.views[k][3][:b]
+
+    def _train_block(self, k, x, y):
+        """One step of block k on input x; leaves its layer-normalised output in the block's out
+        buffer. Returns the mean loss."""
+        loss = self.block_gradients(k, x, y)
+        self.opts[k].step(self.params[k])
+        return loss
+
+    def block_gradients(self, k, x, y):
+        """Forward, loss and backprop inside block k on input x (b rows) with labels y: every
+        parameter's gradient in its grads view. Returns the mean loss."""
+        b = x.shape[0]
+        layers, good, loss, out, scratch = self.views[k]
+        good, loss, out = good[:b], loss[:b], out[:b]
+        inputs, h = [], x
+        for lay, p, _, yv, _ in layers:
+            inputs.append(h)
+            y_out = yv[:b]
+            lay.kind.forward(lay.spec, p, h, y_out, scratch)
+            h = y_out
+        o = h.reshape(b, self.net.num_classes, -1)          # the head's output
+        feats = inputs[-1]                                  # the block's output, the head's input
+        norm.layer_norm(feats.reshape(b, -1), out.reshape(b, -1), LN_EPS)
+        sff.class_goodness(o, good)
+        sff.margin_loss_grad(o, y, MARGIN, good, loss)
+        for j in range(len(layers) - 1, -1, -1):
+            lay, p, grads, yv, dyv = layers[j]
+            dx = layers[j - 1][4][:b] if j > 0 else None
+            lay.kind.backward(lay.spec, p, inputs[j], yv[:b], dyv[:b], dx, grads, scratch)
+        return loss.mean()
+
+
+def warm_up_conv():
+    """Compile (or load from Numba's cache) every kernel the conv trainer and ConvNet use; returns seconds."""
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 255, (4, 4 * 4 * 2), dtype=np.uint8)
+    ds = Dataset("warm-up", x, np.arange(4, dtype=np.int32) % 2, x, np.arange(4, dtype=np.int32) % 2, 2, 1 / 255,
+                 (4, 4, 2), ("0", "1"), "")
+    for hybrid in ("none", "net"):      # "net" also runs the input gradients
+        cfg = TrainConfig(model="cnn:2p-2-2k1", hybrid=hybrid, classifier="goodness", head_epochs=0, epochs=1,
+                          batch_size=4, shift=1).validate()
+        trainer = ConvTrainer(cfg, ds)
+        trainer.fit()
+    for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer
+        trainer.net.error(rows, ds.y_test, scale)
+    return time.perf_counter() - t0

@@ -1,0 +1,73 @@
+"""edgeff train/eval/infer/plan on conv nets, as a user runs them (real subprocesses), on a
+small RGB data set made here, and the one-line errors of conv options given bad input."""
+
+import numpy as np
+import pytest
+
+from run_cli import edgeff, ok, one_line_error
+
+
+@pytest.fixture(scope="module")
+def rgb(tmp_path_factory):
+    """400 + 100 12x12 RGB images of 3 classes: a bright square in one of three places."""
+    rng = np.random.default_rng(0)
+    def images(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, 12, 12, 3)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, 4 * c:4 * c + 4, 2:6, c] = 250
+        return x, y
+    (xt, yt), (xs, ys) = images(400), images(100)
+    path = tmp_path_factory.mktemp("rgb") / "rgb.npz"
+    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
+    return path
+
+
+def train(rgb, out, *extra):
+    return edgeff("train", "--dataset", rgb, "--model", "cnn:8p/8", "--epochs", "4", "--batch-size", "32",
+                  "--lr", "0.01", "--out", out, "--json", *extra)
+
+
+@pytest.mark.parametrize("hybrid", ["none", "block", "net"])
+def test_train_eval_infer_on_a_conv_net(rgb, tmp_path, hybrid):
+    out = tmp_path / "run"
+    m = ok(train(rgb, out, "--hybrid", hybrid))
+    assert m["classifier"] == "goodness" and m["test_error"] < 0.2, m     # 3 classes: chance is 0.67
+    assert m["model"] == "cnn:8p/8"
+    again = ok(edgeff("eval", out, "--json"))
+    assert again["test_error"] == m["test_error"]
+    with np.load(rgb) as z:
+        np.save(tmp_path / "x.npy", z["x_test"][:7])
+        want = z["y_test"][:7]
+    labels = ok(edgeff("infer", out, tmp_path / "x.npy", "--json"))["labels"]
+    assert len(labels) == 7 and np.mean(np.array(labels) == want) >= 5 / 7
+
+
+def test_plan_of_a_conv_net_keeps_less_than_backprop(rgb):
+    ff = ok(edgeff("plan", "--dataset", rgb, "--model", "cnn:8p-8-8", "--json"))
+    bp = ok(edgeff("plan", "--dataset", rgb, "--model", "cnn:8p-8-8", "--hybrid", "net", "--json"))
+    assert ff["ff_activation_bytes"] < ff["backprop_activation_bytes"] == bp["ff_activation_bytes"]
+    assert bp["arena_bytes"] > ff["arena_bytes"]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--model", "cnn:8x"], ["bad conv spec", "'8x'"]),
+    (["--model", "cnn:8k4"], ["odd kernel"]),
+    (["--model", "conv-small", "--width-mult", "0"], ["--width-mult"]),
+    (["--model", "conv-small", "--hybrid", "all"], ["--hybrid"]),
+    (["--model", "conv-small", "--classifier", "linear"], ["class goodness"]),
+    (["--model", "cnn:8p-8p-8p-8p"], ["does not fit"]),
+])
+def test_bad_conv_options_are_one_line(rgb, tmp_path, args, fragments):
+    r = edgeff("train", "--dataset", rgb, "--out", tmp_path / "r", *args)
+    one_line_error(r, *fragments) if "--hybrid" not in args else None
+    assert r.returncode == 2 and not (tmp_path / "r").exists()
+    for f in fragments:
+        assert f in r.stderr
+
+
+def test_a_conv_net_refuses_flat_rows(tmp_path):
+    path = tmp_path / "flat.npz"
+    rows = np.zeros((10, 20), np.float32)
+    np.savez(path, x_train=rows, y_train=np.arange(10) % 2, x_test=rows, y_test=np.arange(10) % 2)
+    one_line_error(edgeff("train", "--dataset", path, "--model", "conv-small"), "takes images", "flat rows")
