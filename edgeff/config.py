@@ -76,6 +76,8 @@ class TrainConfig:
     seed: int = 0
     width_mult: float = 1.0    # conv nets: channel count multiplier
     hybrid: str = "none"       # conv nets: what a block is (conv_models.py)
+    init: str = ""             # conv nets: the run whose blocks this one started from
+    freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
 
     def validate(self):
         if not self.is_conv:
@@ -95,8 +97,14 @@ class TrainConfig:
         if not isinstance(self.lr_decay, bool):
             raise UsageError(f"lr_decay must be true or false, got {self.lr_decay!r}")
         _check_real("width_mult", self.width_mult, low=0, high=16, above_low=True)
+        _check_whole("freeze", self.freeze, 0)
         if self.is_conv:
-            conv_blocks(self.model, self.width_mult, self.hybrid)     # a bad spec is named here
+            n_blocks = len(conv_blocks(self.model, self.width_mult, self.hybrid))     # a bad spec is named here
+            if self.freeze > n_blocks:
+                raise UsageError(f"--freeze {self.freeze}: {self.model} trained with --hybrid {self.hybrid} has "
+                                 f"{n_blocks} blocks")
+        if self.freeze and not self.init:
+            raise UsageError("--freeze keeps the blocks of an --init run: give --init RUN_DIR")
         if self.is_conv and (self.classifier != "goodness" or self.head_epochs):
             raise UsageError(f"{self.model} classifies by its blocks' class goodness: use --classifier goodness "
                              "and --head-epochs 0 (the defaults for conv nets)")

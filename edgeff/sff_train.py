@@ -28,9 +28,13 @@ MARGIN = 1.0   # added to every wrong class's goodness in the loss (kernels/sff.
 
 
 class ConvTrainer(PhasedTrainer):
-    """Trains cfg's conv net on ds inside the arena of `plan` (made here when not given)."""
+    """Trains cfg's conv net on ds inside the arena of `plan` (made here when not given).
 
-    def __init__(self, cfg, ds, progress=None, plan=None):
+    init: a ConvNet of the same blocks (--init) whose layers' weights the net starts from; its
+    class heads are not taken (they belong to its data set's classes). The first cfg.freeze
+    blocks keep those layers: they only run forward, and only their heads learn."""
+
+    def __init__(self, cfg, ds, progress=None, plan=None, init=None):
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
         self.rng = np.random.default_rng(cfg.seed)
@@ -42,6 +46,13 @@ class ConvTrainer(PhasedTrainer):
         v, params = self.arena.view, self.layout.checkpoint_arrays(0)
         self.net = ConvNet.create(self.layout.in_shape, conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
                                   ds.num_classes, self.rng, alloc=lambda name, shape: v(params[name]))
+        if init is not None:
+            if init.blocks != self.net.blocks or init.in_shape != self.net.in_shape:
+                raise ValueError("--init's net has other blocks or input shape than this run's")
+            for mine, theirs in zip(self.net.params, init.params):
+                for p_mine, p_theirs in zip(mine[:-1], theirs[:-1]):      # every layer but the head
+                    for name, a in p_mine.items():
+                        a[...] = p_theirs[name]
         self.order = np.arange(len(ds.y_train), dtype=np.int64)
         self.y_train = ds.y_train.astype(np.int64)
         self.idx, self.labels, self.x = v(self.layout.idx), v(self.layout.y), v(self.layout.x)
@@ -65,9 +76,10 @@ class ConvTrainer(PhasedTrainer):
                         a[...] = 0.0
                 grads = {n: v(b) for n, b in lay.grads.items()}
                 layers.append((lay, p_arrays, grads, v(lay.y), v(lay.dy)))
-                self.params.setdefault(k, ())
-                self.params[k] += tuple(Param(p_arrays[n], grads[n], state[0][n], state[1][n] if len(state) > 1 else None)
-                                        for n in p_arrays)
+                if k >= self.cfg.freeze or lay is block.layers[-1]:     # a frozen block's head still learns
+                    self.params[k] = self.params.get(k, ()) + tuple(
+                        Param(p_arrays[n], grads[n], state[0][n], state[1][n] if len(state) > 1 else None)
+                        for n in p_arrays)
             self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
             self.views.append((layers, v(block.good), v(block.loss), v(block.out),
                                v(block.scratch) if block.scratch else None))
@@ -126,9 +138,10 @@ class ConvTrainer(PhasedTrainer):
         norm.layer_norm(feats.reshape(b, -1), out.reshape(b, -1), LN_EPS)
         sff.class_goodness(o, good)
         sff.margin_loss_grad(o, y, MARGIN, good, loss)
-        for j in range(len(layers) - 1, -1, -1):
+        first = len(layers) - 1 if k < self.cfg.freeze else 0      # a frozen block: the head only
+        for j in range(len(layers) - 1, first - 1, -1):
             lay, p, grads, yv, dyv = layers[j]
-            dx = layers[j - 1][4][:b] if j > 0 else None
+            dx = layers[j - 1][4][:b] if j > first else None
             lay.kind.backward(lay.spec, p, inputs[j], yv[:b], dyv[:b], dx, grads, scratch)
         return loss.mean()
 

@@ -1,6 +1,8 @@
 """edgeff train/eval/infer/plan on conv nets, as a user runs them (real subprocesses), on a
 small RGB data set made here, and the one-line errors of conv options given bad input."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -71,3 +73,21 @@ def test_a_conv_net_refuses_flat_rows(tmp_path):
     rows = np.zeros((10, 20), np.float32)
     np.savez(path, x_train=rows, y_train=np.arange(10) % 2, x_test=rows, y_test=np.arange(10) % 2)
     one_line_error(edgeff("train", "--dataset", path, "--model", "conv-small"), "takes images", "flat rows")
+
+
+def test_init_and_freeze_from_the_command_line(rgb, tmp_path):
+    base = ok(train(rgb, tmp_path / "base"))
+    tuned = ok(edgeff("train", "--dataset", rgb, "--init", tmp_path / "base", "--freeze", "1", "--epochs", "1",
+                      "--batch-size", "32", "--out", tmp_path / "tuned", "--json"))
+    assert tuned["model"] == base["model"] and tuned["test_error"] < 0.2
+    stored = json.loads((tmp_path / "tuned" / "config.json").read_text())
+    assert stored["init"] == str(tmp_path / "base") and stored["freeze"] == 1
+    for args, fragments in [
+        (["--freeze", "1"], ["--freeze keeps the blocks of an --init run"]),
+        (["--init", tmp_path / "base", "--freeze", "3"], ["--freeze 3", "2 blocks"]),
+        (["--init", tmp_path / "base", "--model", "cnn:8p/16"], ["--model cnn:8p/16 differs from --init's"]),
+        (["--init", tmp_path / "nowhere"], ["nowhere"]),
+    ]:
+        r = edgeff("train", "--dataset", rgb, "--epochs", "1", "--out", tmp_path / "bad", *args)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert all(f in r.stderr for f in fragments), r.stderr

@@ -210,3 +210,24 @@ def test_a_crafted_conv_model_is_a_model_error(tmp_path, damage, message):
     damage(arrays, meta)
     with pytest.raises(ModelError, match=message):
         ConvNet.from_arrays("m.npz", arrays, meta)
+
+
+def test_init_copies_the_layers_and_freeze_keeps_them():
+    ds = tiny_data(n=24)
+    source = ConvTrainer(conv_cfg(epochs=2), ds)
+    source.fit()
+    cfg = conv_cfg(epochs=2, init="elsewhere", freeze=1)
+    trainer = ConvTrainer(cfg, ds, init=source.net)
+    start_heads = [{n: a.copy() for n, a in block[-1].items()} for block in trainer.net.params]
+    trainer.fit()
+    frozen, trained = trainer.net.params[0], trainer.net.params[1]
+    for mine, theirs in zip(frozen[:-1], source.net.params[0][:-1]):
+        assert all(np.array_equal(mine[n], theirs[n]) for n in mine)          # the frozen block's layers
+    assert not np.array_equal(frozen[-1]["w"], start_heads[0]["w"])          # its head learned
+    assert not np.array_equal(trained[0]["w"], source.net.params[1][0]["w"])  # the next block learned
+
+
+def test_default_epochs_follow_the_examples_seen():
+    from edgeff.commands.train import default_epochs
+    assert default_epochs(60000) == 10 and default_epochs(120000) == 10
+    assert default_epochs(4000) == 150 and default_epochs(7) == 1000

@@ -9,7 +9,7 @@ import time
 
 from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..conv_models import HYBRID, NETS
-from ..convnet import image_chw
+from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
 from .. import checkpoint
 from ..budget import backprop_bytes, data_bytes, fit_budget, planner
@@ -19,13 +19,15 @@ from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
 from ..plan_report import plan_report, print_plan
 from ..progress import Progress, progress_enabled
-from ..runs import MODEL, peak_rss_mib, rss_mib, save_run
+from ..runs import MODEL, load_run, peak_rss_mib, rss_mib, save_run
 from ..sff_train import ConvTrainer, warm_up_conv
 from ..train import Trainer, warm_up
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
 
 _D = TrainConfig()
+SAMPLES_SEEN = 600_000     # the default length of training, in examples shown
+MAX_EPOCHS = 1000
 
 
 def add_arguments(p):
@@ -33,16 +35,21 @@ def add_arguments(p):
                    "with x_train, y_train, x_test, y_test (default: %(default)s)")
     p.add_argument("--data-dir", help="where to look for the data set first")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training examples only")
-    p.add_argument("--model", default=_D.model, help="dense FF: layer widths, input first; conv FF: a named net "
-                   f"({', '.join(NETS)}) (default: %(default)s)")
-    p.add_argument("--width-mult", type=float, default=_D.width_mult, metavar="F",
-                   help="conv nets: multiply every layer's channels by F (default: %(default)s)")
-    p.add_argument("--hybrid", default=_D.hybrid, choices=HYBRID,
+    p.add_argument("--model", help="dense FF: layer widths, input first; conv FF: a named net "
+                   f"({', '.join(NETS)}) or a spec like cnn:32p/64p-128 (default: {_D.model}, or --init's)")
+    p.add_argument("--width-mult", type=float, metavar="F",
+                   help=f"conv nets: multiply every layer's channels by F (default: {_D.width_mult:g}, or --init's)")
+    p.add_argument("--hybrid", choices=HYBRID,
                    help="conv nets: none = every conv layer its own block (pure FF); block = the net's blocks, "
-                        "backprop inside each; net = plain backprop end to end (default: %(default)s)")
+                        f"backprop inside each; net = plain backprop end to end (default: {_D.hybrid}, or --init's)")
+    p.add_argument("--init", metavar="RUN_DIR", help="conv nets: start from this run's blocks (their layers, not "
+                   "their class heads) and adapt them to --dataset; --model, --width-mult and --hybrid default to its")
+    p.add_argument("--freeze", type=int, default=_D.freeze, metavar="N",
+                   help="with --init: keep the first N blocks' layers as they are (their class heads still learn)")
     p.add_argument("--schedule", default=_D.schedule, choices=SCHEDULES,
                    help="simultaneous: every layer on every batch; layerwise: layer k to the end, then k+1")
-    p.add_argument("--epochs", type=int, default=_D.epochs, help="epochs (per layer when layerwise)")
+    p.add_argument("--epochs", type=int, help="epochs (per layer when layerwise); default: enough to see "
+                   f"{SAMPLES_SEEN:,} examples ({_D.epochs} of a 60,000-row set), from {_D.epochs} to {MAX_EPOCHS}")
     p.add_argument("--batch-size", default=str(_D.batch_size),
                    help="examples per batch, or 'auto': the largest that fits --memory-budget (default: %(default)s)")
     p.add_argument("--memory-budget", metavar="SIZE",
@@ -78,10 +85,27 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def config_from_args(args, batch_size):
-    values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__}
+def default_epochs(n_train):
+    """Epochs that show the net SAMPLES_SEEN examples, from the default to MAX_EPOCHS: a small
+    data set gets as many updates as a large one, not a 60,000-row set's 10 epochs' worth."""
+    return max(_D.epochs, min(MAX_EPOCHS, -(-SAMPLES_SEEN // max(1, n_train))))
+
+
+def config_from_args(args, batch_size, init_cfg=None):
+    """The TrainConfig of these options; net options left out come from init_cfg (--init's run), else
+    the defaults. An --epochs left out is the default's, to be set by the data set's size."""
+    values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)}
     values["batch_size"] = batch_size
-    conv = TrainConfig(model=args.model).is_conv
+    values["init"] = values.get("init") or ""
+    for name in ("model", "width_mult", "hybrid"):
+        given, inherited = values[name], getattr(init_cfg, name, None)
+        if init_cfg is not None and given is not None and given != inherited:
+            raise UsageError(f"--{name.replace('_', '-')} {given} differs from --init's {inherited}: the blocks must "
+                             "be the same; leave it out")
+        values[name] = given if given is not None else inherited if inherited is not None else getattr(_D, name)
+    if values["epochs"] is None:
+        values["epochs"] = _D.epochs
+    conv = TrainConfig(model=values["model"]).is_conv
     for name, dense, conv_default in (("classifier", _D.classifier, "goodness"), ("head_epochs", _D.head_epochs, 0)):
         if values[name] is None:
             values[name] = conv_default if conv else dense
@@ -96,6 +120,7 @@ class Prepared:
     load_seconds: float
     plan_args: tuple
     in_width: int | None      # dense: the first layer's input width with label inputs
+    init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
 
 
 def prepare(args, resume_meta=None):
@@ -110,7 +135,12 @@ def prepare(args, resume_meta=None):
         batch_size = 1 if auto else int(args.batch_size)
     except ValueError:
         raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
-    cfg = config_from_args(args, batch_size)
+    init_net = init_cfg = None
+    if args.init and resume_meta is None:
+        init_net, init_cfg = load_run(args.init)
+        if not isinstance(init_net, ConvNet):
+            raise UsageError(f"--init {args.init}: holds a dense net; --init starts conv nets from a conv run")
+    cfg = config_from_args(args, batch_size, init_cfg)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
@@ -122,6 +152,11 @@ def prepare(args, resume_meta=None):
             raise UsageError(f"--limit-train must be at least 1, got {args.limit_train}")
         ds = dataclasses.replace(ds, x_train=ds.x_train[:args.limit_train].copy(),
                                  y_train=ds.y_train[:args.limit_train].copy())  # copies: the rest is freed
+    if args.epochs is None:
+        cfg = dataclasses.replace(cfg, epochs=default_epochs(len(ds.y_train)))
+    if init_net is not None and init_net.in_shape != image_chw(ds.image_shape):
+        raise UsageError(f"--init {args.init}: its net takes {'x'.join(map(str, init_net.in_shape))} (CxHxW) images, "
+                         f"{ds.name} holds {ds.image_shape}")
     in_width = None
     if cfg.is_conv:
         if image_chw(ds.image_shape) is None:
@@ -143,7 +178,8 @@ def prepare(args, resume_meta=None):
     plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
     return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width)
+                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width,
+                    init_net)
 
 
 def run(args):
@@ -179,8 +215,9 @@ def _train(args, out, prepared, resume):
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
-    trainer = (ConvTrainer if cfg.is_conv else Trainer)(cfg, ds, progress=lambda total, desc: Progress(total, desc, enabled=show) if show else None,
-                      plan=prepared.plan)
+    progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
+    trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
+               Trainer(cfg, ds, progress, plan=prepared.plan))
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
