@@ -5,7 +5,7 @@ Images come in as stored rows (H*W*C, channels last) and are gathered channels f
 conv, one channel per class); class c's goodness is the mean of its squared head
 outputs (kernels/sff.py). The block's output, layer-normalised, is block k+1's input.
 Every block votes with its class-goodness vector; the class with the highest average
-wins: one forward pass, no pass per label.
+wins ("goodness"), or the last block alone decides ("last"): one forward pass, no pass per label.
 """
 
 import json
@@ -78,14 +78,21 @@ class ConvNet:
                 norm.layer_norm(flat, flat, LN_EPS)
         return out
 
-    def predict(self, x, scale, classifier="goodness"):
-        return self.block_scores(x, scale).mean(axis=1).argmax(axis=1)
+    @staticmethod
+    def votes(block_scores, classifier):
+        """(N, C) class scores: "goodness" averages every block's, "last" is the last block's."""
+        return block_scores.mean(axis=1) if classifier == "goodness" else block_scores[:, -1]
 
-    def error(self, x, y, scale, classifier="goodness"):
-        return float((self.predict(x, scale) != y).mean())
+    def predict(self, x, scale, classifier="goodness"):
+        return self.votes(self.block_scores(x, scale), classifier).argmax(axis=1)
+
+    def errors(self, x, y, scale, classifiers=None):
+        """{classifier: error rate on rows x with labels y}, one forward pass for all."""
+        scores = self.block_scores(x, scale)
+        return {c: float((self.votes(scores, c).argmax(axis=1) != y).mean()) for c in classifiers or self.classifiers()}
 
     def classifiers(self):
-        return ["goodness"]
+        return ["goodness", "last"]
 
     # ---- persistence ----
 

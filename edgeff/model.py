@@ -250,6 +250,10 @@ class FFNet:
     def error(self, x, y, scale, classifier):
         return float((self.predict(x, scale, classifier) != y).mean())
 
+    def errors(self, x, y, scale, classifiers=None):
+        """{classifier: error rate on rows x with labels y}."""
+        return {c: self.error(x, y, scale, c) for c in classifiers or self.classifiers()}
+
 
 def check_input_info(source, info, d, c):
     """A model's record of its input rows (describe_input) fits its d features and c classes."""

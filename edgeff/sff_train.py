@@ -159,5 +159,5 @@ def warm_up_conv():
         trainer = ConvTrainer(cfg, ds)
         trainer.fit()
     for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer
-        trainer.net.error(rows, ds.y_test, scale)
+        trainer.net.errors(rows, ds.y_test, scale)
     return time.perf_counter() - t0

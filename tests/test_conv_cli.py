@@ -91,3 +91,13 @@ def test_init_and_freeze_from_the_command_line(rgb, tmp_path):
         r = edgeff("train", "--dataset", rgb, "--epochs", "1", "--out", tmp_path / "bad", *args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert all(f in r.stderr for f in fragments), r.stderr
+
+
+def test_eval_reports_both_votes_and_refuses_a_dense_classifier(rgb, tmp_path):
+    m = ok(train(rgb, tmp_path / "run", "--classifier", "last"))
+    assert m["classifier"] == "last" and m["test_error"] == m["test_error_last"]
+    both = ok(edgeff("eval", tmp_path / "run", "--classifier", "all", "--json"))
+    assert set(both) >= {"test_error_goodness", "test_error_last"} and both["test_error_last"] == m["test_error_last"]
+    one_line_error(edgeff("eval", tmp_path / "run", "--classifier", "linear"), "has no linear classifier",
+                   "goodness or last")
+    one_line_error(edgeff("train", "--dataset", rgb, "--model", "12-4", "--classifier", "last"), "for conv nets")

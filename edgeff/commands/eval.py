@@ -13,7 +13,7 @@ def add_arguments(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'edgeff train --out'")
     p.add_argument("--dataset", help="evaluate on this data set instead of the one trained on")
     p.add_argument("--data-dir", help="where to look for the data set first")
-    p.add_argument("--classifier", choices=("linear", "goodness", "all"), default=None,
+    p.add_argument("--classifier", choices=("linear", "goodness", "last", "all"), default=None,
                    help="default: the one the run was trained to report")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -26,7 +26,10 @@ def run(args):
     if ds.num_classes > net.num_classes:
         raise UsageError(f"{ds.name} has {ds.num_classes} classes but the model knows {net.num_classes}")
     wanted = net.classifiers() if args.classifier == "all" else [args.classifier or cfg.classifier]
-    errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in wanted}
+    if wanted[0] not in net.classifiers():
+        raise UsageError(f"{args.run_dir}: has no {wanted[0]} classifier; use --classifier "
+                         f"{' or '.join(net.classifiers())}")
+    errors = net.errors(ds.x_test, ds.y_test, ds.scale, wanted)
     if args.json:
         print(json.dumps({"test_error": errors[wanted[0]], **{f"test_error_{c}": e for c, e in errors.items()},
                           "dataset": ds.name, "test_samples": int(len(ds.y_test))}, allow_nan=False))

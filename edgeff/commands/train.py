@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
-from ..conv_models import HYBRID, NETS
+from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
 from .. import checkpoint
@@ -28,6 +28,7 @@ HELP = "train a Forward-Forward net on a data set, print its test error and save
 _D = TrainConfig()
 SAMPLES_SEEN = 600_000     # the default length of training, in examples shown
 MAX_EPOCHS = 1000
+CONV_BATCH_SIZE = 64       # conv nets: more, smaller steps measured better at the same examples seen
 
 
 def add_arguments(p):
@@ -50,8 +51,8 @@ def add_arguments(p):
                    help="simultaneous: every layer on every batch; layerwise: layer k to the end, then k+1")
     p.add_argument("--epochs", type=int, help="epochs (per layer when layerwise); default: enough to see "
                    f"{SAMPLES_SEEN:,} examples ({_D.epochs} of a 60,000-row set), from {_D.epochs} to {MAX_EPOCHS}")
-    p.add_argument("--batch-size", default=str(_D.batch_size),
-                   help="examples per batch, or 'auto': the largest that fits --memory-budget (default: %(default)s)")
+    p.add_argument("--batch-size", help="examples per batch, or 'auto': the largest that fits --memory-budget "
+                   f"(default: {_D.batch_size}, conv nets {CONV_BATCH_SIZE})")
     p.add_argument("--memory-budget", metavar="SIZE",
                    help="memory training may use (arena + data), like 48MiB or 1GB; checked before training starts")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
@@ -69,8 +70,9 @@ def add_arguments(p):
                    "conv nets 0)")
     p.add_argument("--head-lr", type=float, default=_D.head_lr)
     p.add_argument("--classifier", choices=CLASSIFIERS,
-                   help="how test error is measured: linear head (one pass) or goodness over all labels "
-                        f"(conv nets: the blocks' class goodness, one pass) (default: {_D.classifier}, conv nets goodness)")
+                   help="how test error is measured: dense nets: linear head (one pass) or goodness over all labels; "
+                        "conv nets: goodness (every block's class goodness, averaged) or last (the last block's); "
+                        f"(default: {_D.classifier}, conv nets goodness)")
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
                    help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
@@ -130,16 +132,19 @@ def prepare(args, resume_meta=None):
             setattr(args, k, v)
         args.batch_size = str(resume_meta["config"]["batch_size"])
         args.limit_train = resume_meta.get("limit_train")
-    auto = args.batch_size == "auto"
-    try:
-        batch_size = 1 if auto else int(args.batch_size)
-    except ValueError:
-        raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
     init_net = init_cfg = None
     if args.init and resume_meta is None:
         init_net, init_cfg = load_run(args.init)
         if not isinstance(init_net, ConvNet):
             raise UsageError(f"--init {args.init}: holds a dense net; --init starts conv nets from a conv run")
+    if args.batch_size is None:
+        conv = is_conv_model(args.model or getattr(init_cfg, "model", _D.model))
+        args.batch_size = str(CONV_BATCH_SIZE if conv else _D.batch_size)
+    auto = args.batch_size == "auto"
+    try:
+        batch_size = 1 if auto else int(args.batch_size)
+    except ValueError:
+        raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
     cfg = config_from_args(args, batch_size, init_cfg)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
@@ -232,7 +237,7 @@ def _train(args, out, prepared, resume):
     train_seconds = time.perf_counter() - t0
     net = trainer.net
     net.describe_input(ds)
-    errors = {c: net.error(ds.x_test, ds.y_test, ds.scale, c) for c in net.classifiers()}
+    errors = net.errors(ds.x_test, ds.y_test, ds.scale)
     metrics = {
         "test_error": errors[cfg.classifier],
         **{f"test_error_{c}": e for c, e in errors.items()},
