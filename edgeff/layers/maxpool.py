@@ -6,6 +6,7 @@ import numpy as np
 
 from ..kernels import pool
 from ..kernels import reference as ref
+from .stateless import init, param_shapes, scratch_size  # noqa: F401 (the kind's interface)
 
 FIELDS = {"k": (1, 8)}
 IN_PLACE = False
@@ -17,18 +18,6 @@ def out_shape(spec, shape):
     if h < k or w < k:
         raise ValueError(f"maxpool: a {k}x{k} window does not fit a {h}x{w} image")
     return (c, h // k, w // k)
-
-
-def param_shapes(spec, shape):
-    return {}
-
-
-def init(spec, shape, params, rng):
-    pass
-
-
-def scratch_size(spec, shape, n):
-    return 0
 
 
 def forward(spec, params, x, y, scratch):

@@ -1,0 +1,14 @@
+"""What a block-net layer kind without parameters or scratch declares (relu, maxpool, ...):
+its module imports these three instead of writing them again."""
+
+
+def param_shapes(spec, shape):
+    return {}
+
+
+def init(spec, shape, params, rng):
+    pass
+
+
+def scratch_size(spec, shape, n):
+    return 0
