@@ -2,6 +2,9 @@
 gray and RGB, old and new opsets; the CLI (export, infer, int8) on a small trained RGB run."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -109,3 +112,13 @@ def test_a_linear_head_is_one_line_and_writes_nothing(run_dir, tmp_path, head):
     path = tmp_path / "m.onnx"
     one_line_error(edgeff("export", run_dir, "-o", path, "--head", head), f"--head {head}", "conv net")
     assert not path.exists()
+
+
+def test_bench_infer_runs_on_a_conv_run(run_dir):
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_infer.py"
+    r = subprocess.run([sys.executable, str(tool), str(run_dir), "--seconds", "0.05", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [(row["head"], row["batch"]) for row in rows] == [("goodness", 1), ("goodness", 256)]
+    assert all(row[e] > 0 for row in rows for e in ("numpy", "onnxruntime", "onnxruntime-int8"))
