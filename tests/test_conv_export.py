@@ -43,9 +43,9 @@ def test_graph_matches_block_scores(opset, in_shape):
     np.testing.assert_array_equal(labels, net.predict(x, 1.0))
 
 
-def test_a_fixed_batch_graph():
+def test_a_fixed_batch_graph_of_one_block():
     rng = np.random.default_rng(5)
-    net = ConvNet.create((3, 8, 8), [[conv(4), RELU, POOL], [conv(4, stride=2), RELU]], 3, rng)
+    net = ConvNet.create((3, 8, 8), [[conv(4), RELU, POOL, conv(4, stride=2), RELU]], 3, rng)   # --hybrid net
     model = export.check(export.build(net, "goodness", batch="7"))
     x = rng.random((7, net.in_features)).astype(np.float32)
     assert export.parity(export.session(model.SerializeToString()), net, x, "goodness")["ok"]
