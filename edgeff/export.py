@@ -1,4 +1,6 @@
-"""ONNX export: a trained FFNet as one ONNX graph that needs no edgeff to run.
+"""ONNX export: a trained FFNet or ConvNet as one ONNX graph that needs no edgeff to run.
+A ConvNet's graph is built in edgeff/export_conv.py (the blocks' voting built in); the
+rest of this docstring is about dense nets.
 
 The graph takes `x`, float32 [N, D]: rows of features as the net was trained on them
 (stored value * input scale, e.g. pixel / 255; the scale is in the metadata). It
@@ -15,7 +17,8 @@ and l_k the k-th label vector (value * one-hot, or value / C everywhere):
 instead of K. Later layers are batched products [K, N, H] @ [H, H'].
 
 Layer types convert through CONVERTERS; a model holding another type fails with its
-name and the supported ones. Later layer families (conv, FFCL) register there too.
+name and the supported ones. Conv nets' layer kinds convert through their own modules
+(edgeff/layers/*.py onnx_node).
 """
 
 import functools
@@ -29,8 +32,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import __version__
-from .errors import ExportError
+from . import __version__, export_conv
+from .convnet import ConvNet
+from .errors import ExportError, UsageError
 from .model import EPS
 
 DEFAULT_OPSET = 17
@@ -71,10 +75,14 @@ class Graph:
         self.inits.append(numpy_helper.from_array(np.array(array, order="C"), name))  # keeps 0-d as 0-d
         return name
 
+    def fresh(self, prefix):
+        """A name no other node's output has."""
+        self._count += 1
+        return f"{prefix}_{self._count}"
+
     def op(self, op_type, *inputs, output=None, **attrs):
         """Add a node; its output is named `output` (a graph output) or a fresh name."""
-        self._count += 1
-        out = output or f"{op_type.lower()}_{self._count}"
+        out = output or self.fresh(op_type.lower())
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
         return out
 
@@ -137,19 +145,36 @@ def _converter(kind):
 
 
 def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=None):
-    """The ONNX ModelProto of net with the given head(s); not yet checked."""
+    """The ONNX ModelProto of net (an FFNet with the given head(s), or a ConvNet); not yet checked."""
     if head not in HEADS:
         raise ExportError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
+    conv = isinstance(net, ConvNet)
+    if conv and head != "goodness":
+        raise UsageError(f"--head {head}: a conv net has no linear head (its blocks vote with their class "
+                         "goodness); leave --head out or use --head goodness")
     if head in ("linear", "both") and net.head_w is None:
         raise ExportError("this model has no linear head: export with --head goodness, or train with --head-epochs 1+")
     if not MIN_OPSET <= opset <= max_opset():
         raise ExportError(f"--opset {opset} is outside what edgeff exports and onnxruntime runs "
                           f"({MIN_OPSET}..{max_opset()})")
+    g = Graph(opset)
+    n_dim = "N" if batch == "dynamic" else int(batch)
+    inputs, outputs, doc = export_conv.build_graph(g, net, n_dim) if conv else _dense_graph(g, net, head, n_dim)
+    graph = helper.make_graph(g.nodes, "edgeff_ff", inputs, outputs, g.inits)
+    model = helper.make_model(graph, producer_name="edgeff", producer_version=__version__, model_version=1,
+                              doc_string=doc)
+    _with_opset(model, opset)  # the oldest IR version that carries it: older runtimes load it too
+    for key, value in (metadata or {}).items():
+        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value, allow_nan=False))
+    return model
+
+
+def _dense_graph(g, net, head, n_dim):
+    """Add an FFNet's nodes to g; returns (inputs, outputs, doc string)."""
     c = net.num_classes
     candidates = [] if head == "linear" else [net.label_value * np.eye(c, dtype=np.float32)]
     neutral = [] if head == "goodness" else [np.full((1, c), net.label_value / c, np.float32)]
     label_vectors = np.concatenate(candidates + neutral).astype(np.float32)   # [K, C]
-    g = Graph(opset)
     x = "x"
     goods, hs = [], []
     for k, (w, b) in enumerate(zip(net.weights, net.biases)):
@@ -160,7 +185,6 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
                                 normalised=not last or head != "goodness")
         goods.append(good)
         hs.append(h)
-    n_dim = "N" if batch == "dynamic" else int(batch)
     outputs = []
     if head != "linear":
         total = goods[0]
@@ -183,14 +207,8 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
         outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [n_dim]),
                    helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [n_dim, c])] + outputs
     inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n_dim, net.in_features])]
-    graph = helper.make_graph(g.nodes, "edgeff_ff", inputs, outputs, g.inits)
-    model = helper.make_model(graph, producer_name="edgeff", producer_version=__version__, model_version=1,
-                              doc_string=f"Forward-Forward net {'-'.join(map(str, [net.in_features] + net.widths))}, "
-                                         f"head: {head}; input x: float32 [N, {net.in_features}] features")
-    _with_opset(model, opset)  # the oldest IR version that carries it: older runtimes load it too
-    for key, value in (metadata or {}).items():
-        model.metadata_props.add(key=key, value=value if isinstance(value, str) else json.dumps(value, allow_nan=False))
-    return model
+    return inputs, outputs, (f"Forward-Forward net {'-'.join(map(str, [net.in_features] + net.widths))}, "
+                             f"head: {head}; input x: float32 [N, {net.in_features}] features")
 
 
 def check(model):
@@ -215,7 +233,7 @@ def numpy_outputs(net, x, head):
     """What the ONNX graph must give, from the NumPy/Numba forward: {output name: array}."""
     out = {}
     if head != "linear":
-        scores = net.goodness_scores(x, 1.0)
+        scores = net.block_scores(x, 1.0).mean(axis=1) if isinstance(net, ConvNet) else net.goodness_scores(x, 1.0)
         out["scores"] = scores
         out["label" if head == "goodness" else "goodness_label"] = scores.argmax(1)
     if head != "goodness":
@@ -255,8 +273,9 @@ def parity(sess, net, x, head):
     return report
 
 
-def quantize(model_bytes, mode, calibration=None):
-    """int8 weights with onnxruntime's quantizer: 'dynamic', or 'static' calibrated on float32 rows."""
+def quantize(model_bytes, mode, calibration=None, static_ops=("MatMul",)):
+    """int8 weights with onnxruntime's quantizer: 'dynamic', or 'static' calibrated on float32 rows
+    (quantizing the nodes of static_ops: MatMul for dense nets, Conv for conv nets)."""
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic,
                                           quantize_static)
 
@@ -278,7 +297,7 @@ def quantize(model_bytes, mode, calibration=None):
             else:
                 quantize_static(src, dst, Rows(calibration), quant_format=QuantFormat.QDQ,
                                 activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
-                                op_types_to_quantize=["MatMul"])
+                                op_types_to_quantize=list(static_ops))
         finally:
             logging.disable(logging.NOTSET)
         with open(dst, "rb") as f:
@@ -300,7 +319,9 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
     t0 = time.perf_counter()
     if net.input_info is None:   # a run saved before models described their input
         net.describe_input(ds)
-    info = net.input_info
+    info, conv = net.input_info, isinstance(net, ConvNet)
+    inside = ("reshapes each row to its (H, W, C) image" if conv else
+              "overlays the labels and length-normalises each layer's input")
     metadata = {
         "edgeff_version": __version__,
         "head": head,
@@ -309,8 +330,7 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
         "test_error": {k: v for k, v in metrics.items() if k.startswith("test_error")},
         "input": {"name": "x", "shape": ["N", net.in_features], "dtype": "float32",
                   "scale": info["scale"], "stored_dtype": info["dtype"], "image_shape": info["image_shape"],
-                  "normalisation": "x = stored value * scale (pixel / 255 for 8-bit images); the graph overlays "
-                                   "the labels and length-normalises each layer's input itself"},
+                  "normalisation": f"x = stored value * scale (pixel / 255 for 8-bit images); the graph {inside} itself"},
         "label_names": info["label_names"],
     }
     step("building the graph")
@@ -334,7 +354,7 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
         if batch != "dynamic":
             raise ExportError("--quantize needs --batch dynamic (it measures the test error in chunks)")
         calib = (ds.x_train[:500] * np.float32(ds.scale)).astype(np.float32) if quant == "static" else None
-        qdata = quantize(data, quant, calib)
+        qdata = quantize(data, quant, calib, ["Conv"] if conv else ["MatMul"])
         qmodel = onnx.load_from_string(qdata)
         check(qmodel)
         x_all = (ds.x_test * np.float32(ds.scale)).astype(np.float32)

@@ -8,15 +8,17 @@ For one setting (config, data, plan) in this process:
 - Numba NRT: allocations in the loop beyond the one MemInfo wrapper Numba makes for
   each array argument of a call from Python (the wrappers are counted by wrapping the
   kernels' dispatchers while the loop runs); must be 0;
-- step time per layer: each layer's forward + update (median over its steps), told by the
-  trainer's own loop through its step_hook (edgeff/train.py).
+- step time per layer (dense) or block (conv): its forward + update (median over its steps),
+  told by the trainer's own loop through its step_hook (edgeff/fit_loop.py).
 Every phase of the schedule runs (steps split between them), so every buffer of the
 plan is touched and the arena is resident as it is in a real run.
 """
 
 import contextlib
 import ctypes
+import dataclasses
 import gc
+import math
 import os
 import resource
 import threading
@@ -25,6 +27,7 @@ import tracemalloc
 
 import numpy as np
 
+from .budget import backprop_bytes, layout_for_conv
 from .memory import backprop_activation_bytes, peak_live_bytes
 from .plan_report import plan_report
 from .runs import rss_bytes
@@ -147,11 +150,23 @@ def nrt_counting():
 
 # ---- the profiled run ----
 
-def default_steps(cfg, in_width):
+def default_steps(batch_size, macs_per_row):
     """A few hundred batches for small nets, fewer for big ones (about 6e11 flops in all)."""
-    sizes = [in_width] + list(cfg.sizes[1:])
-    flops = 6 * 2 * cfg.batch_size * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    flops = 6 * 2 * batch_size * macs_per_row
     return int(min(300, max(20, 6e11 // flops)))
+
+
+def dense_macs(cfg, in_width):
+    """Multiply-adds of one row through a dense net's layers."""
+    sizes = [in_width] + list(cfg.sizes[1:])
+    return sum(a * b for a, b in zip(sizes, sizes[1:]))
+
+
+def block_macs(layout):
+    """Multiply-adds of one image through a conv net's layers and heads (their weights times
+    their output positions)."""
+    return sum(math.prod(lay.params["w"].shape) * math.prod(lay.out_shape[1:])
+               for blk in layout.blocks for lay in blk.layers if "w" in lay.params)
 
 
 def warm_blas(in_width, width):
@@ -194,7 +209,8 @@ def measure(trainer_factory, steps, interval=0.005):
     after_setup = rss_bytes()
     phases = trainer.phases()
     per_phase = max(2, -(-steps // len(phases)))
-    times = StepTimes(per_phase * len(phases), len(trainer.net.weights), sampler.where)
+    units = len({k for p in phases for k in p if k != "head"})     # layers (dense) or blocks (conv)
+    times = StepTimes(per_phase * len(phases), units, sampler.where)
     trainer.step_hook = times
     with nrt_counting() as nrt_counts:
         tracemalloc.start()
@@ -216,12 +232,12 @@ def measure(trainer_factory, steps, interval=0.005):
                 nrt=dict(allocs=allocs, frees=frees, argument_wrappers=wrappers))
 
 
-def _phase_name(layers, n_layers):
+def _phase_name(layers, n_layers, unit="layer"):
     if layers == ["head"]:
         return "head"
     if len(layers) == n_layers:
-        return "all layers" if n_layers > 1 else "layer 1"
-    return f"layer {layers[0] + 1}/{n_layers}"
+        return f"all {unit}s" if n_layers > 1 else f"{unit} 1"
+    return f"{unit} {layers[0] + 1}/{n_layers}"
 
 
 # ---- report data ----
@@ -240,6 +256,36 @@ def layer_rows(plan, sizes, batch_size, measured):
                          backprop_activation_bytes=4 * batch_size * (2 * width + (d_in if k == 0 else 0)),
                          step_seconds=float(np.median(times)) if len(times) else None))
     return rows
+
+
+def block_rows(plan, layout, measured):
+    """Per block of a conv net: its layers, the most bytes of each kind live at one step, the
+    activations backprop would keep of it (every layer's output at once), step time."""
+    rows, lt = [], measured["layer_time"]
+    for k, blk in enumerate(layout.blocks):
+        mine = [b for b in plan.buffers if b.layer == k]
+        layers, times = blk.layers[:-1], lt[:, k][lt[:, k] > 0]
+        outputs = {lay.y.name: lay.y.nbytes for lay in layers}          # in-place kinds share their input's
+        rows.append(dict(block=k + 1, layers=", ".join(_describe(lay.spec) for lay in layers),
+                         in_shape=list(layers[0].in_shape), out_shape=list(layers[-1].out_shape),
+                         params=sum(math.prod(b.shape) for lay in blk.layers for b in lay.params.values()),
+                         **{f"{kind}_bytes": peak_live_bytes(mine, (kind,)) for kind in KINDS},
+                         backprop_activation_bytes=sum(outputs.values()),
+                         step_seconds=float(np.median(times)) if len(times) else None))
+    return rows
+
+
+def _describe(spec):
+    fields = ",".join(f"{k}={v}" for k, v in spec.items() if k != "kind")
+    return f"{spec['kind']}({fields})" if fields else spec["kind"]
+
+
+def conv_backprop_estimate(cfg, ds):
+    """The same conv net trained end to end with backprop (its --hybrid net layout): the most
+    bytes of each kind live at one step; its activations are budget.backprop_bytes."""
+    whole = layout_for_conv(dataclasses.replace(cfg, hybrid="net"), ds).buffers
+    out = {kind: peak_live_bytes(whole, (kind,)) for kind in KINDS}
+    return dict(out, total=sum(out.values()))
 
 
 def backprop_estimate(sizes, batch_size, optimizer):
@@ -270,17 +316,26 @@ def difference(m, arena, n_train, weights):
 
 def setting_report(label, cfg, plan, in_width, held, budget, target, m):
     """Everything the report says about one setting, as plain JSON-ready values. target: None, or
-    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up)."""
-    sizes = [in_width] + list(cfg.sizes[1:])
-    base = plan_report(plan, cfg.batch_size, held, budget, backprop_activation_bytes(sizes[1:], sizes[0], cfg.batch_size))
+    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up). Dense nets
+    get a row per layer, conv nets a row per block."""
+    trainer = m["trainer"]
+    base = plan_report(plan, cfg.batch_size, held, budget, backprop_bytes(cfg, trainer.ds, in_width, cfg.batch_size))
+    if cfg.is_conv:
+        rows, backprop, unit = block_rows(plan, trainer.layout, m), conv_backprop_estimate(cfg, trainer.ds), "block"
+        schedule = negatives = None           # dense FF's options; conv nets have --hybrid and --width-mult
+    else:
+        sizes = [in_width] + list(cfg.sizes[1:])
+        rows, unit = layer_rows(plan, sizes, cfg.batch_size, m), "layer"
+        backprop = backprop_estimate(sizes, cfg.batch_size, cfg.optimizer)
+        schedule, negatives = cfg.schedule, cfg.negatives
     weights = sum(b.nbytes for b in plan.buffers if b.kind == "weights")
     growth = m["peak"] - m["baseline"]
     lt, st = m["layer_time"], m["step_time"]
     head_mask = np.isin(m["step_phase"], [i for i, p in enumerate(m["phases"]) if p == ["head"]])
     nrt = m["nrt"]
     report = dict(
-        setting=label, model=cfg.model, dataset=cfg.dataset, schedule=cfg.schedule, optimizer=cfg.optimizer,
-        negatives=cfg.negatives, steps=int(len(st)), batch_rows=m["batch_rows"],
+        setting=label, model=cfg.model, dataset=cfg.dataset, schedule=schedule, optimizer=cfg.optimizer,
+        negatives=negatives, steps=int(len(st)), batch_rows=m["batch_rows"],
         **{k: base[k] for k in ("arena_bytes", "naive_bytes", "data_bytes", "budget_bytes", "fits", "batch_size",
                                 "ff_activation_bytes", "backprop_activation_bytes")},
         weights_bytes=weights,
@@ -294,21 +349,23 @@ def setting_report(label, cfg, plan, in_width, held, budget, target, m):
         nrt_allocations_in_loop=nrt["allocs"] - nrt["argument_wrappers"],
         nrt=dict(nrt, unfreed=nrt["allocs"] - nrt["frees"]),
         ff_by_kind={kind: _peak(plan, kind) for kind in KINDS},
-        backprop=backprop_estimate(sizes, cfg.batch_size, cfg.optimizer),
-        layers=layer_rows(plan, sizes, cfg.batch_size, m),
+        backprop=backprop,
+        layers=rows,
         other_bytes={kind: peak_live_bytes([b for b in plan.buffers if b.layer is None], (kind,))
                      for kind in sorted({b.kind for b in plan.buffers if b.layer is None})},
         step_seconds=dict(median=float(np.median(st[~head_mask])) if (~head_mask).any() else None,
                           layers_median=float(np.median(lt[~head_mask].sum(axis=1))) if (~head_mask).any() else None,
                           head_median=float(np.median(st[head_mask])) if head_mask.any() else None),
         loop_seconds=round(m["loop_seconds"], 3),
-        difference=difference(m, plan.arena_bytes, len(m["trainer"].ds.y_train), weights),
+        difference=difference(m, plan.arena_bytes, len(trainer.ds.y_train), weights),
         target=None if target is None else dict(target, peak_rss_bytes=m["peak"], fits=m["peak"] <= target["ram_bytes"],
                                                 headroom_bytes=target["ram_bytes"] - m["peak"]),
-        phases=[_phase_name(p, len(sizes) - 1) for p in m["phases"]],
+        phases=[_phase_name(p, len(rows), unit) for p in m["phases"]],
         timeline=m["timeline"],
         buffers=base["buffers"],
     )
+    if cfg.is_conv:
+        report.update(hybrid=cfg.hybrid, width_mult=cfg.width_mult)
     return report
 
 

@@ -65,8 +65,7 @@ def document(report):
     r0 = settings[0]
     blocks = [("h", 1, f"edgeff memory profile: {r0['model']} on {r0['dataset']}"),
               ("p", f"edgeff {report['edgeff_version']}, {report['created']}, {report['machine']} with "
-                    f"{report['cpus']} CPUs. Schedule {r0['schedule']}, optimiser {r0['optimizer']}, negatives "
-                    f"{r0['negatives']}" + (f"; run {report['run_dir']}" if report.get("run_dir") else "")
+                    f"{report['cpus']} CPUs. " + _options(r0) + (f"; run {report['run_dir']}" if report.get("run_dir") else "")
                     + (f"; sweep {report['sweep']}" if report.get("sweep") else "") + "."),
               ("p", "Goal: training adds at most " f"{r0['goal_ratio']} x the planned arena to resident memory "
                     "((peak RSS - baseline) / arena). Baseline: after the kernels were compiled and the data set "
@@ -88,9 +87,36 @@ def document(report):
     return blocks
 
 
+def _options(r):
+    if "hybrid" in r:      # a conv net
+        return f"Hybrid {r['hybrid']}, width multiplier {r['width_mult']:g}, optimiser {r['optimizer']}"
+    return f"Schedule {r['schedule']}, optimiser {r['optimizer']}, negatives {r['negatives']}"
+
+
+def _units_table(r):
+    """The per-layer table (dense) or per-block table (conv) and the paragraph after it."""
+    kinds = lambda row: [_mib(row[f"{k}_bytes"]) for k in ("weights", "optimizer", "activations", "gradients")]
+    other = _mib(r["other_bytes"].get("activations", 0))
+    if "hybrid" not in r:
+        return ("table", ["layer", "shape", "params", "weights", "optimiser", "activations", "gradients",
+                          "backprop activations", "step (median)"],
+                [[row["layer"], f"{row['in_width']} -> {row['width']}", f"{row['params']:,}", *kinds(row),
+                  _mib(row["backprop_activation_bytes"]), _ms(row["step_seconds"])] for row in r["layers"]]
+                + [["other", "data staging, goodness and loss, linear head", "", "", "", other,
+                    "", "", f"head {_ms(r['step_seconds']['head_median'])}"]], False)
+    shape = lambda s: "x".join(map(str, s))
+    return ("table", ["block", "layers", "shape", "params (with its head)", "weights", "optimiser", "activations",
+                      "gradients", "backprop activations", "step (median)"],
+            [[row["block"], row["layers"], f"{shape(row['in_shape'])} -> {shape(row['out_shape'])}",
+              f"{row['params']:,}", *kinds(row), _mib(row["backprop_activation_bytes"]), _ms(row["step_seconds"])]
+             for row in r["layers"]]
+            + [["other", "data staging", "", "", "", "", other, "", "", ""]], False)
+
+
 def _setting(r, several):
     title = (lambda t: f"{t} ({r['setting']})") if several else (lambda t: t)
-    nrt = r["nrt"]
+    nrt, conv = r["nrt"], "hybrid" in r
+    unit = "block" if conv else "layer"
     out = [("h", 2, title("Planned vs measured")),
            ("table", ["", "planned", "measured", "how measured"], [
                ["training memory above the baseline", _mib(r["arena_bytes"]), _mib(r["rss_growth_bytes"]),
@@ -112,25 +138,16 @@ def _setting(r, several):
             [[i["what"], _mib(i["bytes"])] for i in r["difference"]["items"]]
             + [[f"rest: {r['difference']['rest_note']}", _signed(r["difference"]["rest_bytes"])],
                ["measured - planned", _signed(r["difference"]["measured_minus_planned_bytes"])]], False),
-           ("h", 3, title("Per layer")),
-           ("table", ["layer", "shape", "params", "weights", "optimiser", "activations", "gradients",
-                      "backprop activations", "step (median)"],
-            [[row["layer"], f"{row['in_width']} -> {row['width']}", f"{row['params']:,}", _mib(row["weights_bytes"]),
-              _mib(row["optimizer_bytes"]), _mib(row["activations_bytes"]), _mib(row["gradients_bytes"]),
-              _mib(row["backprop_activation_bytes"]), _ms(row["step_seconds"])] for row in r["layers"]]
-            + [["other", "data staging, goodness and loss, linear head", "", "", "", _mib(r["other_bytes"].get("activations", 0)),
-                "", "", f"head {_ms(r['step_seconds']['head_median'])}"]], False),
-           ("p", "Bytes per kind are the most live at one step of the plan (a layer's optimiser state, "
-                 f"activations and gradients). Buffers with no layer: data {_mib(r['other_bytes'].get('data', 0))}, "
-                 f"linear head {_mib(r['other_bytes'].get('head', 0))}."),
+           ("h", 3, title("Per block" if conv else "Per layer")),
+           _units_table(r),
+           ("p", f"Bytes per kind are the most live at one step of the plan (a {unit}'s optimiser state, "
+                 f"activations and gradients). Buffers with no {unit}: data {_mib(r['other_bytes'].get('data', 0))}"
+                 + ("." if conv else f", linear head {_mib(r['other_bytes'].get('head', 0))}.")),
            ("h", 3, title("FF vs backprop")),
            ("table", ["kind", "FF (most live at one step)", "backprop (estimate, all layers at once)"],
             [[k, _mib(r["ff_by_kind"][k]), _mib(r["backprop"][k])] for k in ("weights", "optimizer", "gradients",
                                                                               "activations")], False),
-           ("p", f"FF stages {2 * r['batch_size']} rows per batch of {r['batch_size']} (positive and negative "
-                 "data) and keeps one layer's input and output at a time; backprop keeps every layer's input and "
-                 f"pre-activation for {r['batch_size']} rows until the backward pass, so its activations grow with "
-                 "depth and FF's do not.")]
+           ("p", _ff_vs_backprop_note(r))]
     t = r["target"]
     if t:
         out += [("h", 3, title(f"Target {t['name']}")),
@@ -145,6 +162,18 @@ def _setting(r, several):
                f"{b['bytes']:,}", f"{b['first']}-{b['last']}", f"{b['offset']:,}"]
               for b in sorted(r["buffers"], key=lambda b: (b["offset"], b["first"]))], True)]
     return out
+
+
+def _ff_vs_backprop_note(r):
+    if "hybrid" in r:
+        return (f"FF trains one block at a time on a batch of {r['batch_size']} images and keeps that block's "
+                "activations and its layer-normalised output only; backprop (the same net with --hybrid net, its "
+                "memory plan) keeps every layer's output until the backward pass, so its activations grow with "
+                "depth and FF's do not.")
+    return (f"FF stages {2 * r['batch_size']} rows per batch of {r['batch_size']} (positive and negative "
+            "data) and keeps one layer's input and output at a time; backprop keeps every layer's input and "
+            f"pre-activation for {r['batch_size']} rows until the backward pass, so its activations grow with "
+            "depth and FF's do not.")
 
 
 def _signed(n):

@@ -74,11 +74,12 @@ def _layers(Figure, settings):
                 v = row[f"{kind}_bytes"] / MiB
                 ax.bar(x, v, bottom=bottom, color=colour, label=kind if x == 0 else None)
                 bottom += v
-            labels.append(f"L{row['layer']}" + (f"\n{r['setting']}" if len(settings) > 1 else ""))
+            name = f"B{row['block']}" if "block" in row else f"L{row['layer']}"
+            labels.append(name + (f"\n{r['setting']}" if len(settings) > 1 else ""))
             x += 1
     ax.set_xticks(range(x), labels, fontsize=7)
     ax.set_ylabel("MiB (most live at one step)")
-    ax.set_title("Memory per layer, FF plan")
+    ax.set_title(f"Memory per {'block' if 'hybrid' in settings[0] else 'layer'}, FF plan")
     ax.legend(fontsize=7)
     ax.grid(axis="y", alpha=0.3)
     return fig

@@ -2,10 +2,11 @@
 
     python tools/bench_infer.py RUN_DIR [--seconds 2] [--json]
 
-For each head (linear, goodness) and batch size (1, 256): rows/s of the NumPy/Numba
-forward (FFNet.predict) and of onnxruntime on the exported graph (float32, and int8
-dynamic for the linear head), all measured in this one run on random rows. A
-benchmark, not a test: nothing is asserted.
+For each head the run has (linear, goodness; a conv run: goodness, its blocks' vote) and
+batch size (1, 256): rows/s of the NumPy/Numba forward (FFNet.predict, ConvNet.predict)
+and of onnxruntime on the exported graph (float32, and int8 dynamic for the linear head
+and for conv nets), all measured in this one run on random rows. A benchmark, not a
+test: nothing is asserted.
 """
 
 import argparse
@@ -15,7 +16,9 @@ import time
 import numpy as np
 
 from edgeff import export
+from edgeff.convnet import ConvNet
 from edgeff.runs import load_run
+from edgeff.sff_train import warm_up_conv
 from edgeff.train import warm_up
 
 
@@ -34,17 +37,16 @@ def main():
     p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
-    warm_up()
     net, _ = load_run(args.run_dir)
+    conv = isinstance(net, ConvNet)
+    warm_up_conv() if conv else warm_up()
     rng = np.random.default_rng(0)
     results = []
-    for head in ("linear", "goodness"):
-        if head == "linear" and net.head_w is None:
-            continue
+    for head in net.classifiers():
         model = export.build(net, head).SerializeToString()
         engines = {"numpy": lambda x, head=head: net.predict(x, 1.0, head),
                    "onnxruntime": (lambda s: lambda x: s.run(["label"], {"x": x}))(export.session(model))}
-        if head == "linear":
+        if head == "linear" or conv:
             q = export.session(export.quantize(model, "dynamic"))
             engines["onnxruntime-int8"] = lambda x, q=q: q.run(["label"], {"x": x})
         for batch in (1, 256):

@@ -21,7 +21,7 @@ def add_arguments(p):
                    help=f"ONNX opset, {export.MIN_OPSET} up to the newest onnxruntime runs (default: %(default)s)")
     p.add_argument("--head", choices=export.HEADS,
                    help="goodness: label + per-label scores; linear: label + probabilities; both: all four "
-                        "(default: the classifier the run was trained to report)")
+                        "(default: the classifier the run was trained to report; conv nets: goodness only)")
     p.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                    help="batch dimension: dynamic (default) or a fixed number of rows")
     p.add_argument("--quantize", choices=("int8",), help="int8 weights with onnxruntime's quantizer")

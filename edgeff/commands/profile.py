@@ -8,13 +8,14 @@ import sys
 import time
 
 from .. import __version__
-from ..budget import plan_for
+from ..budget import layout_for_conv, planner
 from ..deploy.targets import PROFILES
 from ..errors import UsageError
 from ..memory import fmt_bytes, parse_bytes
-from ..profile import default_steps, measure, settle, setting_report, warm_blas
+from ..profile import block_macs, default_steps, dense_macs, measure, settle, setting_report, warm_blas
 from ..progress import Progress, progress_enabled
 from ..runs import load_run
+from ..sff_train import ConvTrainer, warm_up_conv
 from ..train import Trainer, warm_up
 from . import train
 
@@ -23,7 +24,9 @@ HELP = "run a short profiled training and write a memory report: report.json, re
 FORMATS = ("json", "md", "html")
 SKIP = {"out", "force", "checkpoint_every", "resume", "dry_run"}   # train's options about writing a run
 SWEEP_KEYS = {"batch": "batch_size", "batch-size": "batch_size", "batch_size": "batch_size", "schedule": "schedule",
-              "negatives": "negatives", "optimizer": "optimizer", "model": "model"}
+              "negatives": "negatives", "optimizer": "optimizer", "model": "model", "hybrid": "hybrid"}
+DENSE_ONLY = ("schedule", "negatives")      # dense FF's options: a conv net has none
+CONV_ONLY = ("hybrid",)
 
 
 class _TrainOptions:
@@ -55,7 +58,8 @@ def add_arguments(p):
                    help="batches to run, split over the schedule's phases (default: up to 300, fewer for big nets)")
     p.add_argument("--target", metavar="NAME", help="a deploy target (like rpi-zero2w): fit against its RAM")
     p.add_argument("--sweep", metavar="KEY=V1,V2,...",
-                   help="compare settings in one report; KEY: batch, schedule, negatives, optimizer or model")
+                   help="compare settings in one report; KEY: batch, optimizer or model, and schedule or "
+                        "negatives (dense nets) or hybrid (conv nets)")
 
 
 def target_profile(name):
@@ -82,7 +86,7 @@ def parse_sweep(text):
     items = [v.strip() for v in values.split(",") if v.strip()]
     if not sep or field is None or not items:
         raise UsageError(f"--sweep {text!r}: use KEY=V1,V2,... with KEY one of batch, schedule, negatives, "
-                         "optimizer, model, like batch=16,64,256")
+                         "optimizer, model, hybrid, like batch=16,64,256")
     if field == "batch_size":
         try:
             items = [int(v) for v in items]
@@ -115,13 +119,20 @@ def settings_of(args, budget):
     if not args.sweep:
         return [(f"batch={cfg.batch_size}", cfg, prepared.plan)], ds, in_width
     field, values = parse_sweep(args.sweep)
+    if field in (CONV_ONLY if not cfg.is_conv else DENSE_ONLY):
+        raise UsageError(f"--sweep {field}: {cfg.model} is a {'conv' if cfg.is_conv else 'dense'} net and has no "
+                         f"--{field}; sweep batch, optimizer or model, or {'hybrid' if cfg.is_conv else 'schedule'}")
     out = []
     for v in values:
         c = dataclasses.replace(cfg, **{field: v}).validate()
-        if c.sizes[0] != cfg.sizes[0]:
-            raise UsageError(f"--sweep model {v}: takes {c.sizes[0]} inputs but the data has {cfg.sizes[0]}")
+        if c.is_conv != cfg.is_conv or (not c.is_conv and c.sizes[0] != cfg.sizes[0]):
+            need = "a conv net" if cfg.is_conv else f"a dense net of {cfg.sizes[0]} inputs"
+            raise UsageError(f"--sweep model {v}: the data and the first model need {need}")
         label = f"{'batch' if field == 'batch_size' else field}={v}"
-        out.append((label, c, plan_for(c, in_width, ds.num_classes)))
+        try:
+            out.append((label, c, planner(c, ds, in_width)(c.batch_size)))
+        except ValueError as exc:          # a conv layer does not fit the image size
+            raise UsageError(f"--sweep model {v} does not fit {ds.name}'s {ds.image_shape} images: {exc}") from None
     return out, ds, in_width
 
 
@@ -154,15 +165,21 @@ def run(args):
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     log(f"data: {ds.name}, {len(ds.y_train)} train rows; compiling kernels")
-    warm_up()
-    warm_blas(in_width, settings[0][1].sizes[1])
+    conv = settings[0][1].is_conv
+    if conv:
+        warm_up_conv()          # its convs start BLAS too
+    else:
+        warm_up()
+        warm_blas(in_width, settings[0][1].sizes[1])
     held = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    trainer_of = ConvTrainer if conv else Trainer
     reports = []
     for label, cfg, plan in settings:
-        steps = args.steps or default_steps(cfg, in_width)
+        macs = block_macs(layout_for_conv(cfg, ds)) if conv else dense_macs(cfg, in_width)
+        steps = args.steps or default_steps(cfg.batch_size, macs)
         log(f"{label}: arena {fmt_bytes(plan.arena_bytes)}, {steps} batches")
         bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}")) if show else None
-        m = measure(lambda cfg=cfg, plan=plan, bars=bars: Trainer(cfg, ds, progress=bars, plan=plan), steps)
+        m = measure(lambda cfg=cfg, plan=plan, bars=bars: trainer_of(cfg, ds, progress=bars, plan=plan), steps)
         reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m))
         del m
         settle()
