@@ -55,6 +55,9 @@ class OnnxPredictor:
         linear = "label" if "probabilities" in outputs else None
         goodness = "goodness_label" if "goodness_label" in outputs else None if linear else "label"
         self.classifier = classifier or ("linear" if linear else "goodness")
+        if self.classifier == "last":
+            raise UsageError(f"{path}: an exported conv net votes with every block (the goodness classifier); "
+                             "for the last block's vote run the run directory instead")
         self.output = {"linear": linear, "goodness": goodness}[self.classifier]
         if self.output not in outputs:
             raise UsageError(f"{path}: has no {self.classifier} output (its outputs: {', '.join(outputs)}); "

@@ -95,6 +95,7 @@ def test_export_and_infer_give_the_runs_labels(run_dir, rgb, tmp_path):
     by_run = ok(edgeff("infer", run_dir, tmp_path / "x.npy", "--json"))
     assert by_onnx["engine"] == "onnxruntime" and by_run["engine"] == "numpy"
     assert by_onnx["labels"] == by_run["labels"] and by_onnx["names"] == by_run["names"]
+    one_line_error(edgeff("infer", path, tmp_path / "x.npy", "--classifier", "last"), "votes with every block")
 
 
 @pytest.mark.parametrize("calibration", ["dynamic", "static"])
