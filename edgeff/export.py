@@ -39,7 +39,7 @@ from .model import EPS
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
-HEADS = ("goodness", "linear", "both")
+HEADS = ("goodness", "linear", "both", "last")    # last: conv nets, the last block's vote
 SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-5
 
 
@@ -149,9 +149,12 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
     if head not in HEADS:
         raise ExportError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     conv = isinstance(net, ConvNet)
-    if conv and head != "goodness":
+    if conv and head not in ConvNet.classifiers(net):
         raise UsageError(f"--head {head}: a conv net has no linear head (its blocks vote with their class "
-                         "goodness); leave --head out or use --head goodness")
+                         "goodness); leave --head out or use --head goodness or last")
+    if not conv and head == "last":
+        raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear "
+                         "or both")
     if head in ("linear", "both") and net.head_w is None:
         raise ExportError("this model has no linear head: export with --head goodness, or train with --head-epochs 1+")
     if not MIN_OPSET <= opset <= max_opset():
@@ -159,7 +162,7 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
                           f"({MIN_OPSET}..{max_opset()})")
     g = Graph(opset)
     n_dim = "N" if batch == "dynamic" else int(batch)
-    inputs, outputs, doc = export_conv.build_graph(g, net, n_dim) if conv else _dense_graph(g, net, head, n_dim)
+    inputs, outputs, doc = export_conv.build_graph(g, net, n_dim, head) if conv else _dense_graph(g, net, head, n_dim)
     graph = helper.make_graph(g.nodes, "edgeff_ff", inputs, outputs, g.inits)
     model = helper.make_model(graph, producer_name="edgeff", producer_version=__version__, model_version=1,
                               doc_string=doc)
@@ -233,10 +236,11 @@ def numpy_outputs(net, x, head):
     """What the ONNX graph must give, from the NumPy/Numba forward: {output name: array}."""
     out = {}
     if head != "linear":
-        scores = net.block_scores(x, 1.0).mean(axis=1) if isinstance(net, ConvNet) else net.goodness_scores(x, 1.0)
+        conv = isinstance(net, ConvNet)
+        scores = net.votes(net.block_scores(x, 1.0), head) if conv else net.goodness_scores(x, 1.0)
         out["scores"] = scores
-        out["label" if head == "goodness" else "goodness_label"] = scores.argmax(1)
-    if head != "goodness":
+        out["label" if head in ("goodness", "last") else "goodness_label"] = scores.argmax(1)
+    if head in ("linear", "both"):
         logits = net.head_logits(x, 1.0)
         e = np.exp(logits - logits.max(1, keepdims=True))
         out["probabilities"] = e / e.sum(1, keepdims=True)
@@ -260,7 +264,7 @@ def parity(sess, net, x, head):
     for name, score_name in (("label", None), ("goodness_label", "scores")):
         if name not in ref:
             continue
-        score_name = score_name or ("probabilities" if head != "goodness" else "scores")
+        score_name = score_name or ("probabilities" if head in ("linear", "both") else "scores")
         s = np.sort(ref[score_name], axis=1)
         margin = s[:, -1] - s[:, -2]
         differ = got[name] != ref[name]

@@ -8,8 +8,9 @@ reshapes them to (N, H, W, C) and transposes them to NCHW, then for each block k
     pass on             the block's output layer-normalised over C*H*W (no affine, eps
                         convnet.LN_EPS): LayerNormalization from opset 17, before it
                         the same sums in ReduceMean, Sub, Mul, Add, Sqrt, Div
-scores = Mean(g_0, ..., g_{K-1}), label = ArgMax(scores): what ConvNet.block_scores and
-predict compute.
+scores = Mean(g_0, ..., g_{K-1}) (head "goodness"), or g_{K-1} alone (head "last": the
+earlier blocks' heads are then left out of the graph), label = ArgMax(scores): what
+ConvNet.votes and predict compute.
 """
 
 import numpy as np
@@ -40,7 +41,7 @@ def layer_norm(g, h, shape, k):
     return g.op("Div", centred, g.op("Sqrt", g.op("Add", var, g.const(f"ln{k}.eps", eps))))
 
 
-def build_graph(g, net, n_dim):
+def build_graph(g, net, n_dim, head="goodness"):
     """Add net's nodes to g (export.Graph); returns (inputs, outputs, doc string)."""
     c, h, w = net.in_shape
     image = g.const("image_shape", np.array([-1, h, w, c], np.int64))
@@ -50,10 +51,11 @@ def build_graph(g, net, n_dim):
         for j, (spec, params) in enumerate(zip(specs, net.params[k])):
             x = layer(g, spec, f"{k}.{j}", x, params)
             shape = BLOCK_KINDS[spec["kind"]].out_shape(spec, shape)
-        specs = net.layer_specs(k)
-        o = layer(g, specs[-1], f"{k}.head", x, net.params[k][-1])
-        goods.append(g.reduce("ReduceMean", g.op("Mul", o, o), [2, 3], 0))
-        if k < len(net.blocks) - 1:
+        last = k == len(net.blocks) - 1
+        if head == "goodness" or last:
+            o = layer(g, net.layer_specs(k)[-1], f"{k}.head", x, net.params[k][-1])
+            goods.append(g.reduce("ReduceMean", g.op("Mul", o, o), [2, 3], 0))
+        if not last:
             x = layer_norm(g, x, shape, k)
     scores = g.op("Mean", *goods, output="scores")
     g.op("ArgMax", scores, axis=1, keepdims=0, output="label")
@@ -61,6 +63,6 @@ def build_graph(g, net, n_dim):
     outputs = [helper.make_tensor_value_info("label", TensorProto.INT64, [n_dim]),
                helper.make_tensor_value_info("scores", TensorProto.FLOAT, [n_dim, net.num_classes])]
     layers = "/".join("-".join(s["kind"] for s in specs) for specs in net.blocks)
-    doc = (f"Conv Forward-Forward net on {c}x{h}x{w} images ({layers}), {len(net.blocks)} blocks voting with their "
-           f"class goodness; input x: float32 [N, {net.in_features}] rows stored channels last (H, W, C)")
+    doc = (f"Conv Forward-Forward net on {c}x{h}x{w} images ({layers}), {len(net.blocks)} blocks, "
+           f"{'voting with their class goodness' if head == 'goodness' else 'the last block deciding by its class goodness'}; input x: float32 [N, {net.in_features}] rows stored channels last (H, W, C)")
     return inputs, outputs, doc

@@ -52,19 +52,19 @@ class OnnxPredictor:
         self.input_name, self.batch = inputs[0].name, shape[0] if isinstance(shape[0], int) else None
         self.features = shape[1]
         # 'edgeff export' names them: label + probabilities (linear), label or goodness_label + scores
+        # a conv net's export holds one vote: its metadata 'head' says which (goodness or last)
+        props = self.session.get_modelmeta().custom_metadata_map
+        vote = "last" if props.get("head") == "last" else "goodness"
         linear = "label" if "probabilities" in outputs else None
         goodness = "goodness_label" if "goodness_label" in outputs else None if linear else "label"
-        self.classifier = classifier or ("linear" if linear else "goodness")
-        if self.classifier == "last":
-            raise UsageError(f"{path}: an exported conv net votes with every block (the goodness classifier); "
-                             "for the last block's vote run the run directory instead")
-        self.output = {"linear": linear, "goodness": goodness}[self.classifier]
+        self.classifier = classifier or ("linear" if linear else vote)
+        self.output = {"linear": linear, vote: goodness}.get(self.classifier)
         if self.output not in outputs:
             raise UsageError(f"{path}: has no {self.classifier} output (its outputs: {', '.join(outputs)}); "
                              f"export it with --head {self.classifier} or both")
         widths = {o.name: o.shape[1] for o in self.session.get_outputs() if len(o.shape) == 2}
         classes = widths.get("probabilities", widths.get("scores"))
-        self.scale, self.label_names = _metadata(path, self.session.get_modelmeta().custom_metadata_map, classes)
+        self.scale, self.label_names = _metadata(path, props, classes)
 
     def predict(self, rows):
         step = self.batch or 4096

@@ -79,23 +79,27 @@ def run_dir(rgb, tmp_path_factory):
     return out
 
 
-def test_export_and_infer_give_the_runs_labels(run_dir, rgb, tmp_path):
+@pytest.mark.parametrize("head", ["goodness", "last"])
+def test_export_and_infer_give_the_runs_labels(run_dir, rgb, tmp_path, head):
     path = tmp_path / "conv.onnx"
-    report = ok(edgeff("export", run_dir, "-o", path, "--json"))
+    report = ok(edgeff("export", run_dir, "-o", path, "--head", head, "--json"))
     assert report["parity"]["ok"] and report["parity"]["samples"] == 90, report
     assert report["parity"]["scores_max_abs_diff"] < 1e-4
     model = onnx.load(str(path))
     meta = {p.key: p.value for p in model.metadata_props}
     assert json.loads(meta["input"])["scale"] == pytest.approx(1 / 255)
     assert json.loads(meta["input"])["image_shape"] == [10, 10, 3]
-    assert json.loads(meta["label_names"]) == ["top", "middle", "bottom"] and meta["head"] == "goodness"
+    assert json.loads(meta["label_names"]) == ["top", "middle", "bottom"] and meta["head"] == head
+    heads = [n for n in model.graph.node if n.op_type == "Conv" and n.name.endswith(".head")]
+    assert len(heads) == (3 if head == "goodness" else 1)       # 3 blocks; the last vote needs the last head only
     with np.load(rgb) as z:
         np.save(tmp_path / "x.npy", z["x_test"])
     by_onnx = ok(edgeff("infer", path, tmp_path / "x.npy", "--json"))
-    by_run = ok(edgeff("infer", run_dir, tmp_path / "x.npy", "--json"))
-    assert by_onnx["engine"] == "onnxruntime" and by_run["engine"] == "numpy"
+    by_run = ok(edgeff("infer", run_dir, tmp_path / "x.npy", "--classifier", head, "--json"))
+    assert by_onnx["engine"] == "onnxruntime" and by_run["engine"] == "numpy" and by_onnx["classifier"] == head
     assert by_onnx["labels"] == by_run["labels"] and by_onnx["names"] == by_run["names"]
-    one_line_error(edgeff("infer", path, tmp_path / "x.npy", "--classifier", "last"), "votes with every block")
+    other = "last" if head == "goodness" else "goodness"
+    one_line_error(edgeff("infer", path, tmp_path / "x.npy", "--classifier", other), f"has no {other} output")
 
 
 @pytest.mark.parametrize("calibration", ["dynamic", "static"])
@@ -121,5 +125,5 @@ def test_bench_infer_runs_on_a_conv_run(run_dir):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     rows = json.loads(r.stdout.strip().splitlines()[-1])
-    assert [(row["head"], row["batch"]) for row in rows] == [("goodness", 1), ("goodness", 256)]
+    assert [(row["head"], row["batch"]) for row in rows] == [("goodness", 1), ("goodness", 256), ("last", 1), ("last", 256)]
     assert all(row[e] > 0 for row in rows for e in ("numpy", "onnxruntime", "onnxruntime-int8"))

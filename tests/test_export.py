@@ -22,7 +22,7 @@ def random_net(rng, d, image, mean, widths=(24, 17, 9), classes=5):
 
 
 @pytest.mark.parametrize("opset", [export.MIN_OPSET, export.DEFAULT_OPSET, export.max_opset()])
-@pytest.mark.parametrize("head", export.HEADS)
+@pytest.mark.parametrize("head", ["goodness", "linear", "both"])   # a dense net's heads
 @pytest.mark.parametrize("d,image,mean", [(30, True, False), (30, True, True), (4, False, False), (12, False, True)])
 def test_graph_matches_numpy_forward(opset, head, d, image, mean):
     rng = np.random.default_rng(d + opset)

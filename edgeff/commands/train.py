@@ -72,7 +72,7 @@ def add_arguments(p):
     p.add_argument("--classifier", choices=CLASSIFIERS,
                    help="how test error is measured: dense nets: linear head (one pass) or goodness over all labels; "
                         "conv nets: goodness (every block's class goodness, averaged) or last (the last block's); "
-                        f"(default: {_D.classifier}, conv nets goodness)")
+                        f"(default: {_D.classifier}, conv nets last)")
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
                    help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
@@ -108,7 +108,7 @@ def config_from_args(args, batch_size, init_cfg=None):
     if values["epochs"] is None:
         values["epochs"] = _D.epochs
     conv = TrainConfig(model=values["model"]).is_conv
-    for name, dense, conv_default in (("classifier", _D.classifier, "goodness"), ("head_epochs", _D.head_epochs, 0)):
+    for name, dense, conv_default in (("classifier", _D.classifier, "last"), ("head_epochs", _D.head_epochs, 0)):
         if values[name] is None:
             values[name] = conv_default if conv else dense
     return TrainConfig(**values).validate()
