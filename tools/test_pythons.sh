@@ -9,6 +9,7 @@ TESTS=(tests/test_kernels.py tests/test_conv_kernels.py tests/test_data.py tests
        tests/test_checkpoint.py tests/test_export.py)
 versions=("$@")
 [ $# -gt 0 ] || versions=(3.10 3.11 3.12 3.13)
+command -v pyenv >/dev/null || PATH="${PYENV_ROOT:-$HOME/.pyenv}/bin:$PATH"   # a shell without pyenv's init
 full_suite=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')
 venvs=$(mktemp -d)
 trap 'rm -rf "$venvs"' EXIT
