@@ -6,13 +6,14 @@ setup(
     description="Forward-Forward training on small Linux devices, inside a memory budget, exported to ONNX.",
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
-    python_requires=">=3.11",
+    python_requires=">=3.10",
     packages=["edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy", "edgeff.layers"],
     package_dir={"edgeff": "edgeff", "edgeff.kernels": "kernels", "edgeff.deploy": "deploy"},
-    install_requires=["numpy>=1.24", "numba>=0.59", "pyserial>=3.5",
+    # the lower bounds: the first releases with wheels for every Python 3.10 to 3.13, x86_64 and aarch64
+    install_requires=["numpy>=2.1", "numba>=0.61", "pyserial>=3.5",
                       # no wheels on PyPI for 32-bit ARM: there edgeff infers with NumPy/Numba
-                      "onnx>=1.15; platform_machine != 'armv7l'",
-                      "onnxruntime>=1.17; platform_machine != 'armv7l'"],
+                      "onnx>=1.18; platform_machine != 'armv7l'",
+                      "onnxruntime>=1.20; platform_machine != 'armv7l'"],
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib", "cryptography>=42"], "report": ["matplotlib"],
                     "sign": ["cryptography>=42"]},
     entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},

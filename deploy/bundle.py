@@ -5,9 +5,11 @@
     run/                   config.json, model.npz, metrics.json: the device can go on training
     sample.npy             a few test rows; sample_labels.json, the labels the host gives them
     wheels/                edgeff's wheel, and the runtime dependencies for the target's
-                           platform (pip download --platform ...), unless --no-wheels
+                           platform and Python (pip download --platform ...), unless --no-wheels
     requirements.lock      name==version of every wheel in the wheelhouse: the versions installed
-                           on the host, which the device installs and nothing else
+                           on the host (for another Python than the host's, the newest release
+                           up to the host's that has a wheel for it), which the device installs
+                           and nothing else
     manifest.json          edgeff version, target, every file with sha256 and size, release id
     manifest.sig           with --sign KEY: the ed25519 signature of manifest.json (deploy/signing.py)
 
@@ -70,15 +72,18 @@ def host_versions():
 
 
 def wheelhouse(target, dest, versions=None):
-    """Download the runtime dependencies' wheels for the target's platform into dest, each at the
-    version in versions (default: host_versions()); returns the lock: "name==version" of every wheel."""
+    """Download the runtime dependencies' wheels for the target's platform and Python into dest, each
+    at the version in versions (default: host_versions()); for another Python than the host's, where
+    that version may have no wheel for it (numpy 2.4 has none for 3.10), the newest release up to it
+    that has one. Returns the lock: "name==version" of every wheel."""
     if not target.wheels:
         raise DeployError(f"PyPI has no wheels of edgeff's dependencies for {target.arch} ({target.name}); "
                           "bundle with --no-wheels (the device then installs from its package index)")
     versions = host_versions() if versions is None else versions
+    pin = "==" if target.python == "%d.%d" % sys.version_info[:2] else "<="
     constraints = os.path.join(dest, ".constraints.txt")
     with open(constraints, "w") as f:
-        f.writelines(f"{name}=={version}\n" for name, version in sorted(versions.items()))
+        f.writelines(f"{name}{pin}{version}\n" for name, version in sorted(versions.items()))
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check", "--only-binary=:all:",
            "--implementation", "cp", "--python-version", target.python, "--abi", target.abi, "-d", dest,
            "-c", constraints]
@@ -120,17 +125,24 @@ def _write_files(run_dir, target, root, wheels, step):
     os.makedirs(os.path.join(root, "wheels"))
     wheel = os.path.relpath(build_wheel(os.path.join(root, "wheels")), root)
     if wheels:
-        step(f"downloading the wheelhouse for {target.name} ({', '.join(target.platforms[:2])}, ...)")
+        step(f"downloading the wheelhouse for {target.name}, Python {target.python} ({target.abi}, "
+             f"{', '.join(target.platforms[:2])}, ...)")
         lock = wheelhouse(target, os.path.join(root, "wheels"))
         with open(os.path.join(root, LOCK), "w") as f:
             f.write(lock)
+        host = host_versions()
+        older = [f"{name} {version} (host {host[_normalized(name)]})" for name, version
+                 in (line.split("==") for line in lock.splitlines()) if host.get(_normalized(name), version) != version]
+        if older:
+            step(f"no wheels of the host's version for Python {target.python}, so the device gets {', '.join(older)}")
     return wheel, report
 
 
-def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=None):
+def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=None, python=None, abi=None):
     """Build the bundle of run_dir for a target into out (a directory, or a .tar.gz), signed with the
-    private key file `sign` if given; returns the manifest."""
-    target = get_target(target_name)
+    private key file `sign` if given, its wheelhouse for the target's Python or the python (X.Y) and
+    abi (cpXY) given; returns the manifest."""
+    target = get_target(target_name).for_python(python, abi)
     key = signing.load_key(sign) if sign else None
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DeployError(f"{out} already exists; remove it or choose another -o")
@@ -148,7 +160,8 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=No
                 files.append({"path": os.path.relpath(path, root).replace(os.sep, "/"),
                               "sha256": trust.sha256_file(path), "size": os.path.getsize(path)})
         manifest = {"format": 1, "edgeff_version": __version__, "target": target.name, "arch": target.arch,
-                    "python": target.python, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "python": target.python, "abi": target.abi,
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                     "source_run": os.path.abspath(run_dir), "edgeff_wheel": wheel, "wheelhouse": bool(wheels),
                     "onnx_runtime": target.arch != "armv7l", "export": report,
                     "files": files, "release": trust.release_id(files)}

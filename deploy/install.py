@@ -194,7 +194,8 @@ def _smoke(release_dir, edgeff, manifest):
                               f"got {expected[:8]}...; the device's libraries differ from the host's")
         results[f"infer_{name}"] = "labels agree"
     python = os.path.join(os.path.dirname(edgeff), "python")   # the training kernels, into the device's cache
-    results["compile_seconds"] = float(_run([python, "-c", "from edgeff.train import warm_up; print(warm_up())"],
+    # -I: not the working directory's edgeff/ (a checkout's) but the venv's
+    results["compile_seconds"] = float(_run([python, "-I", "-c", "from edgeff.train import warm_up; print(warm_up())"],
                                             "smoke test: compiling the training kernels").strip())
     return results
 
@@ -218,6 +219,10 @@ def install(root, release, keep=3, smoke=True):
             if manifest["arch"] not in ("any", platform.machine()):
                 raise DeployError(f"the bundle is for {manifest['arch']} ({manifest['target']}) but this device "
                                   f"is {platform.machine()}; build one with --target for this device")
+            python = "%d.%d" % sys.version_info[:2]     # the venv's, with the wheelhouse installed into it
+            if manifest.get("wheelhouse") and manifest.get("python") != python:
+                raise DeployError(f"the bundle's wheelhouse is for Python {manifest.get('python')} but this device "
+                                  f"runs Python {python}; build one with --python-version {python}")
             os.makedirs(os.path.dirname(final), exist_ok=True)
             if os.path.exists(final):           # a failed earlier attempt
                 shutil.rmtree(final)

@@ -1,7 +1,8 @@
 """`edgeff deploy`: bundle (if given a run), pre-flight, send what the device lacks, install, report.
 
 Order on the device, so nothing from the bundle runs before it is verified:
-  1. probe: architecture and Python; a bundle for another architecture is refused here
+  1. probe: architecture and Python; a run is bundled for both, a bundle for another architecture
+     or (with a wheelhouse) another Python is refused here
   2. manifest.json (and manifest.sig, if signed) are sent to ROOT/incoming/<release>/ (each
      checked by sha256 on the device) -- or nothing at all if that release is already installed
   3. adopt: the signature is checked against the device's pinned key; files an installed
@@ -42,9 +43,10 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
         probe = t.probe()
         if _is_run(source):
             name = target or detect(probe["machine"], probe.get("model", "")).name
-            step(f"bundling {source} for {name}")
+            python = probe.get("python") if probe.get("python") != "none" else None   # the device's own
+            step(f"bundling {source} for {name}" + (f", Python {python}" if python else ""))
             bundle_dir = os.path.join(work, "bundle")
-            manifest = build(source, name, bundle_dir, step=step, sign=sign)
+            manifest = build(source, name, bundle_dir, step=step, sign=sign, python=python)
         else:
             if target:
                 raise DeployError("--target applies when deploying a run directory; this bundle was built for "
@@ -54,8 +56,9 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
             raise DeployError(f"the bundle is for {manifest['arch']} ({manifest['target']}) but {t.url} is "
                               f"{probe['machine']}; bundle the run with --target for that device")
         if probe.get("python") not in (manifest["python"], None) and manifest.get("wheelhouse"):
-            raise DeployError(f"{t.url} runs Python {probe['python']} but the bundle's wheelhouse is for "
-                              f"{manifest['python']}; install Python {manifest['python']} there")
+            raise DeployError(f"{t.url} runs Python {probe['python']} but the bundle's wheelhouse is for Python "
+                              f"{manifest['python']}; bundle with --python-version {probe['python']}, or deploy "
+                              "the run directory (it is bundled for the device's Python)")
         release = manifest["release"]
         stage = f"incoming/{release}"
         files = {f["path"]: f for f in manifest["files"]}

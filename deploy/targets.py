@@ -3,15 +3,18 @@
 The wheelhouse of a bundle is fetched with `pip download --platform TAG ...` for every
 tag the target's glibc accepts: with `manylinux2014_aarch64` alone pip silently settles
 for years-old releases (numba 0.60, onnxruntime 1.16) whose newer builds are tagged
-`manylinux_2_28`.
+`manylinux_2_28`. The wheels are for the Python the board's OS ships (`python`), so
+edgeff installs into the system's own Python there.
 """
 
 import dataclasses
 import platform
+import re
 
-from ..errors import DeployError
+from ..errors import DeployError, UsageError
 
 MIB = 1 << 20
+OLDEST_PYTHON = (3, 10)   # as setup.py's python_requires
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,15 +25,34 @@ class Target:
     glibc: tuple               # (2, 36): the oldest glibc the target's OS ships
     cores: int
     ram_bytes: int             # typical RAM of the board
-    python: str = "3.11"
+    python: str = "3.11"       # X.Y, the Python the board's OS ships
+    abi: str = ""              # pip's --abi for the wheels: cpXY of python unless given (cp313t: free-threaded)
     quantize: bool = False     # ship an int8 model beside the float one
     wheels: bool = True        # PyPI has wheels of every runtime dependency for it
     onnxruntime: str = "onnxruntime from PyPI, CPU execution provider"
     pitfalls: tuple = ()
 
-    @property
-    def abi(self):
-        return "cp" + self.python.replace(".", "")
+    def __post_init__(self):
+        if not self.abi:
+            object.__setattr__(self, "abi", "cp" + self.python.replace(".", ""))
+
+    def for_python(self, python=None, abi=None):
+        """This profile with its wheels for another Python (X.Y) or ABI (cpXY, cpXYt): the Python the device
+        runs, when it is not the one its OS ships. Either one gives the other."""
+        if python is None and abi is None:
+            return self
+        if python is not None and not re.fullmatch(r"3\.\d{1,2}", python):
+            raise UsageError(f"Python version {python!r} is not X.Y; give e.g. --python-version 3.12")
+        if abi is not None and not re.fullmatch(r"cp3\d{1,2}t?", abi):
+            raise UsageError(f"ABI {abi!r} is not cp3XY; give e.g. --abi cp312 (cp313t: free-threaded)")
+        python = python or f"3.{abi[3:].rstrip('t')}"
+        if abi and abi.rstrip("t") != "cp" + python.replace(".", ""):
+            raise UsageError(f"ABI {abi} is not one of Python {python}; give --abi cp{python.replace('.', '')} "
+                             "or leave --abi out")
+        if tuple(map(int, python.split("."))) < OLDEST_PYTHON:
+            raise UsageError(f"edgeff runs on Python {'.'.join(map(str, OLDEST_PYTHON))} and newer, not {python}; "
+                             "bundle for a newer Python, or install one on the device")
+        return dataclasses.replace(self, python=python, abi=abi or "")
 
     @property
     def default_budget_bytes(self):
@@ -47,7 +69,7 @@ class Target:
         return tags + [f"linux_{self.arch}"]
 
     def as_dict(self):
-        return dict(dataclasses.asdict(self), abi=self.abi, platforms=self.platforms,
+        return dict(dataclasses.asdict(self), platforms=self.platforms,
                     default_budget_bytes=self.default_budget_bytes, pitfalls=list(self.pitfalls))
 
 
@@ -55,7 +77,8 @@ _ARMV7 = ("No onnxruntime, numba or llvmlite wheels for armv7l on PyPI: the bund
           "(the device installs from piwheels.org, which builds numba for it) and infers with edgeff's "
           "NumPy/Numba path from the run directory; .onnx files need an onnxruntime you build yourself.",
           "A 32-bit OS caps a process at about 3 GiB whatever the RAM.")
-_BOOKWORM = (2, 36)   # Raspberry Pi OS bookworm (Debian 12): Python 3.11, as edgeff needs
+_BOOKWORM = (2, 36)   # Raspberry Pi OS bookworm (Debian 12): Python 3.11
+_TRIXIE = (2, 41)     # Raspberry Pi OS trixie (Debian 13): Python 3.13
 
 
 PROFILES = {t.name: t for t in [
@@ -67,6 +90,8 @@ PROFILES = {t.name: t for t in [
     Target("rpi-zero2w", "Raspberry Pi Zero 2 W, 64-bit Raspberry Pi OS bookworm", "aarch64", _BOOKWORM, 4,
            512 * MIB, quantize=True, pitfalls=("512 MiB of RAM: train small nets (e.g. 784-500-500) with "
                                                "--memory-budget; the int8 model is shipped for inference.",)),
+    Target("rpi5-trixie", "Raspberry Pi 5, 64-bit Raspberry Pi OS trixie", "aarch64", _TRIXIE, 4, 4096 * MIB,
+           python="3.13"),
     Target("rpi4b-32", "Raspberry Pi 4 Model B, 32-bit Raspberry Pi OS bookworm", "armv7l", _BOOKWORM, 4,
            4096 * MIB, wheels=False, onnxruntime="none on PyPI for armv7l: NumPy/Numba inference", pitfalls=_ARMV7),
     Target("rpi3b-32", "Raspberry Pi 3 Model B/B+, 32-bit Raspberry Pi OS bookworm", "armv7l", _BOOKWORM, 4,
@@ -76,13 +101,16 @@ PROFILES = {t.name: t for t in [
     Target("jetson-nano", "NVIDIA Jetson Nano 4GB, JetPack 4.6 (L4T R32, Ubuntu 18.04)", "aarch64", (2, 27), 4,
            4096 * MIB, onnxruntime="onnxruntime from PyPI, CPU execution provider (the GPU build is not on PyPI)",
            pitfalls=("JetPack 4 ships Python 3.6 and glibc 2.27: install Python 3.11 first (e.g. from source or "
-                     "conda); numba 0.68 and onnxruntime 1.32 need glibc 2.28, so pip picks older releases "
-                     "that still support 2.27 or none - check the bundle's wheelhouse.",
+                     "conda; or another 3.10+, and bundle with --python-version for it); numba 0.68 and "
+                     "onnxruntime 1.32 need glibc 2.28, so pip picks older releases that still support 2.27 or "
+                     "none - check the bundle's wheelhouse.",
                      "For the GPU, build a TensorRT engine from model.onnx on the device (trtexec "
                      "--onnx=model.onnx); engines are not portable between devices, so edgeff ships ONNX.")),
     Target("jetson-orin-nano", "NVIDIA Jetson Orin Nano 8GB, JetPack 6 (L4T R36, Ubuntu 22.04)", "aarch64", (2, 35),
-           6, 8192 * MIB, onnxruntime="onnxruntime from PyPI, CPU execution provider (the GPU build is not on PyPI)",
-           pitfalls=("JetPack 6 ships Python 3.10: install Python 3.11 (e.g. deadsnakes) for edgeff.",
+           6, 8192 * MIB, python="3.10",
+           onnxruntime="onnxruntime from PyPI, CPU execution provider (the GPU build is not on PyPI)",
+           pitfalls=("Python 3.10 has no wheels of the host's numpy and onnxruntime if they are newer than 2.2 and "
+                     "1.23: the bundle then ships the newest releases that have them (see requirements.lock).",
                      "For the GPU, build a TensorRT engine from model.onnx on the device (trtexec "
                      "--onnx=model.onnx); engines are not portable between devices, so edgeff ships ONNX.")),
     Target("generic-aarch64", "any 64-bit ARM Linux with glibc 2.28+ and Python 3.11", "aarch64", (2, 28), 4,

@@ -37,7 +37,7 @@ def _metadata():
     dist = importlib.metadata.distribution("edgeff")
     requires = [r for r in dist.requires or [] if "extra ==" not in r]
     lines = ["Metadata-Version: 2.1", "Name: edgeff", f"Version: {__version__}",
-             f"Summary: {dist.metadata['Summary']}", "Requires-Python: >=3.11"]
+             f"Summary: {dist.metadata['Summary']}", f"Requires-Python: {dist.metadata['Requires-Python']}"]
     return "\n".join(lines + [f"Requires-Dist: {r}" for r in requires]) + "\n"
 
 

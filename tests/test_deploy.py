@@ -1,11 +1,13 @@
 """Bundles and deploys against real peers: an OpenSSH server on 127.0.0.1, a directory as an SD card,
 real offline installs into venvs from a real wheelhouse."""
 
+import glob
 import importlib.metadata
 import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -14,6 +16,7 @@ import time
 import pytest
 
 from edgeff.deploy import trust
+from edgeff.deploy.ssh import installer_program
 from edgeff.deploy.targets import PROFILES, detect, get
 from edgeff.errors import DeployError
 from bundle_edit import rehash
@@ -70,7 +73,7 @@ def tree(root):
 # ---------------------------------------------------------------- targets
 
 def test_profiles_cover_the_boards():
-    for name in ("rpi5", "rpi4b", "rpi3b", "rpi-zero2w", "rpi4b-32", "jetson-nano", "jetson-orin-nano",
+    for name in ("rpi5", "rpi4b", "rpi3b", "rpi-zero2w", "rpi5-trixie", "rpi4b-32", "jetson-nano", "jetson-orin-nano",
                  "generic-aarch64", "generic-armv7l", "generic-x86_64"):
         t = PROFILES[name]
         assert t.platforms[-1] == f"linux_{t.arch}" and t.default_budget_bytes < t.ram_bytes
@@ -82,6 +85,14 @@ def test_profiles_cover_the_boards():
     assert detect("arm64", "").name == "generic-aarch64"
     with pytest.raises(DeployError, match="known: rpi5"):
         get("rpi9")
+
+
+def test_profiles_carry_the_boards_python():
+    boards = ("jetson-orin-nano", "rpi5", "rpi4b", "rpi3b", "rpi-zero2w", "rpi5-trixie")
+    assert [(get(name).python, get(name).abi) for name in boards] == \
+        [("3.10", "cp310")] + [("3.11", "cp311")] * 4 + [("3.13", "cp313")]
+    assert get("rpi5-trixie").platforms[0] == "manylinux_2_41_aarch64"
+    assert (get("rpi5").for_python("3.12").abi, get("rpi5").for_python(abi="cp313t").python) == ("cp312", "3.13")
 
 
 # ---------------------------------------------------------------- bundles
@@ -123,6 +134,64 @@ def test_wheelhouse_downloads_exactly_the_pinned_versions(tmp_path):
     assert set(RUNTIME + ["llvmlite"]) <= set(got)
     assert all(pins[name] == version for name, version in got.items()), (got, pins)
     assert sorted(lock.splitlines()) == sorted("==".join(w.split("-")[:2]) for w in os.listdir(tmp_path))
+
+
+def test_wheelhouse_for_a_jetson_is_for_its_python(runs, tmp_path):
+    """JetPack 6 ships Python 3.10: every binary wheel is cp310 for aarch64, each at the host's version or,
+    where that has no wheel for 3.10 (numpy 2.4, onnxruntime 1.32), the newest earlier release that has one."""
+    from packaging.version import Version
+    manifest = ok(edgeff("bundle", runs[0], "--target", "jetson-orin-nano", "-o", tmp_path / "jetson", "--json"))
+    assert (manifest["python"], manifest["abi"]) == ("3.10", "cp310")
+    wheels = [f["path"].split("/")[1] for f in manifest["files"] if f["path"].startswith("wheels/")]
+    binary = [w for w in wheels if not w.endswith("-none-any.whl")]
+    assert binary and all("-cp310-" in w and w.endswith("aarch64.whl") for w in binary), binary
+    for dist in ("numpy", "numba", "onnx", "onnxruntime", "llvmlite"):
+        found = [w for w in wheels if re.match(rf"{dist}-\d", w)]
+        assert len(found) == 1 and Version(found[0].split("-")[1]) <= Version(importlib.metadata.version(dist)), found
+    lock = (tmp_path / "jetson" / "requirements.lock").read_text().splitlines()
+    assert lock == ["==".join(w.split("-")[:2]) for w in sorted(wheels) if not w.startswith("edgeff-")]
+
+
+def test_bundle_for_another_python_than_the_targets(runs, tmp_path):
+    for options, python, abi in [([], "3.10", "cp310"), (["--python-version", "3.13"], "3.13", "cp313"),
+                                 (["--abi", "cp312"], "3.12", "cp312")]:
+        out = tmp_path / f"jetson{len(options)}{python}"
+        manifest = ok(edgeff("bundle", runs[0], "--target", "jetson-orin-nano", *options, "--no-wheels", "-o", out,
+                             "--json"))
+        assert (manifest["target"], manifest["python"], manifest["abi"]) == ("jetson-orin-nano", python, abi)
+
+
+def pyenv_python(version):
+    """pyenv's build of Python X.Y on this machine, or None."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = glob.glob(os.path.join(root, "versions", f"{version}.*", "bin", f"python{version}"))
+    return found[0] if found else None
+
+
+@pytest.mark.skipif(not pyenv_python("3.10"), reason="no pyenv build of Python 3.10 on this machine")
+def test_a_bundle_for_python_310_installs_with_it(runs, tmp_path):
+    """A device whose python3 is 3.10 (JetPack 6) runs the host's installer as ssh:// streams it: the bundle
+    built for 3.10 installs offline into a 3.10 venv and passes the smoke test with its older wheels."""
+    manifest = ok(edgeff("bundle", runs[0], "--target", "generic-x86_64", "--python-version", "3.10",
+                         "-o", tmp_path / "b", "--json"))
+    shutil.copytree(tmp_path / "b", tmp_path / "root" / "incoming" / manifest["release"])
+    r = subprocess.run([pyenv_python("3.10"), "-", "install", "--root", tmp_path / "root", "--release",
+                        manifest["release"]], input=installer_program(), capture_output=True, timeout=900)
+    assert r.returncode == 0, r.stdout
+    smoke = json.loads(r.stdout)["smoke"]
+    assert smoke["infer_onnx"] == smoke["infer_run"] == "labels agree"
+    assert os.listdir(tmp_path / "root" / "current" / "venv" / "lib") == ["python3.10"]
+
+
+@pytest.mark.parametrize("options,says", [
+    (["--python-version", "3.9"], "Python 3.10 and newer, not 3.9"),
+    (["--python-version", "3"], "not X.Y"),
+    (["--abi", "py3"], "not cp3XY"),
+    (["--python-version", "3.12", "--abi", "cp313"], "ABI cp313 is not one of Python 3.12"),
+])
+def test_bad_python_for_a_bundle_is_one_line(runs, tmp_path, options, says):
+    one_line_error(edgeff("bundle", runs[0], "--target", "rpi5", *options, "-o", tmp_path / "b"), says)
+    assert not (tmp_path / "b").exists()
 
 
 def test_no_wheels_on_pypi_for_armv7l(runs, tmp_path):
@@ -261,6 +330,25 @@ def test_bundle_for_another_architecture_is_refused(runs, tmp_path):
     ok(edgeff("bundle", runs[0], "--target", "rpi5", "--no-wheels", "-o", pi, "--json"))
     one_line_error(edgeff("deploy", pi, "--to", f"file://{tmp_path}/device"), "aarch64", "x86_64")
     assert not (tmp_path / "device" / "incoming").exists()
+
+
+def test_bundle_for_another_python_is_refused(bundle, tmp_path):
+    """Before anything is sent, and by the device's installer itself: one line naming both Pythons."""
+    here = "%d.%d" % sys.version_info[:2]
+    other = "3.12" if here == "3.10" else "3.10"
+    wrong = tmp_path / "wrong"
+    shutil.copytree(bundle[0], wrong)
+    (wrong / trust.MANIFEST).write_text(json.dumps(dict(bundle[1], python=other)))
+    release = rehash(wrong)["release"]
+    one_line_error(edgeff("deploy", wrong, "--to", f"file://{tmp_path}/device"), f"Python {here}", f"Python {other}")
+    assert not (tmp_path / "device" / "incoming").exists()
+    shutil.copytree(wrong, tmp_path / "root" / "incoming" / release)        # as a host would have staged it
+    r = subprocess.run([sys.executable, "-m", "edgeff.deploy.install", "install", "--root", tmp_path / "root",
+                        "--release", release], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and json.loads(r.stdout)["error"] == (
+        f"the bundle's wheelhouse is for Python {other} but this device runs Python {here}; "
+        f"build one with --python-version {here}")
+    assert not (tmp_path / "root" / "releases").exists() and not (tmp_path / "root" / "current").exists()
 
 
 def test_ssh_dry_run_changes_nothing_on_the_device(tmp_path, bundle, sshd):

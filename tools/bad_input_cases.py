@@ -325,6 +325,10 @@ def option_cases(fx):
     yield "export --opset 999", lambda: ("export", fx.run, "-o", fx.path("x.onnx"), "--opset", "999")
     yield "export --batch 0", lambda: ("export", fx.run, "-o", fx.path("x.onnx"), "--batch", "0")
     yield "bundle --target unknown", lambda: ("bundle", fx.run, "--target", "toaster", "-o", fx.path("b"))
+    yield "bundle --python-version 3.9", lambda: ("bundle", fx.run, "--target", "rpi5", "--python-version", "3.9",
+                                                 "-o", fx.path("b"))
+    yield "bundle --abi of another Python", lambda: ("bundle", fx.run, "--target", "rpi5", "--python-version", "3.12",
+                                                    "--abi", "cp313", "-o", fx.path("b"))
     yield "deploy to a bad URL", lambda: ("deploy", fx.bundle, "--to", "gopher://x")
     yield "deploy --keep 0", lambda: ("deploy", fx.bundle, "--to", "file://" + fx.path("d"), "--keep", "0")
     yield "plan --model nonsense", lambda: ("plan", "--model", "x-y")

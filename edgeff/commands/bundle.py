@@ -18,6 +18,9 @@ def add_arguments(p):
     p.add_argument("--target", required=True, metavar="NAME", help=f"one of: {', '.join(PROFILES)}")
     p.add_argument("-o", "--output", required=True, metavar="OUT", help="a new directory, or OUT.tar.gz")
     p.add_argument("--sign", metavar="KEY", help="sign the bundle with this private key (from 'edgeff keygen')")
+    p.add_argument("--python-version", metavar="X.Y",
+                   help="the wheelhouse for this Python on the device, not the target's own (e.g. 3.12)")
+    p.add_argument("--abi", metavar="cp3XY", help="pip's ABI tag for the wheelhouse (default cpXY of the Python)")
     p.add_argument("--no-wheels", dest="wheels", action="store_false",
                    help="no wheelhouse: the device installs edgeff's dependencies from its package index")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -29,7 +32,8 @@ def run(args):
     step = (lambda msg: print(f"bundle: {msg}", file=sys.stderr, flush=True)) if show else (lambda msg: None)
     made = make_output_dir(os.path.dirname(os.path.abspath(args.output)), "-o")   # before any work
     try:
-        manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign)
+        manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign,
+                         python=args.python_version, abi=args.abi)
     except BaseException as exc:
         remove_made_dirs(made)
         if isinstance(exc, OSError):   # a full disk: build's temp directory is gone with it
@@ -40,6 +44,7 @@ def run(args):
         return 0
     total = sum(f["size"] for f in manifest["files"])
     wheels = sum(1 for f in manifest["files"] if f["path"].startswith("wheels/"))
-    print(f"wrote {args.output}: release {manifest['release']} for {manifest['target']} ({manifest['arch']}), "
+    print(f"wrote {args.output}: release {manifest['release']} for {manifest['target']} ({manifest['arch']}, "
+          f"Python {manifest['python']}), "
           f"{len(manifest['files'])} files, {fmt_bytes(total)}, {wheels} wheels")
     return 0

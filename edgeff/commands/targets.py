@@ -5,7 +5,7 @@ import json
 from ..deploy.targets import PROFILES
 from ..memory import fmt_bytes
 
-HELP = "list the device profiles (Raspberry Pi, Jetson, generic) with their wheels, RAM, budget and pitfalls"
+HELP = "list the device profiles (Raspberry Pi, Jetson, generic): Python, wheels, RAM, budget, pitfalls"
 
 
 def add_arguments(p):
@@ -19,8 +19,9 @@ def run(args):
     for t in PROFILES.values():
         print(f"{t.name:17s} {t.arch:8s} {fmt_bytes(t.ram_bytes):>9s} RAM, budget {fmt_bytes(t.default_budget_bytes):>9s}"
               f"  {t.description}")
-        print(f"{'':17s} onnxruntime: {t.onnxruntime}; wheels: {t.platforms[0]} ... {t.platforms[-1]}"
-              if t.wheels else f"{'':17s} onnxruntime: {t.onnxruntime}; no wheelhouse")
+        print(f"{'':17s} Python {t.python}; onnxruntime: {t.onnxruntime}; wheels: {t.abi} {t.platforms[0]} ... "
+              f"{t.platforms[-1]}" if t.wheels else f"{'':17s} Python {t.python}; onnxruntime: {t.onnxruntime}; "
+              "no wheelhouse")
         for pitfall in t.pitfalls:
             print(f"{'':17s} ! {pitfall}")
     return 0
