@@ -99,6 +99,26 @@ def test_each_kind_backward_matches_finite_differences(spec, shape):
             assert abs(numeric - analytic[i]) < 1e-4 * scale, (name, i, numeric, analytic[i])
 
 
+@pytest.mark.parametrize("spec, shape", [({"kind": "hardswish"}, (3, 4, 4)), ({"kind": "se", "mid": 2}, (5, 3, 3)),
+                                         (INVERTED, (4, 5, 5)), (BASIC, (4, 5, 5))])
+def test_each_kinds_onnx_nodes_match_its_twin_in_onnxruntime(spec, shape):
+    onnx, ort = pytest.importorskip("onnx"), pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+    kind, rng, n = BLOCK_KINDS[spec["kind"]], np.random.default_rng(9), 2
+    params = {name: np.empty(s, np.float32) for name, s in kind.param_shapes(spec, shape).items()}
+    kind.init(spec, shape, params, rng)
+    x, y_shape = rand(rng, n, *shape) * 3, (n, *kind.out_shape(spec, shape))
+    made = kind.onnx_node(spec, helper, "L", "x", "y", {name: f"L.{name}" for name in params})
+    graph = helper.make_graph(made if isinstance(made, list) else [made], "kind",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+                              [numpy_helper.from_array(p, f"L.{name}") for name, p in params.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model, full_check=True)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    close(session.run(None, {"x": x})[0], kind.reference(spec, params, x))
+
+
 def test_residual_refuses_a_body_and_shortcut_that_do_not_fit():
     kind = BLOCK_KINDS["residual"]
     with pytest.raises(ValueError, match="identity shortcut does not fit"):
