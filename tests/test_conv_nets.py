@@ -14,7 +14,7 @@ from edgeff.kernels import reference as ref
 from edgeff.layers import BLOCK_KINDS
 from edgeff.model import read_model_file
 from edgeff.sff_train import ConvTrainer
-from run_cli import edgeff, ok
+from run_cli import edgeff, ok, one_line_error
 from test_conv_cli import rgb  # noqa: F401  (the small RGB data set, a fixture)
 import test_conv_ff
 from test_conv_ff import close, conv_cfg, rand, tiny_data
@@ -241,9 +241,11 @@ def test_mobilenetv3_small_shapes(in_shape, sides):
 
 @pytest.mark.parametrize("model, message", [("cnn:r8-8/8", "first block cannot be residual"),
                                             ("cnn:8/r8p-8", "may not pool")])
-def test_bad_residual_specs_are_usage_errors(model, message):
+def test_bad_residual_specs_are_one_line_usage_errors(rgb, tmp_path, model, message):  # noqa: F811
     with pytest.raises(UsageError, match=message):
-        conv_blocks(model, 1.0, "block")
+        conv_blocks(model, 1.0, "none")
+    one_line_error(edgeff("train", "--dataset", rgb, "--model", model, "--out", tmp_path / "r"), message)
+    assert not (tmp_path / "r").exists()
 
 
 @pytest.mark.parametrize("model, width", [("resnet18", "0.125"), ("mobilenetv3-small", "0.25")])
