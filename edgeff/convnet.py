@@ -168,15 +168,23 @@ def _run(spec, params, x):
     return y
 
 
-def _checked_kind(source, spec):
-    """The kind module of a layer spec read from a file, its fields checked against the kind's FIELDS."""
-    kind = BLOCK_KINDS.get(spec.get("kind")) if isinstance(spec, dict) else None
+def _checked_kind(source, spec, nested=True):
+    """The kind module of a layer spec read from a file, its fields checked against the kind's FIELDS,
+    and the layers its LAYER_LISTS hold likewise (those may not hold layers in turn)."""
+    kind = BLOCK_KINDS.get(spec.get("kind")) if isinstance(spec, dict) and isinstance(spec.get("kind"), str) else None
     if kind is None:
         raise ModelError(f"{source}: {str(spec)[:60]} is not a layer edgeff knows ({', '.join(BLOCK_KINDS)}); "
                          "it is damaged or written by a newer edgeff")
-    if set(spec) != {"kind", *kind.FIELDS}:
+    lists = getattr(kind, "LAYER_LISTS", {})
+    if lists and not nested:
+        raise ModelError(f"{source}: a {spec['kind']} layer inside another; it is damaged or not written by edgeff")
+    if set(spec) != {"kind", *kind.FIELDS, *lists}:
         raise ModelError(f"{source}: a {spec['kind']} layer has fields {sorted(spec)}, not "
-                         f"{sorted(['kind', *kind.FIELDS])}; it is damaged or not written by edgeff")
+                         f"{sorted(['kind', *kind.FIELDS, *lists])}; it is damaged or not written by edgeff")
     for name, (low, high) in kind.FIELDS.items():
         field(source, spec, name, int, lambda v: low <= v <= high, f"a whole number from {low} to {high}")
+    for name, (low, high) in lists.items():
+        inner = field(source, spec, name, list, lambda v: low <= len(v) <= high, f"a list of {low} to {high} layers")
+        for i, layer in enumerate(inner):
+            _checked_kind(f"{source} {name}[{i}]", layer, nested=False)
     return kind

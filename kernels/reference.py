@@ -251,3 +251,40 @@ def gather_images(src, idx, u, shift, scale, out):
         rows, cols = slice(max(dy, 0), h + min(dy, 0)), slice(max(dx, 0), w + min(dx, 0))
         out[i, :, rows, cols] = images[i, :, max(-dy, 0):h - max(dy, 0), max(-dx, 0):w - max(dx, 0)]
     return out
+
+
+# kernels/mobile.py
+def hardsigmoid(u):
+    return np.clip(u.astype(np.float64) / 6.0 + 0.5, 0.0, 1.0)
+
+
+def hardswish(x, y):
+    y[...] = x.astype(np.float64) * hardsigmoid(x)
+    return y
+
+
+def hardswish_grad(x, dy, dx):
+    x64 = x.astype(np.float64)
+    dx[...] = dy * np.where(x64 <= -3.0, 0.0, np.where(x64 >= 3.0, 1.0, (2.0 * x64 + 3.0) / 6.0))
+    return dx
+
+
+def channel_mean(x, out):
+    out[...] = x.astype(np.float64).mean(axis=(2, 3))
+    return out
+
+
+def gate(x, u, y):
+    y[...] = x.astype(np.float64) * hardsigmoid(u)[:, :, None, None]
+    return y
+
+
+def gate_grad(x, dy, u, du):
+    s = (dy.astype(np.float64) * x).sum(axis=(2, 3))
+    du[...] = np.where(np.abs(u) < 3.0, s / 6.0, 0.0)
+    return du
+
+
+def gate_input_grad(dy, u, ds, dx):
+    dx[...] = dy * hardsigmoid(u)[:, :, None, None] + ds[:, :, None, None] / (dy.shape[2] * dy.shape[3])
+    return dx

@@ -10,6 +10,8 @@ trains on every batch, in order; within a batch:
 Block k's output, layer-normalised, is block k+1's input; no gradient crosses it. A
 layer's output and gradient live through its block's two steps, the normalised output
 until the next block's update has read it: the plan keeps one block's activations.
+A block's scratch (the largest any of its layers asks for) lives through its two steps
+too: a layer made of layers (layers/residual.py) keeps its inner activations there.
 """
 
 from dataclasses import dataclass
