@@ -26,7 +26,7 @@ def layer(g, spec, name, x, params):
     """The output of layer `name` (spec, its parameter arrays) on x, via its kind's onnx_node."""
     inits = {p: g.const(f"{name}.{p}", a) for p, a in params.items()}
     y = g.fresh(f"{spec['kind']}_{name}")
-    g.nodes.append(BLOCK_KINDS[spec["kind"]].onnx_node(spec, helper, name, x, y, inits))
+    g.nodes.extend(BLOCK_KINDS[spec["kind"]].onnx_node(spec, helper, name, x, y, inits))
     return y
 
 

@@ -109,7 +109,7 @@ def test_each_kinds_onnx_nodes_match_its_twin_in_onnxruntime(spec, shape):
     kind.init(spec, shape, params, rng)
     x, y_shape = rand(rng, n, *shape) * 3, (n, *kind.out_shape(spec, shape))
     made = kind.onnx_node(spec, helper, "L", "x", "y", {name: f"L.{name}" for name in params})
-    graph = helper.make_graph(made if isinstance(made, list) else [made], "kind",
+    graph = helper.make_graph(made, "kind",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
                               [numpy_helper.from_array(p, f"L.{name}") for name, p in params.items()])

@@ -124,10 +124,11 @@ def settings_of(args, budget):
                          f"--{field}; sweep batch, optimizer or model, or {'hybrid' if cfg.is_conv else 'schedule'}")
     out = []
     for v in values:
-        c = dataclasses.replace(cfg, **{field: v}).validate()
-        if c.is_conv != cfg.is_conv or (not c.is_conv and c.sizes[0] != cfg.sizes[0]):
+        c = dataclasses.replace(cfg, **{field: v})
+        if c.is_conv != cfg.is_conv or (not c.is_conv and c.validate().sizes[0] != cfg.sizes[0]):
             need = "a conv net" if cfg.is_conv else f"a dense net of {cfg.sizes[0]} inputs"
             raise UsageError(f"--sweep model {v}: the data and the first model need {need}")
+        c.validate()
         label = f"{'batch' if field == 'batch_size' else field}={v}"
         try:
             out.append((label, c, planner(c, ds, in_width)(c.batch_size)))

@@ -57,7 +57,7 @@ def reference(spec, params, x):
 
 
 def onnx_node(spec, helper, name, x, y, params):
-    """The ONNX node computing y from x (params: {name: initializer name})."""
+    """The ONNX nodes computing y from x (params: {name: initializer name}): a list, as every kind's."""
     k, p = spec["k"], spec["pad"]
-    return helper.make_node("Conv", [x, params["w"], params["b"]], [y], name=name, kernel_shape=[k, k],
-                            strides=[spec["stride"]] * 2, pads=[p, p, p, p], group=spec["groups"])
+    return [helper.make_node("Conv", [x, params["w"], params["b"]], [y], name=name, kernel_shape=[k, k],
+                            strides=[spec["stride"]] * 2, pads=[p, p, p, p], group=spec["groups"])]

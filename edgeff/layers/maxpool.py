@@ -35,4 +35,4 @@ def reference(spec, params, x):
 
 def onnx_node(spec, helper, name, x, y, params):
     k = spec["k"]
-    return helper.make_node("MaxPool", [x], [y], name=name, kernel_shape=[k, k], strides=[k, k])
+    return [helper.make_node("MaxPool", [x], [y], name=name, kernel_shape=[k, k], strides=[k, k])]

@@ -29,4 +29,4 @@ def reference(spec, params, x):
 
 
 def onnx_node(spec, helper, name, x, y, params):
-    return helper.make_node("Relu", [x], [y], name=name)
+    return [helper.make_node("Relu", [x], [y], name=name)]

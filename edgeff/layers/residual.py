@@ -145,17 +145,16 @@ def reference(spec, params, x):
 
 
 def onnx_node(spec, helper, name, x, y, params):
-    """The body's nodes (each kind's converter), the shortcut's, and an Add: a list of nodes."""
+    """The body's nodes (each kind's converter), the shortcut's, and an Add."""
     from . import BLOCK_KINDS
     own = lambda prefix: {n[len(prefix):]: p for n, p in params.items() if n.startswith(prefix)}
     nodes, h = [], x
     for j, b in enumerate(spec["body"]):
         out = f"{name}.b{j}"
-        made = BLOCK_KINDS[b["kind"]].onnx_node(b, helper, out, h, out, own(f"b{j}."))
-        nodes += made if isinstance(made, list) else [made]
+        nodes += BLOCK_KINDS[b["kind"]].onnx_node(b, helper, out, h, out, own(f"b{j}."))
         h = out
     skip = x
     for b in spec["shortcut"]:
         skip = f"{name}.s"
-        nodes.append(conv2d.onnx_node(b, helper, skip, x, skip, own("s.")))
+        nodes += conv2d.onnx_node(b, helper, skip, x, skip, own("s."))
     return nodes + [helper.make_node("Add", [h, skip], [y], name=name)]
