@@ -147,17 +147,19 @@ class ConvTrainer(PhasedTrainer):
 
 
 def warm_up_conv():
-    """Compile (or load from Numba's cache) every kernel the conv trainer and ConvNet use; returns seconds."""
+    """Compile (or load from Numba's cache) every kernel the conv trainer and ConvNet use: tiny runs
+    of nets holding every layer kind, in every mode that calls another kernel; returns seconds."""
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 255, (4, 4 * 4 * 2), dtype=np.uint8)
-    ds = Dataset("warm-up", x, np.arange(4, dtype=np.int32) % 2, x, np.arange(4, dtype=np.int32) % 2, 2, 1 / 255,
-                 (4, 4, 2), ("0", "1"), "")
-    for hybrid in ("none", "net"):      # "net" also runs the input gradients
-        cfg = TrainConfig(model="cnn:2p-2-2k1", hybrid=hybrid, classifier="goodness", head_epochs=0, epochs=1,
-                          batch_size=4, shift=1).validate()
+    for model, hybrid, h, c in (("cnn:2p-2-2k1", "none", 4, 2), ("cnn:2p-2-2k1", "net", 4, 2),   # net: input grads
+                                ("cnn:2/r4s2-4", "block", 4, 2), ("mobilenetv3-small", "block", 16, 1)):
+        x = rng.integers(0, 255, (2, h * h * c), dtype=np.uint8)
+        y = np.arange(2, dtype=np.int32)
+        ds = Dataset("warm-up", x, y, x, y, 2, 1 / 255, (h, h, c), ("0", "1"), "")
+        cfg = TrainConfig(model=model, hybrid=hybrid, width_mult=0.05, classifier="last", head_epochs=0, epochs=1,
+                          batch_size=2, shift=1).validate()
         trainer = ConvTrainer(cfg, ds)
         trainer.fit()
-    for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer
-        trainer.net.errors(rows, ds.y_test, scale)
+        for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer
+            trainer.net.errors(rows, ds.y_test, scale)
     return time.perf_counter() - t0
