@@ -14,3 +14,20 @@ def write_images_npz(path, n_train=600, n_test=300, label_names=None, seed=0):
     extra = {"label_names": np.array(label_names)} if label_names else {}
     np.savez(path, x_train=x(y_train), y_train=y_train, x_test=x(y_test), y_test=y_test, **extra)
     return path
+
+
+def write_rgb_npz(path, n_train, n_test, side, label_names=None, seed=0):
+    """side x side RGB images (N, H, W, 3) of 3 classes: a bright square, in channel c, in one of
+    three places down the image."""
+    rng = np.random.default_rng(seed)
+
+    def images(n):
+        y = rng.integers(0, 3, n)
+        x = rng.integers(0, 60, (n, side, side, 3)).astype(np.uint8)
+        for i, c in enumerate(y):
+            x[i, (side // 3) * c:(side // 3) * c + 4, 2:6, c] = 250
+        return x, y
+    (xt, yt), (xs, ys) = images(n_train), images(n_test)
+    extra = {"label_names": np.array(label_names)} if label_names else {}
+    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys, **extra)
+    return path

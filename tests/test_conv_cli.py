@@ -6,23 +6,14 @@ import json
 import numpy as np
 import pytest
 
+from images import write_rgb_npz
 from run_cli import edgeff, ok, one_line_error
 
 
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
     """400 + 100 12x12 RGB images of 3 classes: a bright square in one of three places."""
-    rng = np.random.default_rng(0)
-    def images(n):
-        y = rng.integers(0, 3, n)
-        x = rng.integers(0, 60, (n, 12, 12, 3)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 4 * c:4 * c + 4, 2:6, c] = 250
-        return x, y
-    (xt, yt), (xs, ys) = images(400), images(100)
-    path = tmp_path_factory.mktemp("rgb") / "rgb.npz"
-    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys)
-    return path
+    return write_rgb_npz(tmp_path_factory.mktemp("rgb") / "rgb.npz", 400, 100, 12)
 
 
 def train(rgb, out, *extra):

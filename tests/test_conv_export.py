@@ -12,6 +12,7 @@ import pytest
 
 from edgeff import export
 from edgeff.convnet import ConvNet
+from images import write_rgb_npz
 from run_cli import edgeff, ok, one_line_error
 
 
@@ -57,18 +58,7 @@ def test_a_fixed_batch_graph_of_one_block():
 @pytest.fixture(scope="module")
 def rgb(tmp_path_factory):
     """300 + 90 10x10 RGB images of 3 classes: a bright square in one of three places."""
-    rng = np.random.default_rng(0)
-
-    def images(n):
-        y = rng.integers(0, 3, n)
-        x = rng.integers(0, 60, (n, 10, 10, 3)).astype(np.uint8)
-        for i, c in enumerate(y):
-            x[i, 3 * c:3 * c + 4, 2:6, c] = 250
-        return x, y
-    (xt, yt), (xs, ys) = images(300), images(90)
-    path = tmp_path_factory.mktemp("rgb") / "rgb.npz"
-    np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys, label_names=np.array(["top", "middle", "bottom"]))
-    return path
+    return write_rgb_npz(tmp_path_factory.mktemp("rgb") / "rgb.npz", 300, 90, 10, ["top", "middle", "bottom"])
 
 
 @pytest.fixture(scope="module")

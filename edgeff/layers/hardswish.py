@@ -7,6 +7,7 @@ import numpy as np
 
 from ..kernels import mobile
 from ..kernels import reference as ref
+from .stateless import init, param_shapes, scratch_size  # noqa: F401 (the kind's interface)
 
 FIELDS = {}
 IN_PLACE = False
@@ -14,18 +15,6 @@ IN_PLACE = False
 
 def out_shape(spec, shape):
     return tuple(shape)
-
-
-def param_shapes(spec, shape):
-    return {}
-
-
-def init(spec, shape, params, rng):
-    pass
-
-
-def scratch_size(spec, shape, n):
-    return 0
 
 
 def forward(spec, params, x, y, scratch):
