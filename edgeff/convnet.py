@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .conv_models import conv_blocks
 from .errors import ModelError
 from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer
@@ -142,7 +143,6 @@ class ConvNet:
 
     def check_config(self, cfg, source="model"):
         """The stored TrainConfig describes these blocks."""
-        from .conv_models import conv_blocks
         if conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid) != self.blocks:
             raise ModelError(f"{source}: its config says --model {cfg.model} --width-mult {cfg.width_mult} "
                              f"--hybrid {cfg.hybrid} but its layers differ; it is damaged or not written by edgeff")
