@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# The unit tests (kernels, data, memory, checkpoint, export) on every supported Python but the one
+# The unit tests (kernels, conv FF, data, memory, checkpoint, export) on every supported Python but the one
 # `python3` is (the full suite runs there), each in a fresh venv made with pyenv's build of it.
 # A version pyenv does not have is skipped with a line saying so; any failure fails the script.
 #     tools/test_pythons.sh [VERSION ...]     (default: 3.10 3.11 3.12 3.13)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(tests/test_kernels.py tests/test_conv_kernels.py tests/test_data.py tests/test_memory.py
+TESTS=(tests/test_kernels.py tests/test_conv_kernels.py tests/test_conv_ff.py tests/test_data.py tests/test_memory.py
        tests/test_checkpoint.py tests/test_export.py)
 versions=("$@")
 [ $# -gt 0 ] || versions=(3.10 3.11 3.12 3.13)
