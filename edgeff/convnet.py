@@ -19,7 +19,7 @@ from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer
 from .kernels import batch, norm, sff
 from .layers import BLOCK_KINDS
-from .layers.blocks import head_spec
+from .layers.blocks import block_layers, head_spec
 from .model import check_input_info
 
 FORMAT_VERSION = 1
@@ -39,17 +39,12 @@ class ConvNet:
         """Parameters initialised as torch initialises Conv2d; alloc(name, shape) gives the array to
         fill (the trainer's arena views), where name is "k.j.w" (block k, layer j; "k.head.w")."""
         alloc = alloc or (lambda name, shape: np.empty(shape, np.float32))
-        params, shape = [], tuple(in_shape)
-        for k, specs in enumerate(blocks):
-            block = []
-            for j, spec in enumerate(list(specs) + [head_spec(num_classes)]):
-                kind, name = BLOCK_KINDS[spec["kind"]], f"{k}.head" if j == len(specs) else f"{k}.{j}"
-                p = {n: alloc(f"{name}.{n}", s) for n, s in kind.param_shapes(spec, shape).items()}
-                kind.init(spec, shape, p, rng)
-                block.append(p)
-                if j < len(specs):
-                    shape = kind.out_shape(spec, shape)
-            params.append(block)
+        params = [[] for _ in blocks]
+        for lay in block_layers(in_shape, blocks, num_classes):
+            kind = BLOCK_KINDS[lay.spec["kind"]]
+            p = {n: alloc(f"{lay.name}.{n}", s) for n, s in kind.param_shapes(lay.spec, lay.in_shape).items()}
+            kind.init(lay.spec, lay.in_shape, p, rng)
+            params[lay.block].append(p)
         return cls(in_shape, blocks, params, num_classes)
 
     @property
@@ -102,8 +97,9 @@ class ConvNet:
 
     def npz_writer(self, config_json):
         """write(fileobj): the model as an .npz with its architecture, metadata and config."""
-        arrays = {f"{k}.{'head' if j == len(block) - 1 else j}.{n}": a
-                  for k, block in enumerate(self.params) for j, p in enumerate(block) for n, a in p.items()}
+        layers = block_layers(self.in_shape, self.blocks, self.num_classes)
+        arrays = {f"{lay.name}.{n}": a for lay, p in zip(layers, (p for block in self.params for p in block))
+                  for n, a in p.items()}
         meta = dict(format_version=FORMAT_VERSION, net="conv", in_shape=list(self.in_shape), blocks=self.blocks,
                     num_classes=self.num_classes, config=json.loads(config_json), input=self.input_info)
         arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)
@@ -121,21 +117,16 @@ class ConvNet:
         c = field(path, meta, "num_classes", int, lambda c: 1 <= c <= 1000, "a whole number from 1 to 1000")
         blocks = field(path, meta, "blocks", list, lambda b: 1 <= len(b) <= 256 and all(isinstance(s, list) for s in b),
                        "a list of blocks")
-        params, shape = [], tuple(in_shape)
         for k, specs in enumerate(blocks):
-            block = []
-            for j, spec in enumerate(list(specs) + [head_spec(c)]):
-                name = f"{k}.head" if j == len(specs) else f"{k}.{j}"
-                kind = _checked_kind(f"{path}: layer {name}", spec)
-                try:
-                    out = kind.out_shape(spec, shape)
-                except ValueError as exc:
-                    raise ModelError(f"{path}: layer {name}: {exc}; it is damaged or not written by edgeff") from None
-                block.append({n: array(path, arrays, f"{name}.{n}", np.float32, s)
-                              for n, s in kind.param_shapes(spec, shape).items()})
-                if j < len(specs):
-                    shape = out
-            params.append(block)
+            for j, spec in enumerate(specs):
+                _checked_kind(f"{path}: layer {k}.{j}", spec)
+        params = [[] for _ in blocks]
+        try:
+            for lay in block_layers(in_shape, blocks, c):
+                params[lay.block].append({n: array(path, arrays, f"{lay.name}.{n}", np.float32, s) for n, s in
+                                          BLOCK_KINDS[lay.spec["kind"]].param_shapes(lay.spec, lay.in_shape).items()})
+        except ValueError as exc:
+            raise ModelError(f"{path}: {exc}; it is damaged or not written by edgeff") from None
         net = cls(in_shape, blocks, params, c, meta.get("input"))
         if net.input_info is not None:
             check_input_info(f"{path} input", net.input_info, net.in_features, c)

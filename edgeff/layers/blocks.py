@@ -15,6 +15,7 @@ too: a layer made of layers (layers/residual.py) keeps its inner activations the
 """
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..memory import Buffer
 from . import BLOCK_KINDS
@@ -88,43 +89,67 @@ def head_spec(num_classes):
     return {"kind": "conv2d", "out": num_classes, "k": 1, "stride": 1, "pad": 0, "groups": 1}
 
 
+class Placed(NamedTuple):
+    block: int
+    name: str            # "k.j" (block k, layer j) or "k.head": its parameters' prefix in a model file
+    spec: dict
+    in_shape: tuple      # (C, H, W) per sample
+    out_shape: tuple
+    head: bool
+
+
+def block_layers(in_shape, blocks, num_classes):
+    """Every layer of a block net in order, each block's class head after its layers, as Placed;
+    a layer that does not fit its input is a ValueError naming it. Specs must be checked first."""
+    shape = tuple(in_shape)
+    for k, specs in enumerate(blocks):
+        for j, spec in enumerate([*specs, head_spec(num_classes)]):
+            head = j == len(specs)
+            name = f"{k}.head" if head else f"{k}.{j}"
+            try:
+                out = BLOCK_KINDS[spec["kind"]].out_shape(spec, shape)
+            except ValueError as exc:
+                raise ValueError(f"layer {name}: {exc}") from None
+            yield Placed(k, name, spec, shape, out, head)
+            if not head:
+                shape = out
+
+
 def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
     """Every buffer of training `blocks` (lists of layer specs) on (C, H, W) images, with lifetimes."""
     n, slots = batch_size, 2 if optimizer == "adam" else 1
     end = 2 * len(blocks)
     x = Buffer("x", (n, *in_shape), F32, 0, 2, "data")
-    out, shape = [], tuple(in_shape)
-    prev_y = x
-    for k, specs in enumerate(blocks):
+    out, layers, scratch = [], [], 0
+    y, dy = x, None              # the input of the next layer, and where its gradient goes
+    for lay in block_layers(in_shape, blocks, num_classes):
+        k, name, spec, shape, o_shape = lay.block, lay.name, lay.spec, lay.in_shape, lay.out_shape
+        kind = BLOCK_KINDS[spec["kind"]]
         t_fwd, t_upd = 1 + 2 * k, 2 + 2 * k
-        block_in = prev_y
-        layers, y, dy, scratch = [], block_in, None, 0
-        for j, spec in enumerate(list(specs) + [head_spec(num_classes)]):
-            kind = BLOCK_KINDS[spec["kind"]]
-            name = f"{k}.head" if j == len(specs) else f"{k}.{j}"
-            o_shape = kind.out_shape(spec, shape)
-            pshapes = kind.param_shapes(spec, shape)
-            buf = lambda label, s, first, last, what: Buffer(label, s, F32, first, last, what, k)
-            params = {p: buf(f"{name}.{p}", s, 0, end, "weights") for p, s in pshapes.items()}
-            grads = {p: buf(f"g{name}.{p}", s, t_upd, t_upd, "gradients") for p, s in pshapes.items()}
-            opt = tuple({p: buf(f"opt{i}_{name}.{p}", s, 0, end, "optimizer") for p, s in pshapes.items()}
-                        for i in range(slots))
-            if j == len(specs):        # the head: the loss gradient overwrites its output in place
-                y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
-                dy_buf = y_buf
-            elif kind.IN_PLACE and j > 0:
-                y_buf, dy_buf = y, dy
-            else:
-                y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
-                dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients")
-            layers.append(LayerBuffers(name, dict(spec), shape, o_shape, params, grads, opt, y_buf, dy_buf))
-            scratch = max(scratch, kind.scratch_size(spec, shape, n))
-            if j < len(specs):
-                shape, y, dy = o_shape, y_buf, dy_buf
+        pshapes = kind.param_shapes(spec, shape)
+        buf = lambda label, s, first, last, what: Buffer(label, s, F32, first, last, what, k)
+        params = {p: buf(f"{name}.{p}", s, 0, end, "weights") for p, s in pshapes.items()}
+        grads = {p: buf(f"g{name}.{p}", s, t_upd, t_upd, "gradients") for p, s in pshapes.items()}
+        opt = tuple({p: buf(f"opt{i}_{name}.{p}", s, 0, end, "optimizer") for p, s in pshapes.items()}
+                    for i in range(slots))
+        if lay.head:               # the loss gradient overwrites the head's output in place
+            y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
+            dy_buf = y_buf
+        elif kind.IN_PLACE and layers:
+            y_buf, dy_buf = y, dy
+        else:
+            y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
+            dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients")
+        layers.append(LayerBuffers(name, dict(spec), shape, o_shape, params, grads, opt, y_buf, dy_buf))
+        scratch = max(scratch, kind.scratch_size(spec, shape, n))
+        if not lay.head:
+            y, dy = y_buf, dy_buf
+            continue
         act = lambda label, s, last: Buffer(f"{k}.{label}", s, F32, t_fwd, last, "activations", k)
-        prev_y = act("out", (n, *shape), min(t_upd + 2, end))
-        out.append(BlockBuffers(layers, act("good", (n, num_classes), t_upd), act("loss", (n,), t_upd), prev_y,
+        y, dy = act("out", (n, *shape), min(t_upd + 2, end)), None
+        out.append(BlockBuffers(layers, act("good", (n, num_classes), t_upd), act("loss", (n,), t_upd), y,
                                 act("scratch", (scratch,), t_upd) if scratch else None))
+        layers, scratch = [], 0
     idx = Buffer("idx", (n,), "int64", 0, 0, "data")
     labels = Buffer("labels", (n,), "int64", 0, end, "data")
     shift_u = Buffer("shift_u", (2 * n,), "float64", 0, 0, "data")
