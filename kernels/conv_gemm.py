@@ -1,21 +1,57 @@
 """The gemm method of kernels/conv.py: im2col / col2im (Numba) around numpy's BLAS.
 
-Samples go in chunks: the patches of a chunk are copied into a column buffer, one
-(C_in/G*KH*KW, OH*OW) matrix per sample, and np.matmul multiplies them by the filters
-(one BLAS call per sample and group, looped by numpy). A 1x1 stride-1 unpadded conv
-needs no columns: the image itself is the matrix. All buffers are views of the
-caller's scratch (GemmPlan.size float32).
+Samples go in tiles: the patches of a tile are copied into a column buffer and
+np.matmul multiplies them by the filters. A tile holds as many samples as keep their
+columns and output inside the L2 cache (its size read from the system, `tile_samples`),
+so BLAS reads the columns while they are still cached, and the scratch stays about
+one L2 whatever the batch.
+
+- Forward and input gradient: one (C_in/G*KH*KW, OH*OW) column matrix per sample, one
+  BLAS call per sample and group (looped by numpy) writing straight into y or the
+  column gradient; the bias is added to the tile's output while it is cached. A 1x1
+  stride-1 unpadded conv needs no columns: the image itself is the matrix.
+- Weight gradient: per-sample products dy[b] @ cols[b].T summed over the tile, or,
+  when copying dy is cheaper than that sum (few output pixels, many filter taps: the
+  3x3 convs past the first), one product per tile and group: the columns laid out
+  channel-major, (C_in*KH*KW, B*OH*OW), times dy copied to (C_out, B*OH*OW).
+
+All buffers are views of the caller's scratch (GemmPlan.size float32).
 """
+
+import functools
+import glob
+import os
 
 import numpy as np
 from numba import njit
 
 from .ff_loss import FAST
 
-# Column-buffer elements per chunk of samples (1 MiB): big enough that a small conv
-# is not one Python-level call per sample, small enough for a device's memory and
-# the cache (4 MiB chunks measured 1.4x slower on 32->64 3x3 at 14x14).
-CHUNK_ELEMENTS = 1 << 18
+# L2 bytes when the system does not say (no /sys cache entries): the smallest L2 of the
+# 64-bit ARM boards edgeff targets, so that a tile never overflows a real cache.
+FALLBACK_L2_BYTES = 256 * 1024
+
+
+@functools.lru_cache(maxsize=None)
+def l2_cache_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
+    """The first CPU's L2 cache size in bytes, from the kernel's cache entries (index*/level, size
+    such as "1024K"); FALLBACK_L2_BYTES when there are none."""
+    for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(index, "size")) as f:
+                size = f.read().strip()
+        except OSError:
+            continue
+        if level == "2" and size[:-1].isdigit() and size[-1] in "KM":
+            return int(size[:-1]) * (1024 if size[-1] == "K" else 1024 * 1024)
+    return FALLBACK_L2_BYTES
+
+
+def tile_samples(n, per_sample_floats):
+    """Samples per tile: as many of the n as fit per_sample_floats each into the L2 cache (at least 1)."""
+    return max(1, min(n, l2_cache_bytes() // 4 // per_sample_floats))
 
 
 @njit(cache=True)
@@ -39,11 +75,12 @@ def _crop_from(xp, pad, x):
 
 
 @njit(cache=True)
-def _im2col(x, pad, kh, kw, stride, xp, cols):
-    # x: (B, C, H, W) float32 a chunk of samples
+def _im2col(x, pad, kh, kw, stride, xp, cols, sample_stride, row_stride):
+    # x: (B, C, H, W) float32 a tile of samples
     # xp: (C, H + 2 pad, W + 2 pad) float32 scratch, border already 0
-    # cols: (B, C * KH * KW, OH * OW) float32 <- row (c, i, j) of sample b holds its padded
-    #       pixel (c, oh * stride + i, ow * stride + j)
+    # cols: flat float32 <- at b * sample_stride + (c * KH * KW + i * KW + j) * row_stride + oh * OW + ow,
+    #       sample b's padded pixel (c, oh * stride + i, ow * stride + j): a (B, C*KH*KW, OH*OW) stack
+    #       of per-sample matrices, or one channel-major (C*KH*KW, B*OH*OW) matrix
     oh_n = (xp.shape[1] - kh) // stride + 1
     ow_n = (xp.shape[2] - kw) // stride + 1
     for b in range(x.shape[0]):
@@ -51,7 +88,7 @@ def _im2col(x, pad, kh, kw, stride, xp, cols):
         for c in range(xp.shape[0]):
             for i in range(kh):
                 for j in range(kw):
-                    dst = cols[b, (c * kh + i) * kw + j]
+                    dst = cols[b * sample_stride + ((c * kh + i) * kw + j) * row_stride:]
                     for oh in range(oh_n):
                         src, d = xp[c, oh * stride + i, j:], dst[oh * ow_n:]
                         if stride == 1:  # a plain copy, which vectorises
@@ -64,7 +101,7 @@ def _im2col(x, pad, kh, kw, stride, xp, cols):
 
 @njit(cache=True)
 def _col2im(cols, pad, kh, kw, stride, dxp, dx):
-    # cols: (B, C * KH * KW, OH * OW) float32 gradient of a chunk's columns
+    # cols: (B, C * KH * KW, OH * OW) float32 gradient of a tile's columns
     # dxp: (C, H + 2 pad, W + 2 pad) float32 scratch
     # dx: (B, C, H, W) float32 <- every column entry summed into the pixel it was copied from
     oh_n = (dxp.shape[1] - kh) // stride + 1
@@ -83,12 +120,23 @@ def _col2im(cols, pad, kh, kw, stride, dxp, dx):
 
 
 @njit(cache=True, fastmath=FAST)
-def _sum_chunk(per_sample, g):
+def _sum_tile(per_sample, g):
     # per_sample: (B, C, K) float32; g: (C, K) float32 += the sum over B
     for b in range(per_sample.shape[0]):
         for c in range(g.shape[0]):
             for k in range(g.shape[1]):
                 g[c, k] += per_sample[b, c, k]
+
+
+@njit(cache=True)
+def _to_channel_major(y, t):
+    # y: (B, C, P) float32; t: (C, B * P) float32 <- t[c, b * P + q] = y[b, c, q]
+    n_b, c_n, p = y.shape
+    for b in range(n_b):
+        for c in range(c_n):
+            src, dst = y[b, c], t[c, b * p:]
+            for q in range(p):
+                dst[q] = src[q]
 
 
 @njit(cache=True)
@@ -106,10 +154,10 @@ def _is_pointwise(kh, kw, stride, pad):
 
 
 class GemmPlan:
-    """The shapes of one gemm-method conv and its views of the scratch array. Samples go in
-    chunks of `chunk`, so that small convs make few calls: [columns (chunk, C_in*KH*KW, OH*OW),
-    none when pointwise | one padded sample (C_in, H+2p, W+2p) | per-sample weight grads
-    (chunk, C_out, C_in/G*KH*KW)]."""
+    """The shapes of one gemm-method conv and its views of the scratch array: [columns of a
+    tile (tile, C_in*KH*KW, OH*OW) | one padded sample (C_in, H+2p, W+2p) | per-sample weight
+    grads (tile, C_out, C_in/G*KH*KW), or when channel_major dy (C_out, tile*OH*OW) and one
+    tile's weight grad (C_out, C_in/G*KH*KW)]."""
 
     def __init__(self, x_shape, w_shape, stride, pad, groups, scratch):
         self.n, c_in, h, w = x_shape
@@ -117,29 +165,42 @@ class GemmPlan:
         self.oh, self.ow = (h + 2 * pad - self.kh) // stride + 1, (w + 2 * pad - self.kw) // stride + 1
         self.stride, self.pad, self.groups = stride, pad, groups
         self.k, self.cg_out = cg_in * self.kh * self.kw, self.c_out // groups  # one group's GEMM sizes
-        one_cols = c_in * self.kh * self.kw * self.oh * self.ow
-        self.chunk = max(1, min(self.n, CHUNK_ELEMENTS // one_cols))
-        n_cols = 0 if _is_pointwise(self.kh, self.kw, stride, pad) else self.chunk * one_cols
+        self.rows, p = c_in * self.kh * self.kw, self.oh * self.ow
+        self.pointwise = _is_pointwise(self.kh, self.kw, stride, pad)
+        # floats one sample's weight gradient copies: dy (and x when pointwise) channel-major,
+        # against writing and summing a per-sample gradient
+        self.channel_major = self.c_out * p + (c_in * p if self.pointwise else 0) < 2 * self.c_out * self.k
+        self.tile = tile_samples(self.n, (self.rows + self.c_out) * p)
+        n_cols = 0 if self.pointwise and not self.channel_major else self.tile * self.rows * p
         n_pad = c_in * (h + 2 * pad) * (w + 2 * pad)
-        self.size = n_cols + n_pad + self.chunk * self.c_out * self.k
+        n_grads = self.c_out * (self.tile * p + self.k if self.channel_major else self.tile * self.k)
+        self.size = n_cols + n_pad + n_grads
         if scratch is not None:
-            self.cols = scratch[:n_cols].reshape(-1, c_in * self.kh * self.kw, self.oh * self.ow)
+            self.cols = scratch[:n_cols]
             self.padded = scratch[n_cols:n_cols + n_pad].reshape(c_in, h + 2 * pad, w + 2 * pad)
-            self.grads = scratch[n_cols + n_pad:self.size].reshape(self.chunk, self.c_out, self.k)
+            self.grads = scratch[n_cols + n_pad:self.size]
             self.padded[:] = 0.0  # the border stays 0; _pad_into writes the inside
 
-    def chunks(self):
-        """(sample slice, how many) for every chunk of the batch."""
-        for n0 in range(0, self.n, self.chunk):
-            yield slice(n0, min(n0 + self.chunk, self.n)), min(self.chunk, self.n - n0)
+    def tiles(self):
+        """(sample slice, how many) for every tile of the batch."""
+        for n0 in range(0, self.n, self.tile):
+            yield slice(n0, min(n0 + self.tile, self.n)), min(self.tile, self.n - n0)
 
     def columns(self, x):
-        """A chunk x: (B, C_in, H, W) as (B, C_in*KH*KW, OH*OW) matrices the filters multiply."""
-        if _is_pointwise(self.kh, self.kw, self.stride, self.pad):
+        """A tile x: (B, C_in, H, W) as (B, C_in*KH*KW, OH*OW) matrices the filters multiply."""
+        if self.pointwise:
             return x.reshape(x.shape[0], x.shape[1], -1)
-        cols = self.cols[:x.shape[0]]
-        _im2col(x, self.pad, self.kh, self.kw, self.stride, self.padded, cols)
-        return cols
+        b, p = x.shape[0], self.oh * self.ow
+        cols = self.cols[:b * self.rows * p]
+        _im2col(x, self.pad, self.kh, self.kw, self.stride, self.padded, cols, self.rows * p, p)
+        return cols.reshape(b, self.rows, p)
+
+    def channel_major_columns(self, x):
+        """A tile x: (B, C_in, H, W) as one (C_in*KH*KW, B*OH*OW) matrix."""
+        columns = x.shape[0] * self.oh * self.ow
+        cols = self.cols[:self.rows * columns]
+        _im2col(x, self.pad, self.kh, self.kw, self.stride, self.padded, cols, self.oh * self.ow, columns)
+        return cols.reshape(self.rows, columns)
 
     def group(self, g):
         """(output-channel rows, column rows) of group g."""
@@ -150,13 +211,13 @@ def forward(x, w, b, stride, pad, groups, out, scratch):
     """out <- conv(x, w) + b (b may be None)."""
     m = GemmPlan(x.shape, w.shape, stride, pad, groups, scratch)
     w2, y = w.reshape(m.c_out, m.k), out.reshape(m.n, m.c_out, m.oh * m.ow)
-    for s, _ in m.chunks():
+    for s, _ in m.tiles():
         cols = m.columns(x[s])
         for g in range(groups):
             o, k = m.group(g)
             np.matmul(w2[o], cols[:, k], out=y[s, o])  # one BLAS call per sample, made by numpy
-    if b is not None:
-        _add_bias(y, b)
+        if b is not None:
+            _add_bias(y[s], b)
 
 
 def weight_grad(x, dy, stride, pad, groups, gw, scratch):
@@ -164,23 +225,33 @@ def weight_grad(x, dy, stride, pad, groups, gw, scratch):
     m = GemmPlan(x.shape, gw.shape, stride, pad, groups, scratch)
     g2, dy2 = gw.reshape(m.c_out, m.k), dy.reshape(m.n, m.c_out, m.oh * m.ow)
     g2[:] = 0.0
-    for s, b in m.chunks():
-        cols = m.columns(x[s])
-        for g in range(groups):
-            o, k = m.group(g)
-            np.matmul(dy2[s, o], cols[:, k].transpose(0, 2, 1), out=m.grads[:b, o])
-        _sum_chunk(m.grads[:b], g2)
+    for s, b in m.tiles():
+        if m.channel_major:
+            cols, columns = m.channel_major_columns(x[s]), b * m.oh * m.ow
+            dy_t = m.grads[:m.c_out * columns].reshape(m.c_out, columns)
+            tile_grad = m.grads[-m.c_out * m.k:].reshape(m.c_out, m.k)
+            _to_channel_major(dy2[s], dy_t)
+            for g in range(groups):
+                o, k = m.group(g)
+                np.matmul(dy_t[o], cols[k].T, out=tile_grad[o])
+            np.add(g2, tile_grad, out=g2)
+        else:
+            cols, per_sample = m.columns(x[s]), m.grads[:b * m.c_out * m.k].reshape(b, m.c_out, m.k)
+            for g in range(groups):
+                o, k = m.group(g)
+                np.matmul(dy2[s, o], cols[:, k].transpose(0, 2, 1), out=per_sample[:, o])
+            _sum_tile(per_sample, g2)
 
 
 def input_grad(dy, w, stride, pad, groups, dx, scratch):
     """dx <- col2im(w.T @ dy), per group; for a pointwise conv w.T @ dy is dx itself."""
     m = GemmPlan(dx.shape, w.shape, stride, pad, groups, scratch)
     w2, dy2 = w.reshape(m.c_out, m.k), dy.reshape(m.n, m.c_out, m.oh * m.ow)
-    pointwise = _is_pointwise(m.kh, m.kw, stride, pad)
-    for s, b in m.chunks():
-        dcols = dx[s].reshape(b, dx.shape[1], -1) if pointwise else m.cols[:b]
+    p = m.oh * m.ow
+    for s, b in m.tiles():
+        dcols = dx[s].reshape(b, dx.shape[1], -1) if m.pointwise else m.cols[:b * m.rows * p].reshape(b, m.rows, p)
         for g in range(groups):
             o, k = m.group(g)
             np.matmul(w2[o].T, dy2[s, o], out=dcols[:, k])
-        if not pointwise:
-            _col2im(dcols, pad, m.kh, m.kw, stride, m.padded, dx[s])
+        if not m.pointwise:
+            _col2im(dcols, m.pad, m.kh, m.kw, stride, m.padded, dx[s])

@@ -83,15 +83,18 @@ def test_conv_kernels_match_the_twins(shapes, bias, seed):
     close(dx, want_dx)
 
 
-@pytest.mark.parametrize("kernel, stride, pad", [(3, 1, 1), (1, 1, 0), (3, 2, 2)])
-def test_gemm_method_in_several_chunks_of_samples(monkeypatch, kernel, stride, pad):
-    """Five samples in chunks of two (the last chunk short) give what one chunk gives."""
+@pytest.mark.parametrize("hw, kernel, stride, pad, channel_major", [
+    ((7, 6), 3, 1, 1, False), ((7, 6), 1, 1, 0, False), ((7, 6), 3, 2, 2, True), ((1, 2), 1, 1, 0, True)])
+def test_gemm_method_in_several_tiles_of_samples(monkeypatch, hw, kernel, stride, pad, channel_major):
+    """Five samples in tiles of two (the last tile short) give what one tile gives, with the weight
+    gradient summed per sample or (few output pixels) taken channel-major."""
     rng = np.random.default_rng(1)
-    x_shape, w_shape = (5, 4, 7, 6), (6, 2, kernel, kernel)
+    x_shape, w_shape = (5, 4, *hw), (6, 2, kernel, kernel)
     x, w, _, dy = arrays(rng, x_shape, w_shape, stride, pad)
-    one_sample = 4 * kernel * kernel * dy.shape[2] * dy.shape[3]
-    monkeypatch.setattr(conv_gemm, "CHUNK_ELEMENTS", 2 * one_sample)
-    assert conv_gemm.GemmPlan(x_shape, w_shape, stride, pad, 2, None).chunk == 2
+    one_sample = (4 * kernel * kernel + 6) * dy.shape[2] * dy.shape[3]
+    monkeypatch.setattr(conv_gemm, "l2_cache_bytes", lambda: 4 * 2 * one_sample)
+    plan = conv_gemm.GemmPlan(x_shape, w_shape, stride, pad, 2, None)
+    assert (plan.tile, plan.channel_major) == (2, channel_major)
     scratch = gemm_scratch(x_shape, w_shape, stride, pad, 2)
     y, gw, dx = np.empty_like(dy), np.empty_like(w), np.empty_like(x)
     conv_gemm.forward(x, w, None, stride, pad, 2, y, scratch)
@@ -199,15 +202,33 @@ def test_wrappers_reject_bad_shapes_and_dtypes(call, message):
         call()
 
 
-def test_scratch_sizes():
-    """Depthwise needs none; a gemm conv declares columns for a chunk, a padded sample and grads."""
+def test_scratch_sizes(monkeypatch):
+    """Depthwise needs none; a gemm conv declares a tile's columns, one padded sample and the
+    tile's weight gradients, the tile as many samples as fit their columns and output in L2."""
+    monkeypatch.setattr(conv_gemm, "l2_cache_bytes", lambda: 2**20)
     assert conv.conv2d_scratch_size((128, 64, 14, 14), (64, 1, 3, 3), 1, 1, 64) == 0
-    size = conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1)
-    chunk = conv_gemm.CHUNK_ELEMENTS // (32 * 9 * 14 * 14)
-    assert size == chunk * 32 * 9 * 14 * 14 + 32 * 16 * 16 + chunk * 64 * 32 * 9
-    assert size * 4 < 4 * 2**20   # a few MiB at most, whatever the batch
+    tile = 2**18 // ((32 * 9 + 64) * 14 * 14)   # 3 samples
+    size = conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1)   # channel-major weight grad
+    assert size == tile * 32 * 9 * 14 * 14 + 32 * 16 * 16 + 64 * (tile * 14 * 14 + 32 * 9)
+    assert size * 4 < 2**20 + 32 * 16 * 16 * 4 + 64 * 32 * 9 * 4   # about one L2, whatever the batch
+    tile = 2**18 // ((64 + 128) * 14 * 14)
     pointwise = conv.conv2d_scratch_size((128, 64, 14, 14), (128, 64, 1, 1), 1, 0, 1)   # no columns
-    assert pointwise == 64 * 14 * 14 + min(128, conv_gemm.CHUNK_ELEMENTS // (64 * 14 * 14)) * 128 * 64
+    assert pointwise == 64 * 14 * 14 + tile * 128 * 64
+    first = conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1)   # per-sample weight grads
+    tile = 2**18 // ((9 + 32) * 28 * 28)
+    assert first == tile * 9 * 28 * 28 + 30 * 30 + tile * 32 * 9
+
+
+def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):
+    """The level-2 entry's size (K or M), whichever index holds it; the fallback without entries."""
+    for index, level, size in [(0, "1", "32K"), (1, "1", "32K"), (2, "2", "1280K"), (3, "3", "32M")]:
+        (tmp_path / f"index{index}").mkdir()
+        (tmp_path / f"index{index}" / "level").write_text(level + "\n")
+        (tmp_path / f"index{index}" / "size").write_text(size + "\n")
+    assert conv_gemm.l2_cache_bytes(str(tmp_path)) == 1280 * 1024
+    (tmp_path / "index2" / "size").write_text("2M\n")
+    assert conv_gemm.l2_cache_bytes.__wrapped__(str(tmp_path)) == 2 * 2**20
+    assert conv_gemm.l2_cache_bytes(str(tmp_path / "none")) == conv_gemm.FALLBACK_L2_BYTES
 
 
 ALLOCATION_PROBE = """

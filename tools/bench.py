@@ -11,10 +11,10 @@ here in the same run. Also the kernels' first-run compile time (empty Numba
 cache) and cached start time.
 
 Conv section (kernels/conv.py, batch 128, the convs of a small net for 28x28 gray
-images): GFLOP/s of forward and weight gradient, each as a fraction of numpy's
-matmul doing the same multiply-adds as one GEMM per group over the whole batch
-((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its transpose product
-for the weight gradient: "of same") and of numpy's GEMM peak (a 1024^3 product:
+images): GFLOP/s of forward, weight gradient and input gradient, each as a fraction
+of numpy's matmul doing the same multiply-adds as one GEMM per group over the whole
+batch ((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its transpose
+products for the gradients: "of same") and of numpy's GEMM peak (a 1024^3 product:
 "of peak"), all timed in the same run, interleaved, best of --conv-repeats;
 compiling happens before any timing. A benchmark, not a test:
 nothing is asserted.
@@ -109,6 +109,9 @@ CONVS = {
 }
 
 
+CONV_OPS = ("forward", "wgrad", "igrad")
+
+
 def best_seconds(fns, repeats):
     """Best time of each function, calling them in turn so load from elsewhere hits all alike."""
     for f in fns:
@@ -142,22 +145,24 @@ def bench_conv(name, shape, n, repeats):
     kk, cols, rng = c_in // groups * k * k, n * dy.shape[2] * dy.shape[3], np.random.default_rng(1)
     wg, colsg = rng.random((groups, c_out // groups, kk), np.float32), rng.random((groups, kk, cols), np.float32)
     dyg, yg, gwg = rng.random((groups, c_out // groups, cols), np.float32), np.empty((groups, c_out // groups, cols), np.float32), np.empty_like(wg)
+    dx, dcolsg = np.empty_like(x), np.empty_like(colsg)
     sq = rng.random((1024, 1024), np.float32)
     sq_out = np.empty_like(sq)
-    fwd, gemm_fwd, wgrad, gemm_wgrad, peak = best_seconds([
+    *seconds, peak = best_seconds([
         lambda: conv.conv2d_forward(x, w, b, stride, pad, groups, y, scratch),
         lambda: np.matmul(wg, colsg, out=yg),
         lambda: conv.conv2d_weight_grad(x, dy, stride, pad, groups, gw, gb, scratch),
         lambda: np.matmul(dyg, colsg.transpose(0, 2, 1), out=gwg),
+        lambda: conv.conv2d_input_grad(dy, w, stride, pad, groups, dx, scratch),
+        lambda: np.matmul(wg.transpose(0, 2, 1), dyg, out=dcolsg),
         lambda: np.matmul(sq, sq, out=sq_out),
     ], repeats)
     gflop, peak_gflops = 2 * c_out * kk * cols / 1e9, 2 * 1024**3 / peak / 1e9
-    return {"conv": name, "method": conv.conv2d_method(c_in, groups), "batch_size": n,
-            "gemm_peak_gflops": peak_gflops,
-            "forward_gflops": gflop / fwd, "forward_of_same_gemm": gemm_fwd / fwd,
-            "forward_of_peak": gflop / fwd / peak_gflops,
-            "wgrad_gflops": gflop / wgrad, "wgrad_of_same_gemm": gemm_wgrad / wgrad,
-            "wgrad_of_peak": gflop / wgrad / peak_gflops}
+    row = {"conv": name, "method": conv.conv2d_method(c_in, groups), "batch_size": n, "gemm_peak_gflops": peak_gflops}
+    for op, conv_s, gemm_s in zip(CONV_OPS, seconds[::2], seconds[1::2]):
+        row.update({f"{op}_gflops": gflop / conv_s, f"{op}_of_same_gemm": gemm_s / conv_s,
+                    f"{op}_of_peak": gflop / conv_s / peak_gflops})
+    return row
 
 
 def bench_conv_methods(name, shape, n, repeats):
@@ -173,7 +178,7 @@ def bench_conv_methods(name, shape, n, repeats):
         lambda: conv_direct.weight_grad(x, dy, stride, pad, gw),
         lambda: conv_gemm.input_grad(dy, w, stride, pad, groups, dx, scratch),
         lambda: conv_direct.input_grad(dy, w, stride, pad, dx)], repeats)
-    ops = [(op, method) for op in ("forward", "wgrad", "igrad") for method in ("gemm", "direct")]
+    ops = [(op, method) for op in CONV_OPS for method in ("gemm", "direct")]
     return {"conv": name, **{f"{op}_{method}_ms": 1e3 * t for (op, method), t in zip(ops, seconds)}}
 
 
@@ -200,7 +205,7 @@ def main():
         for name, shape in CONVS.items():
             r = bench_conv_methods(name, shape, args.conv_batch_size, args.conv_repeats)
             print(f"{name:18} ms, gemm / direct:" + "".join(
-                f"  {op} {r[op + '_gemm_ms']:.2f} / {r[op + '_direct_ms']:.2f}" for op in ("forward", "wgrad", "igrad")))
+                f"  {op} {r[op + '_gemm_ms']:.2f} / {r[op + '_direct_ms']:.2f}" for op in CONV_OPS))
         return
     warm_up()
     rows = [bench_net(name, spec, args.batch_size, args.steps) for name, spec in NETS.items()]
@@ -213,12 +218,11 @@ def main():
     for r in rows:
         print(f"{r['net']:8} {r['model']:26} {r['samples_per_s']:10.0f} {r['gflops']:8.1f} "
               f"{r['numpy_gflops']:14.1f} {r['fraction_of_numpy']:9.1%}")
-    print(f"\n{'conv (N=' + str(args.conv_batch_size) + ')':18} {'method':6} {'GEMM peak':>9} {'fwd GFLOP/s':>11}"
-          f" {'of same':>8} {'of peak':>8} {'wgrad GFLOP/s':>13} {'of same':>8} {'of peak':>8}")
+    print(f"\n{'conv (N=' + str(args.conv_batch_size) + ')':18} {'method':6} {'GEMM peak':>9}"
+          + "".join(f" {op + ' GFLOP/s':>15} {'of same':>8} {'of peak':>8}" for op in CONV_OPS))
     for r in convs:
-        print(f"{r['conv']:18} {r['method']:6} {r['gemm_peak_gflops']:9.1f} {r['forward_gflops']:11.1f} "
-              f"{r['forward_of_same_gemm']:8.1%} {r['forward_of_peak']:8.1%} {r['wgrad_gflops']:13.1f} "
-              f"{r['wgrad_of_same_gemm']:8.1%} {r['wgrad_of_peak']:8.1%}")
+        print(f"{r['conv']:18} {r['method']:6} {r['gemm_peak_gflops']:9.1f}" + "".join(
+            f" {r[op + '_gflops']:15.1f} {r[op + '_of_same_gemm']:8.1%} {r[op + '_of_peak']:8.1%}" for op in CONV_OPS))
     print(f"kernels: first-run compile {cold:.1f} s, cached start {cached:.2f} s")
 
 
