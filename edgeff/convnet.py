@@ -155,7 +155,7 @@ def _run(spec, params, x):
     kind = BLOCK_KINDS[spec["kind"]]
     shape = x.shape[1:]
     y = np.empty((x.shape[0], *kind.out_shape(spec, shape)), np.float32)
-    kind.forward(spec, params, x, y, np.empty(kind.scratch_size(spec, shape, x.shape[0]), np.float32))
+    kind.forward(spec, params, x, y, kind.scratch_size(spec, shape, x.shape[0]).allocate())
     return y
 
 

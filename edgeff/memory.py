@@ -25,7 +25,7 @@ class Buffer:
     dtype: str
     first: int          # first step that uses it
     last: int           # last step that uses it (inclusive)
-    kind: str           # weights | optimizer | activations | gradients | data | head
+    kind: str           # weights | optimizer | activations | gradients | workspace | data | head
     layer: int | None = None
 
     @property

@@ -7,6 +7,7 @@ from .memory import fmt_bytes, peak_live_bytes
 def plan_report(plan, batch_size, held, budget, backprop_bytes):
     """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes)."""
     ff_act = peak_live_bytes(plan.buffers, ("activations",))
+    workspace = peak_live_bytes(plan.buffers, ("workspace",))
     return {
         "arena_bytes": plan.arena_bytes,
         "naive_bytes": plan.naive_bytes,
@@ -16,6 +17,7 @@ def plan_report(plan, batch_size, held, budget, backprop_bytes):
         "batch_size": batch_size,
         "ff_activation_bytes": ff_act,
         "backprop_activation_bytes": backprop_bytes,
+        "workspace_bytes": workspace,
         "buffers": [dict(name=b.name, shape=list(b.shape), dtype=b.dtype, bytes=b.nbytes, first=b.first, last=b.last,
                          offset=plan.offsets[b.name], kind=b.kind, layer=b.layer) for b in plan.buffers],
     }
@@ -31,6 +33,8 @@ def print_plan(report):
           f"data in RAM {fmt_bytes(report['data_bytes'])}, batch size {report['batch_size']}")
     print(f"activations per batch: FF {fmt_bytes(report['ff_activation_bytes'])}, "
           f"backprop would keep {fmt_bytes(report['backprop_activation_bytes'])}")
+    if report["workspace_bytes"]:
+        print(f"kernel workspace (conv columns, not activations): {fmt_bytes(report['workspace_bytes'])}")
     if report["budget_bytes"] is not None:
         total = report["arena_bytes"] + report["data_bytes"]
         verdict = "fits" if report["fits"] else "does NOT fit"

@@ -242,7 +242,7 @@ def _phase_name(layers, n_layers, unit="layer"):
 
 # ---- report data ----
 
-KINDS = ("weights", "optimizer", "activations", "gradients")
+KINDS = ("weights", "optimizer", "activations", "gradients", "workspace")
 
 
 def layer_rows(plan, sizes, batch_size, measured):
@@ -293,7 +293,7 @@ def backprop_estimate(sizes, batch_size, optimizer):
     gradients at once, and every activation kept for the backward pass."""
     params = 4 * sum(a * b + b for a, b in zip(sizes, sizes[1:]))
     out = dict(weights=params, optimizer=params * (2 if optimizer == "adam" else 1), gradients=params,
-               activations=backprop_activation_bytes(list(sizes[1:]), sizes[0], batch_size))
+               activations=backprop_activation_bytes(list(sizes[1:]), sizes[0], batch_size), workspace=0)
     return dict(out, total=sum(out.values()))
 
 
@@ -337,7 +337,7 @@ def setting_report(label, cfg, plan, in_width, held, budget, target, m):
         setting=label, model=cfg.model, dataset=cfg.dataset, schedule=schedule, optimizer=cfg.optimizer,
         negatives=negatives, steps=int(len(st)), batch_rows=m["batch_rows"],
         **{k: base[k] for k in ("arena_bytes", "naive_bytes", "data_bytes", "budget_bytes", "fits", "batch_size",
-                                "ff_activation_bytes", "backprop_activation_bytes")},
+                                "ff_activation_bytes", "backprop_activation_bytes", "workspace_bytes")},
         weights_bytes=weights,
         headroom_bytes=None if budget is None else budget - plan.arena_bytes - held,
         fits_measured=None if budget is None else growth + held <= budget,

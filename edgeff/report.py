@@ -95,7 +95,8 @@ def _options(r):
 
 def _units_table(r):
     """The per-layer table (dense) or per-block table (conv) and the paragraph after it."""
-    kinds = lambda row: [_mib(row[f"{k}_bytes"]) for k in ("weights", "optimizer", "activations", "gradients")]
+    kinds = lambda row, extra=(): [_mib(row[f"{k}_bytes"]) for k in ("weights", "optimizer", "activations",
+                                                                       "gradients", *extra)]
     other = _mib(r["other_bytes"].get("activations", 0))
     if "hybrid" not in r:
         return ("table", ["layer", "shape", "params", "weights", "optimiser", "activations", "gradients",
@@ -106,11 +107,11 @@ def _units_table(r):
                     "", "", f"head {_ms(r['step_seconds']['head_median'])}"]], False)
     shape = lambda s: "x".join(map(str, s))
     return ("table", ["block", "layers", "shape", "params (with its head)", "weights", "optimiser", "activations",
-                      "gradients", "backprop activations", "step (median)"],
+                      "gradients", "workspace", "backprop activations", "step (median)"],
             [[row["block"], row["layers"], f"{shape(row['in_shape'])} -> {shape(row['out_shape'])}",
-              f"{row['params']:,}", *kinds(row), _mib(row["backprop_activation_bytes"]), _ms(row["step_seconds"])]
-             for row in r["layers"]]
-            + [["other", "data staging", "", "", "", "", other, "", "", ""]], False)
+              f"{row['params']:,}", *kinds(row, ("workspace",)), _mib(row["backprop_activation_bytes"]),
+              _ms(row["step_seconds"])] for row in r["layers"]]
+            + [["other", "data staging", "", "", "", "", other, "", "", "", ""]], False)
 
 
 def _setting(r, several):
@@ -145,8 +146,8 @@ def _setting(r, several):
                  + ("." if conv else f", linear head {_mib(r['other_bytes'].get('head', 0))}.")),
            ("h", 3, title("FF vs backprop")),
            ("table", ["kind", "FF (most live at one step)", "backprop (estimate, all layers at once)"],
-            [[k, _mib(r["ff_by_kind"][k]), _mib(r["backprop"][k])] for k in ("weights", "optimizer", "gradients",
-                                                                              "activations")], False),
+            [[k, _mib(r["ff_by_kind"][k]), _mib(r["backprop"][k])]
+             for k in ("weights", "optimizer", "gradients", "activations", *(("workspace",) if conv else ()))], False),
            ("p", _ff_vs_backprop_note(r))]
     t = r["target"]
     if t:
@@ -169,7 +170,8 @@ def _ff_vs_backprop_note(r):
         return (f"FF trains one block at a time on a batch of {r['batch_size']} images and keeps that block's "
                 "activations and its layer-normalised output only; backprop (the same net with --hybrid net, its "
                 "memory plan) keeps every layer's output until the backward pass, so its activations grow with "
-                "depth and FF's do not.")
+                "depth and FF's do not. Workspace is the conv kernels' column buffer (one tile of samples, about "
+                "one L2 cache), the same for both and not counted as activations.")
     return (f"FF stages {2 * r['batch_size']} rows per batch of {r['batch_size']} (positive and negative "
             "data) and keeps one layer's input and output at a time; backprop keeps every layer's input and "
             f"pre-activation for {r['batch_size']} rows until the backward pass, so its activations grow with "

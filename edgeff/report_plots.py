@@ -7,7 +7,8 @@ import io
 
 MiB = 2**20
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
-KIND_COLOURS = {"weights": "#4c72b0", "optimizer": "#dd8452", "activations": "#55a868", "gradients": "#c44e52"}
+KIND_COLOURS = {"weights": "#4c72b0", "optimizer": "#dd8452", "activations": "#55a868", "gradients": "#c44e52",
+                "workspace": "#8172b3"}
 
 
 def plots(report):

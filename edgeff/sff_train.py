@@ -22,6 +22,7 @@ from .convnet import LN_EPS, ConvNet
 from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
 from .kernels import batch, norm, sff
+from .layers.scratch import Scratch
 from .memory import Arena, plan_greedy
 
 MARGIN = 1.0   # added to every wrong class's goodness in the loss (kernels/sff.py)
@@ -82,7 +83,7 @@ class ConvTrainer(PhasedTrainer):
                         for n in p_arrays)
             self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
             self.views.append((layers, v(block.good), v(block.loss), v(block.out),
-                               v(block.scratch) if block.scratch else None))
+                               Scratch(*(v(b) if b else None for b in block.scratch))))
 
     def _phase_epochs(self, blocks):
         return self.cfg.epochs

@@ -43,6 +43,21 @@ def test_plan_of_a_conv_net_keeps_less_than_backprop(rgb):
     assert bp["arena_bytes"] > ff["arena_bytes"]
 
 
+def test_plan_counts_the_conv_columns_as_workspace_not_activations(rgb):
+    """The conv kernels' scratch is its own kind, one per block, the same for FF and backprop."""
+    for hybrid in ("none", "net"):
+        plan = ok(edgeff("plan", "--dataset", rgb, "--model", "cnn:8p-8-8", "--hybrid", hybrid, "--json"))
+        spaces = [b for b in plan["buffers"] if b["name"].endswith(".workspace")]
+        assert spaces and all(b["kind"] == "workspace" for b in spaces)
+        assert plan["workspace_bytes"] == max(b["bytes"] for b in spaces)
+        assert not any(b["kind"] == "activations" and "scratch" in b["name"] for b in plan["buffers"])
+        if hybrid == "none":
+            ff = plan
+    assert plan["workspace_bytes"] == ff["workspace_bytes"]
+    text = edgeff("plan", "--dataset", rgb, "--model", "cnn:8p-8-8")
+    assert text.returncode == 0 and "kernel workspace (conv columns, not activations)" in text.stdout
+
+
 @pytest.mark.parametrize("args, fragments", [
     (["--model", "cnn:8x"], ["bad conv spec", "'8x'"]),
     (["--model", "cnn:8k4"], ["odd kernel"]),

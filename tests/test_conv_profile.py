@@ -13,9 +13,10 @@ from test_profile import SETTING, check_schema
 MODEL = "cnn:8p/8s2-8"
 BLOCK = {"type": "object", "required": ["block", "layers", "in_shape", "out_shape", "params", "weights_bytes",
                                         "optimizer_bytes", "activations_bytes", "gradients_bytes",
-                                        "backprop_activation_bytes", "step_seconds"],
+                                        "workspace_bytes", "backprop_activation_bytes", "step_seconds"],
          "properties": {k: {"type": "integer", "minimum": 0} for k in
-                        ("weights_bytes", "optimizer_bytes", "activations_bytes", "gradients_bytes")}}
+                        ("weights_bytes", "optimizer_bytes", "activations_bytes", "gradients_bytes",
+                         "workspace_bytes")}}
 CONV_SETTING = dict(SETTING, required=SETTING["required"] + ["hybrid", "width_mult", "backprop"],
                     properties=dict(SETTING["properties"], layers={"type": "array", "minItems": 1, "items": BLOCK}))
 
@@ -65,7 +66,10 @@ def test_ff_against_backprop_is_the_hybrid_net_plan(profiled, rgb):
     assert r["backprop_activation_bytes"] == plan["backprop_activation_bytes"] == whole["ff_activation_bytes"]
     assert r["backprop"]["activations"] == r["backprop_activation_bytes"]
     assert r["ff_activation_bytes"] == plan["ff_activation_bytes"] and r["arena_bytes"] == plan["arena_bytes"]
-    assert r["backprop"]["total"] == sum(r["backprop"][k] for k in ("weights", "optimizer", "gradients", "activations"))
+    assert r["backprop"]["total"] == sum(r["backprop"][k] for k in ("weights", "optimizer", "gradients", "activations",
+                                                                     "workspace"))
+    assert r["workspace_bytes"] == r["ff_by_kind"]["workspace"] == r["backprop"]["workspace"] > 0
+    assert max(row["workspace_bytes"] for row in r["layers"]) == r["workspace_bytes"]
 
 
 def test_a_conv_run_dir_and_a_sweep_of_hybrid(rgb, tmp_path):

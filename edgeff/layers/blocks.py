@@ -10,8 +10,10 @@ trains on every batch, in order; within a batch:
 Block k's output, layer-normalised, is block k+1's input; no gradient crosses it. A
 layer's output and gradient live through its block's two steps, the normalised output
 until the next block's update has read it: the plan keeps one block's activations.
-A block's scratch (the largest any of its layers asks for) lives through its two steps
-too: a layer made of layers (layers/residual.py) keeps its inner activations there.
+A block's scratch (the largest any of its layers asks for, layers/scratch.py) lives
+through its two steps too, as two buffers: "k.scratch" of kind activations (a layer made
+of layers, layers/residual.py, keeps its inner activations there) and "k.workspace" of
+kind workspace (the conv kernels' columns), so that activations count only activations.
 """
 
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ from typing import NamedTuple
 
 from ..memory import Buffer
 from . import BLOCK_KINDS
+from .scratch import NONE, Scratch
 
 F32 = "float32"
 
@@ -49,12 +52,12 @@ class BlockBuffers:
     good: Buffer         # (N, C) class goodness
     loss: Buffer         # (N,)
     out: Buffer          # (N, *out_shape) the layer-normalised output: the next block's input
-    scratch: Buffer | None
+    scratch: Scratch     # of Buffers (activations, workspace), None for a part of 0
 
     def buffers(self):
         own = [b for lay in self.layers for b in lay.buffers()]
         acts = {b.name: b for lay in self.layers for b in (lay.y, lay.dy)}   # in-place kinds share them
-        return own + list(acts.values()) + [self.good, self.loss, self.out] + ([self.scratch] if self.scratch else [])
+        return own + list(acts.values()) + [self.good, self.loss, self.out] + [b for b in self.scratch if b]
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,7 @@ def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
     n, slots = batch_size, 2 if optimizer == "adam" else 1
     end = 2 * len(blocks)
     x = Buffer("x", (n, *in_shape), F32, 0, 2, "data")
-    out, layers, scratch = [], [], 0
+    out, layers, scratch = [], [], NONE
     y, dy = x, None              # the input of the next layer, and where its gradient goes
     for lay in block_layers(in_shape, blocks, num_classes):
         k, name, spec, shape, o_shape = lay.block, lay.name, lay.spec, lay.in_shape, lay.out_shape
@@ -141,15 +144,17 @@ def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
             y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
             dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients")
         layers.append(LayerBuffers(name, dict(spec), shape, o_shape, params, grads, opt, y_buf, dy_buf))
-        scratch = max(scratch, kind.scratch_size(spec, shape, n))
+        scratch = scratch.most(kind.scratch_size(spec, shape, n))
         if not lay.head:
             y, dy = y_buf, dy_buf
             continue
-        act = lambda label, s, last: Buffer(f"{k}.{label}", s, F32, t_fwd, last, "activations", k)
+        act = lambda label, s, last, what="activations": Buffer(f"{k}.{label}", s, F32, t_fwd, last, what, k)
         y, dy = act("out", (n, *shape), min(t_upd + 2, end)), None
         out.append(BlockBuffers(layers, act("good", (n, num_classes), t_upd), act("loss", (n,), t_upd), y,
-                                act("scratch", (scratch,), t_upd) if scratch else None))
-        layers, scratch = [], 0
+                                Scratch(act("scratch", (scratch.activations,), t_upd) if scratch.activations else None,
+                                        act("workspace", (scratch.workspace,), t_upd, "workspace")
+                                        if scratch.workspace else None)))
+        layers, scratch = [], NONE
     idx = Buffer("idx", (n,), "int64", 0, 0, "data")
     labels = Buffer("labels", (n,), "int64", 0, end, "data")
     shift_u = Buffer("shift_u", (2 * n,), "float64", 0, 0, "data")

@@ -9,6 +9,7 @@ import numpy as np
 
 from ..kernels import conv
 from ..kernels import reference as ref
+from .scratch import Scratch
 
 FIELDS = {"out": (1, 1 << 14), "k": (1, 15), "stride": (1, 8), "pad": (0, 7), "groups": (1, 1 << 14)}
 IN_PLACE = False
@@ -34,20 +35,21 @@ def init(spec, shape, params, rng):
 
 
 def scratch_size(spec, shape, n):
-    return conv.conv2d_scratch_size((n, *shape), param_shapes(spec, shape)["w"], spec["stride"], spec["pad"],
-                                    spec["groups"])
+    """The gemm method's columns: workspace."""
+    return Scratch(0, conv.conv2d_scratch_size((n, *shape), param_shapes(spec, shape)["w"], spec["stride"],
+                                               spec["pad"], spec["groups"]))
 
 
 def forward(spec, params, x, y, scratch):
-    conv.conv2d_forward(x, params["w"], params["b"], spec["stride"], spec["pad"], spec["groups"], y, scratch)
+    conv.conv2d_forward(x, params["w"], params["b"], spec["stride"], spec["pad"], spec["groups"], y, scratch.workspace)
 
 
 def backward(spec, params, x, y, dy, dx, grads, scratch):
     """grads <- dLoss/dparams from x and dy; dx <- dLoss/dx unless dx is None."""
     s, p, g = spec["stride"], spec["pad"], spec["groups"]
-    conv.conv2d_weight_grad(x, dy, s, p, g, grads["w"], grads["b"], scratch)
+    conv.conv2d_weight_grad(x, dy, s, p, g, grads["w"], grads["b"], scratch.workspace)
     if dx is not None:
-        conv.conv2d_input_grad(dy, params["w"], s, p, g, dx, scratch)
+        conv.conv2d_input_grad(dy, params["w"], s, p, g, dx, scratch.workspace)
 
 
 def reference(spec, params, x):

@@ -8,7 +8,8 @@ projection). A ReLU after the add is a layer of its own, after this one. Its par
 named b{i}.{name} (body layer i) and s.{name} (the shortcut).
 
 Memory: between its forward and its backward the layer keeps only its input and output (the
-block's buffers). The body's inner activations and their gradients live in its scratch, which
+block's buffers). The body's inner activations and their gradients live in its scratch's
+activations (its inner layers' workspace in the workspace), which
 the block declares to the planner with the block's lifetime (layers/blocks.py): the backward
 runs the body forward again from x (one more forward of the body, as gradient checkpointing
 does), then back through the body and the shortcut.
@@ -17,6 +18,7 @@ does), then back through the body and the shortcut.
 import numpy as np
 
 from . import conv2d
+from .scratch import NONE, Scratch
 
 FIELDS = {}
 LAYER_LISTS = {"body": (1, 16), "shortcut": (0, 1)}    # lists of layer specs and their lengths
@@ -65,36 +67,40 @@ def init(spec, shape, params, rng):
 
 
 def _sizes(spec, shape, n):
-    """Float32 counts of: each inner body output (0 when in place), the shortcut region, the kinds' scratch."""
+    """Float32 counts of: each inner body output (0 when in place), the shortcut region, and the
+    inner kinds' scratch (a Scratch)."""
     layers = _layers(spec, shape)
     body = layers[:len(spec["body"])]
     outputs = [0 if i and kind.IN_PLACE else n * int(np.prod(o)) for i, (_, kind, _, _, o) in enumerate(body[:-1])]
     short = n * int(max(np.prod(shape), np.prod(body[-1][4]))) if len(layers) > len(body) else 0
-    inner = max(kind.scratch_size(b, i, n) for _, kind, b, i, _ in layers)
+    inner = NONE
+    for _, kind, b, i, _ in layers:
+        inner = inner.most(kind.scratch_size(b, i, n))
     return layers, outputs, short, inner
 
 
 def scratch_size(spec, shape, n):
     _, outputs, short, inner = _sizes(spec, shape, n)
-    return 2 * sum(outputs) + short + inner
+    return Scratch(2 * sum(outputs) + short + inner.activations, inner.workspace)
 
 
 def _views(spec, x, scratch):
-    """The inner layers, then views of the scratch: their outputs and gradients (an in-place
-    layer's are its input's), the shortcut region (flat: its output, then x's gradient) and
-    the inner kinds' scratch."""
+    """The inner layers, then views of the scratch's activations: their outputs and gradients
+    (an in-place layer's are its input's), the shortcut region (flat: its output, then x's
+    gradient), and the inner kinds' scratch (the rest of the activations, the workspace)."""
     n = x.shape[0]
     layers, outputs, short, inner = _sizes(spec, x.shape[1:], n)
-    ys, dys, at = [], [], 0
+    acts, ys, dys, at = scratch.activations, [], [], 0
     for (_, _, _, _, o), size in zip(layers, outputs):
         if size == 0:
             ys.append(ys[-1]), dys.append(dys[-1])
             continue
-        ys.append(scratch[at:at + size].reshape(n, *o))
-        dys.append(scratch[at + size:at + 2 * size].reshape(n, *o))
+        ys.append(acts[at:at + size].reshape(n, *o))
+        dys.append(acts[at + size:at + 2 * size].reshape(n, *o))
         at += 2 * size
-    short_view = scratch[at:at + short] if short else None
-    return layers, ys, dys, short_view, scratch[at + short:at + short + inner]
+    short_view = acts[at:at + short] if short else None
+    inner_acts = acts[at + short:at + short + inner.activations] if inner.activations else None
+    return layers, ys, dys, short_view, Scratch(inner_acts, scratch.workspace)
 
 
 def forward(spec, params, x, y, scratch):

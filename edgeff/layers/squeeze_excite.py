@@ -15,6 +15,7 @@ import numpy as np
 from ..kernels import activation, mobile
 from ..kernels import reference as ref
 from . import conv2d
+from .scratch import Scratch
 
 FIELDS = {"mid": (1, 1 << 14)}
 IN_PLACE = False
@@ -36,7 +37,8 @@ def init(spec, shape, params, rng):
 
 
 def scratch_size(spec, shape, n):
-    return n * (3 * shape[0] + 2 * spec["mid"])
+    """s, a, u, du, da: activations."""
+    return Scratch(n * (3 * shape[0] + 2 * spec["mid"]), 0)
 
 
 def _regions(spec, x, scratch):
@@ -44,7 +46,7 @@ def _regions(spec, x, scratch):
     n, c, mid = x.shape[0], x.shape[1], spec["mid"]
     out, at = [], 0
     for width in (c, mid, c, c, mid):
-        out.append(scratch[at:at + n * width].reshape(n, width))
+        out.append(scratch.activations[at:at + n * width].reshape(n, width))
         at += n * width
     return out
 

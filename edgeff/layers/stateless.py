@@ -1,6 +1,8 @@
 """What a block-net layer kind without parameters or scratch declares (relu, maxpool, ...):
 its module imports these three instead of writing them again."""
 
+from .scratch import NONE
+
 
 def param_shapes(spec, shape):
     return {}
@@ -11,4 +13,4 @@ def init(spec, shape, params, rng):
 
 
 def scratch_size(spec, shape, n):
-    return 0
+    return NONE
