@@ -23,7 +23,12 @@ def layout_for(cfg, in_width, num_classes, batch_size=None):
 def layout_for_conv(cfg, ds, batch_size=None):
     """Every buffer of a conv FF run of cfg on data set ds (layers/blocks.py), as objects."""
     return block_layout(image_chw(ds.image_shape), conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
-                        ds.num_classes, batch_size or cfg.batch_size, cfg.optimizer)
+                        ds.num_classes, batch_size or cfg.batch_size, cfg.optimizer, cfg.freeze)
+
+
+def backprop_cfg(cfg):
+    """The same conv net trained end to end by backprop: one block (--hybrid net), nothing frozen."""
+    return dataclasses.replace(cfg, hybrid="net", freeze=0)
 
 
 def plan_for(cfg, in_width, num_classes, batch_size=None):
@@ -42,7 +47,7 @@ def planner(cfg, ds, in_width=None):
 def backprop_bytes(cfg, ds, in_width, batch_size):
     """Activations backprop would keep for the same net: the whole net's at once."""
     if cfg.is_conv:
-        whole = layout_for_conv(dataclasses.replace(cfg, hybrid="net"), ds, batch_size)
+        whole = layout_for_conv(backprop_cfg(cfg), ds, batch_size)
         return peak_live_bytes(whole.buffers, ("activations",))
     return backprop_activation_bytes(list(cfg.sizes[1:]), in_width, batch_size)
 

@@ -16,7 +16,6 @@ plan is touched and the arena is resident as it is in a real run.
 
 import contextlib
 import ctypes
-import dataclasses
 import gc
 import math
 import os
@@ -27,7 +26,7 @@ import tracemalloc
 
 import numpy as np
 
-from .budget import backprop_bytes, layout_for_conv
+from .budget import backprop_bytes, backprop_cfg, layout_for_conv
 from .memory import backprop_activation_bytes, peak_live_bytes
 from .plan_report import plan_report
 from .runs import rss_bytes
@@ -283,7 +282,7 @@ def _describe(spec):
 def conv_backprop_estimate(cfg, ds):
     """The same conv net trained end to end with backprop (its --hybrid net layout): the most
     bytes of each kind live at one step; its activations are budget.backprop_bytes."""
-    whole = layout_for_conv(dataclasses.replace(cfg, hybrid="net"), ds).buffers
+    whole = layout_for_conv(backprop_cfg(cfg), ds).buffers
     out = {kind: peak_live_bytes(whole, (kind,)) for kind in KINDS}
     return dict(out, total=sum(out.values()))
 

@@ -76,7 +76,7 @@ class ConvTrainer(PhasedTrainer):
                     for a in slot.values():
                         a[...] = 0.0
                 grads = {n: v(b) for n, b in lay.grads.items()}
-                layers.append((lay, p_arrays, grads, v(lay.y), v(lay.dy)))
+                layers.append((lay, p_arrays, grads, v(lay.y), v(lay.dy) if lay.dy else None))
                 if k >= self.cfg.freeze or lay is block.layers[-1]:     # a frozen block's head still learns
                     self.params[k] = self.params.get(k, ()) + tuple(
                         Param(p_arrays[n], grads[n], state[0][n], state[1][n] if len(state) > 1 else None)

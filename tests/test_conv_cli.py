@@ -88,6 +88,11 @@ def test_init_and_freeze_from_the_command_line(rgb, tmp_path):
     assert tuned["model"] == base["model"] and tuned["test_error"] < 0.2
     stored = json.loads((tmp_path / "tuned" / "config.json").read_text())
     assert stored["init"] == str(tmp_path / "base") and stored["freeze"] == 1
+    dry = lambda *more: ok(edgeff("train", "--dataset", rgb, "--init", tmp_path / "base", "--batch-size", "32",
+                                  "--dry-run", "--json", *more))
+    frozen, free = dry("--freeze", "1"), dry()
+    assert frozen["arena_bytes"] < free["arena_bytes"]       # no gradients or optimiser state for block 1
+    assert not any(b["name"].startswith(("g0.0.", "opt0_0.0.")) for b in frozen["buffers"])
     for args, fragments in [
         (["--freeze", "1"], ["--freeze keeps the blocks of an --init run"]),
         (["--init", tmp_path / "base", "--freeze", "3"], ["--freeze 3", "2 blocks"]),

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from edgeff import checkpoint
+from edgeff.budget import layout_for_conv
 from edgeff.config import TrainConfig
 from edgeff.convnet import ConvNet
 from edgeff.data import Dataset
@@ -15,6 +16,7 @@ from edgeff.kernels import activation, batch, norm, pool, sff
 from edgeff.kernels import reference as ref
 from edgeff.layers import BLOCK_KINDS
 from edgeff.layers.blocks import head_spec
+from edgeff.memory import plan_greedy
 from edgeff.model import read_model_file
 from edgeff.sff_train import MARGIN, ConvTrainer
 
@@ -225,6 +227,25 @@ def test_init_copies_the_layers_and_freeze_keeps_them():
         assert all(np.array_equal(mine[n], theirs[n]) for n in mine)          # the frozen block's layers
     assert not np.array_equal(frozen[-1]["w"], start_heads[0]["w"])          # its head learned
     assert not np.array_equal(trained[0]["w"], source.net.params[1][0]["w"])  # the next block learned
+
+
+def test_frozen_blocks_plan_no_gradients_or_optimiser_state():
+    """--freeze 1: block 1's layers get no gradient, dy or optimiser buffer (its head keeps them),
+    the arena shrinks, and the frozen run still trains (its blocks' losses fall)."""
+    ds = tiny_data(n=24)
+    free, frozen = (layout_for_conv(conv_cfg(optimizer="adam", **kw), ds) for kw in ({}, dict(init="x", freeze=1)))
+    for lay in frozen.blocks[0].layers[:-1]:
+        assert lay.grads == {} and lay.opt == ({}, {}) and lay.dy is None
+    for mine, theirs in zip(frozen.blocks[0].layers[-1:] + frozen.blocks[1].layers, free.blocks[0].layers[-1:] + free.blocks[1].layers):
+        assert mine == theirs                                            # the head and block 2 as before
+    names = lambda layout: {b.name for b in layout.buffers}
+    gone = names(free) - names(frozen)
+    assert gone and all(n.startswith(("g0.", "opt0_0.", "opt1_0.", "0.")) and ".head" not in n for n in gone), gone
+    assert plan_greedy(frozen.buffers).arena_bytes < plan_greedy(free.buffers).arena_bytes
+    source = ConvTrainer(conv_cfg(epochs=1, optimizer="adam"), ds)
+    source.fit()
+    history = ConvTrainer(conv_cfg(epochs=6, optimizer="adam", init="x", freeze=1), ds, init=source.net).fit()
+    assert (np.array(history[-1]) < np.array(history[0])).all(), history
 
 
 def test_default_epochs_follow_the_examples_seen():

@@ -36,7 +36,7 @@ class LayerBuffers:
     grads: dict          # parameter name -> Buffer (the block's update step)
     opt: tuple           # per optimiser slot: {parameter name: Buffer}
     y: Buffer            # output (N, *out_shape); an in-place kind's is its input's
-    dy: Buffer           # its gradient, likewise
+    dy: Buffer | None    # its gradient, likewise; None in a frozen block (no backward)
 
     @property
     def kind(self):
@@ -56,7 +56,7 @@ class BlockBuffers:
 
     def buffers(self):
         own = [b for lay in self.layers for b in lay.buffers()]
-        acts = {b.name: b for lay in self.layers for b in (lay.y, lay.dy)}   # in-place kinds share them
+        acts = {b.name: b for lay in self.layers for b in (lay.y, lay.dy) if b}   # in-place kinds share them
         return own + list(acts.values()) + [self.good, self.loss, self.out] + [b for b in self.scratch if b]
 
 
@@ -118,8 +118,10 @@ def block_layers(in_shape, blocks, num_classes):
                 shape = out
 
 
-def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
-    """Every buffer of training `blocks` (lists of layer specs) on (C, H, W) images, with lifetimes."""
+def block_layout(in_shape, blocks, num_classes, batch_size, optimizer, frozen=0):
+    """Every buffer of training `blocks` (lists of layer specs) on (C, H, W) images, with lifetimes.
+    The first `frozen` blocks train their heads only: their other layers get no gradient or
+    optimiser buffers (empty dicts, dy None)."""
     n, slots = batch_size, 2 if optimizer == "adam" else 1
     end = 2 * len(blocks)
     x = Buffer("x", (n, *in_shape), F32, 0, 2, "data")
@@ -132,8 +134,10 @@ def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
         pshapes = kind.param_shapes(spec, shape)
         buf = lambda label, s, first, last, what: Buffer(label, s, F32, first, last, what, k)
         params = {p: buf(f"{name}.{p}", s, 0, end, "weights") for p, s in pshapes.items()}
-        grads = {p: buf(f"g{name}.{p}", s, t_upd, t_upd, "gradients") for p, s in pshapes.items()}
-        opt = tuple({p: buf(f"opt{i}_{name}.{p}", s, 0, end, "optimizer") for p, s in pshapes.items()}
+        trains = lay.head or k >= frozen
+        trained = pshapes if trains else {}
+        grads = {p: buf(f"g{name}.{p}", s, t_upd, t_upd, "gradients") for p, s in trained.items()}
+        opt = tuple({p: buf(f"opt{i}_{name}.{p}", s, 0, end, "optimizer") for p, s in trained.items()}
                     for i in range(slots))
         if lay.head:               # the loss gradient overwrites the head's output in place
             y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
@@ -142,7 +146,7 @@ def block_layout(in_shape, blocks, num_classes, batch_size, optimizer):
             y_buf, dy_buf = y, dy
         else:
             y_buf = buf(f"{name}.y", (n, *o_shape), t_fwd, t_upd, "activations")
-            dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients")
+            dy_buf = buf(f"{name}.dy", (n, *o_shape), t_upd, t_upd, "gradients") if trains else None
         layers.append(LayerBuffers(name, dict(spec), shape, o_shape, params, grads, opt, y_buf, dy_buf))
         scratch = scratch.most(kind.scratch_size(spec, shape, n))
         if not lay.head:
