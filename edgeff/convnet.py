@@ -19,7 +19,7 @@ from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer
 from .kernels import batch, norm, sff
 from .layers import BLOCK_KINDS
-from .layers.blocks import block_layers, head_spec
+from .layers.blocks import block_layers
 from .model import check_input_info
 
 FORMAT_VERSION = 1
@@ -51,9 +51,11 @@ class ConvNet:
     def in_features(self):
         return math.prod(self.in_shape)
 
-    def layer_specs(self, k):
-        """Block k's layer specs, its head last."""
-        return list(self.blocks[k]) + [head_spec(self.num_classes)]
+    def layers(self):
+        """(layers.blocks.Placed, its parameter arrays) for every layer in order, each block's head
+        after its layers."""
+        return zip(block_layers(self.in_shape, self.blocks, self.num_classes),
+                   (p for block in self.params for p in block))
 
     # ---- inference (allocates per chunk: not the training hot path) ----
 
@@ -65,11 +67,12 @@ class ConvNet:
             idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
             h = np.empty((len(idx), *self.in_shape), np.float32)
             batch.gather_images(x, idx, np.zeros(0), 0, scale, h)
-            for k, specs in enumerate(self.blocks):
-                for spec, p in zip(specs, self.params[k]):
-                    h = _run(spec, p, h)
-                o = _run(head_spec(self.num_classes), self.params[k][-1], h)
-                sff.class_goodness(o.reshape(len(idx), self.num_classes, -1), out[start:start + len(idx), k])
+            for lay, p in self.layers():
+                if not lay.head:
+                    h = _run(lay.spec, p, h)
+                    continue
+                o = _run(lay.spec, p, h)
+                sff.class_goodness(o.reshape(len(idx), self.num_classes, -1), out[start:start + len(idx), lay.block])
                 flat = h.reshape(len(idx), -1)
                 norm.layer_norm(flat, flat, LN_EPS)
         return out
@@ -97,9 +100,7 @@ class ConvNet:
 
     def npz_writer(self, config_json):
         """write(fileobj): the model as an .npz with its architecture, metadata and config."""
-        layers = block_layers(self.in_shape, self.blocks, self.num_classes)
-        arrays = {f"{lay.name}.{n}": a for lay, p in zip(layers, (p for block in self.params for p in block))
-                  for n, a in p.items()}
+        arrays = {f"{lay.name}.{n}": a for lay, p in self.layers() for n, a in p.items()}
         meta = dict(format_version=FORMAT_VERSION, net="conv", in_shape=list(self.in_shape), blocks=self.blocks,
                     num_classes=self.num_classes, config=json.loads(config_json), input=self.input_info)
         arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)

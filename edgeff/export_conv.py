@@ -46,17 +46,17 @@ def build_graph(g, net, n_dim, head="goodness"):
     c, h, w = net.in_shape
     image = g.const("image_shape", np.array([-1, h, w, c], np.int64))
     x = g.op("Transpose", g.op("Reshape", "x", image), perm=[0, 3, 1, 2])          # NHWC -> NCHW
-    goods, shape = [], net.in_shape
-    for k, specs in enumerate(net.blocks):
-        for j, (spec, params) in enumerate(zip(specs, net.params[k])):
-            x = layer(g, spec, f"{k}.{j}", x, params)
-            shape = BLOCK_KINDS[spec["kind"]].out_shape(spec, shape)
-        last = k == len(net.blocks) - 1
+    goods = []
+    for lay, params in net.layers():
+        if not lay.head:
+            x = layer(g, lay.spec, lay.name, x, params)
+            continue
+        last = lay.block == len(net.blocks) - 1
         if head == "goodness" or last:
-            o = layer(g, net.layer_specs(k)[-1], f"{k}.head", x, net.params[k][-1])
+            o = layer(g, lay.spec, lay.name, x, params)
             goods.append(g.reduce("ReduceMean", g.op("Mul", o, o), [2, 3], 0))
         if not last:
-            x = layer_norm(g, x, shape, k)
+            x = layer_norm(g, x, lay.in_shape, lay.block)
     scores = g.op("Mean", *goods, output="scores")
     g.op("ArgMax", scores, axis=1, keepdims=0, output="label")
     inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n_dim, net.in_features])]
