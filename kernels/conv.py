@@ -8,9 +8,10 @@ depthwise; a 1x1 kernel is pointwise); no dilation. Shapes:
 
 Two methods, chosen per layer shape by `conv2d_method`:
 
-- "gemm" (kernels/conv_gemm.py): each sample's patches are copied into a column
-  buffer (im2col, a Numba kernel) and multiplied by the filters with numpy's BLAS
-  (np.matmul with out=); a 1x1 stride-1 unpadded conv uses the image itself.
+- "gemm" (kernels/conv_gemm.py): the samples go in tiles sized to the L2 cache; a
+  tile's patches are copied into a column buffer (im2col, a Numba kernel) and
+  multiplied by the filters with numpy's BLAS (np.matmul with out=); a 1x1 stride-1
+  unpadded conv uses the image itself.
 - "direct" (kernels/conv_direct.py): Numba loops over kernel offsets, the inner
   loop along an output row, parallel over samples or output channels.
 
@@ -23,17 +24,19 @@ gemm / direct, best of 10 interleaved (tools/bench.py --conv-methods):
       1x1 64->128 at 14x14        2.7 / 113        3.1 / 142        2.6 / 109
       3x3 64->64 at 14x14 with 2, 4, 8 channels per group: gemm 2x, 4x, 10x faster
 so depthwise convs go direct (2x; 5x for the input gradient) and all others gemm.
-The direct loops pay per short output row; the gemm method spends about a quarter
-of its time in im2col (parallel im2col over the chunk measured slower, and so did
-one large GEMM per chunk with a copy back to NCHW). tools/bench.py prints GFLOP/s
-against numpy's GEMM. A conv with one input channel is bound by writing its output
-(9 multiply-adds per output value), not by arithmetic.
+The direct loops pay per short output row; the gemm method spends about a fifth of
+its time in im2col. The copies stay serial: a Numba parallel loop costs 30-45 us to
+start here (workqueue layer, 2 cores), more than the im2col of a tile gains from a
+second core, while BLAS spreads each product over the cores itself. tools/bench.py
+prints GFLOP/s against numpy's GEMM. A conv with one input channel is bound by
+writing its output (9 multiply-adds per output value), not by arithmetic.
 
 The gemm method needs scratch: a caller-supplied float32 array of at least
-`conv2d_scratch_size(...)` elements (the columns of a chunk of samples, about 1 MiB
-whatever the batch, one zero-padded sample, and the chunk's per-sample weight
-gradients), so the memory planner can declare it as one buffer shared by the three
-calls; the direct method needs none (size 0, scratch may be None). Nothing is
+`conv2d_scratch_size(...)` elements (the columns of a tile of samples, about one L2
+cache whatever the batch, one zero-padded sample, and the tile's weight gradients),
+so the memory planner can declare it as one workspace buffer shared by the three
+calls; the direct method needs none (size 0, scratch may be None). The size follows
+the L2 cache of the machine that plans (conv_gemm.l2_cache_bytes). Nothing is
 allocated per call beyond array views.
 """
 
