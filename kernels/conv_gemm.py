@@ -27,8 +27,9 @@ from numba import njit
 
 from .ff_loss import FAST
 
-# L2 bytes when the system does not say (no /sys cache entries): the smallest L2 of the
-# 64-bit ARM boards edgeff targets, so that a tile never overflows a real cache.
+# L2 bytes when the system does not say (no /sys cache entries): half the L2 of the
+# smallest boards edgeff targets (512 KiB on a Pi 3 or Zero 2 W), so that a tile never
+# overflows a real cache.
 FALLBACK_L2_BYTES = 256 * 1024
 
 
