@@ -235,6 +235,7 @@ def _train(args, out, prepared, resume):
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
                           run_meta=dict(every=every, limit_train=args.limit_train))
     train_seconds = time.perf_counter() - t0
+    head_seconds = sum(s for s, keys in zip(trainer.phase_seconds, trainer.phases()) if keys == ["head"])
     net = trainer.net
     net.describe_input(ds)
     errors = net.errors(ds.x_test, ds.y_test, ds.scale)
@@ -243,6 +244,8 @@ def _train(args, out, prepared, resume):
         **{f"test_error_{c}": e for c, e in errors.items()},
         "classifier": cfg.classifier,
         "train_seconds": round(train_seconds, 3),
+        "ff_seconds": round(train_seconds - head_seconds, 3),
+        "head_seconds": round(head_seconds, 3),
         "train_samples": int(len(ds.y_train)),
         "compile_seconds": round(compile_seconds, 3),
         "load_seconds": round(load_seconds, 3),
