@@ -12,7 +12,7 @@ from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
 from .. import checkpoint
-from ..budget import backprop_bytes, data_bytes, fit_budget, planner
+from ..budget import backprop_bytes, choose_frozen_input, data_bytes, fit_budget, planner
 from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
@@ -123,6 +123,7 @@ class Prepared:
     plan_args: tuple
     in_width: int | None      # dense: the first layer's input width with label inputs
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
+    frozen_input: str | None = None   # layerwise: "cache" or "stream" (budget.choose_frozen_input)
 
 
 def prepare(args, resume_meta=None):
@@ -182,9 +183,11 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
     plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    resumed = resume_meta.get("frozen_input", "stream") if resume_meta else None   # older checkpoints streamed
+    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed)
     return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width,
-                    init_net)
+                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size),
+                     frozen_input, cache_bytes), in_width, init_net, frozen_input)
 
 
 def run(args):
@@ -222,7 +225,7 @@ def _train(args, out, prepared, resume):
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
     trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
-               Trainer(cfg, ds, progress, plan=prepared.plan))
+               Trainer(cfg, ds, progress, plan=prepared.plan, cache=prepared.frozen_input == "cache"))
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
@@ -233,7 +236,8 @@ def _train(args, out, prepared, resume):
     t0 = time.perf_counter()
     every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
-                          run_meta=dict(every=every, limit_train=args.limit_train))
+                          run_meta=dict(every=every, limit_train=args.limit_train,
+                                        frozen_input=prepared.frozen_input))
     train_seconds = time.perf_counter() - t0
     head_seconds = sum(s for s, keys in zip(trainer.phase_seconds, trainer.phases()) if keys == ["head"])
     net = trainer.net
@@ -252,6 +256,7 @@ def _train(args, out, prepared, resume):
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rss_before_training_mib": round(rss_before, 1),
         "arena_bytes": trainer.plan.arena_bytes,
+        "frozen_input": prepared.frozen_input,
         "batch_size": cfg.batch_size,
         "epoch_losses": history,
         "dataset": ds.name,
