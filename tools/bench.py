@@ -41,6 +41,7 @@ from edgeff.config import TrainConfig
 from numba.core.registry import CPUDispatcher
 
 from edgeff.kernels import batch, conv, conv_direct, conv_gemm, dense, ff_loss, norm, optim, overlay, softmax
+from edgeff import tuning
 from edgeff.data import Dataset
 from edgeff.train import Trainer, warm_up
 
@@ -282,6 +283,7 @@ def main():
     p.add_argument("--breakdown", action="store_true", help="only where a training step's time goes, per kernel")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    tuning.apply(tuning.tuned()[0])      # this machine's thread use and thresholds, as training has them
     if args.breakdown:
         warm_up()
         rows = breakdowns(args.batch_size, args.steps)

@@ -11,7 +11,7 @@ from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, Tr
 from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
-from .. import checkpoint
+from .. import checkpoint, tuning
 from ..budget import backprop_bytes, choose_frozen_input, data_bytes, fit_budget, planner
 from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
@@ -221,6 +221,7 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
+    tuning.apply(tuning.tuned()[0])
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
@@ -257,6 +258,7 @@ def _train(args, out, prepared, resume):
         "rss_before_training_mib": round(rss_before, 1),
         "arena_bytes": trainer.plan.arena_bytes,
         "frozen_input": prepared.frozen_input,
+        "blas_threads": tuning.blas_threads(),
         "batch_size": cfg.batch_size,
         "epoch_losses": history,
         "dataset": ds.name,
