@@ -139,6 +139,22 @@ def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
     assert "frozen layers: cache" in r.stdout, r.stdout
 
 
+def test_a_resumed_run_keeps_its_runs_choice():
+    """Cache and stream differ in the last bits, so a checkpoint's choice wins over the budget's."""
+    import numpy as np
+    from edgeff.budget import choose_frozen_input
+    from edgeff.data import Dataset
+    x, y = np.zeros((500, 40), np.uint8), np.zeros(500, np.int32)
+    ds = Dataset("z", x, y, x[:5], y[:5], 10, 1 / 255, None, tuple("0123456789"), "test")
+    cfg = TrainConfig(model="40-30-20", schedule="layerwise", batch_size=50).validate()
+    stream = plan_for(cfg, 40, 10)
+    assert choose_frozen_input(cfg, ds, 40, stream, 2**30)[1] == "cache"
+    assert choose_frozen_input(cfg, ds, 40, stream, 2**30, resumed="stream") == (stream, "stream", 500 * 31 * 4)
+    tight = stream.arena_bytes + x.nbytes * 2 + y.nbytes * 2
+    assert choose_frozen_input(cfg, ds, 40, stream, tight)[1] == "stream"
+    assert choose_frozen_input(cfg, ds, 40, stream, tight, resumed="cache")[1] == "cache"
+
+
 def test_buffer_sizes_are_exact_at_any_size():
     # numpy's int64 product wrapped (2**82 -> 0): a plan could claim to fit when it did not
     assert Buffer("w", (2**40, 2**40), "float32", 0, 0, "weights").nbytes == 2**82
