@@ -13,11 +13,12 @@ from .layers.net import training_layout
 from .memory import backprop_activation_bytes, fmt_bytes, peak_live_bytes, plan_greedy
 
 
-def layout_for(cfg, in_width, num_classes, batch_size=None):
-    """Every buffer of a training run with this config (layers/net.py), as objects."""
+def layout_for(cfg, in_width, num_classes, batch_size=None, cache_rows=0):
+    """Every buffer of a training run with this config (layers/net.py), as objects; cache_rows:
+    layerwise, keep the frozen first layer's product of that many rows (choose_frozen_input)."""
     widths = list(cfg.sizes[1:])
     return training_layout(["dense"] * len(widths), widths, in_width, num_classes, batch_size or cfg.batch_size,
-                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer)
+                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer, cache_rows)
 
 
 def layout_for_conv(cfg, ds, batch_size=None):
@@ -34,6 +35,25 @@ def backprop_cfg(cfg):
 def plan_for(cfg, in_width, num_classes, batch_size=None):
     """The greedy memory plan of a dense training run with this config."""
     return plan_greedy(layout_for(cfg, in_width, num_classes, batch_size).buffers)
+
+
+def choose_frozen_input(cfg, ds, in_width, plan, budget, resumed=None):
+    """(plan, how a layerwise phase gets its frozen layers' output, cache bytes). "cache": the plan
+    that also keeps the frozen first layer's product of every training row (layers/dense.py), when
+    it fits the budget (without one, this machine's memory); else `plan` and "stream": recomputed
+    every batch, as always with --shift (it moves every image anew each batch). The how is None
+    when no layer is ever frozen. resumed: the how of the run a checkpoint continues, kept (the
+    two ways give weights that differ in the last bits: BLAS rounds a row by the rows beside it)."""
+    if cfg.is_conv or cfg.schedule != "layerwise" or len(cfg.sizes) < 3:
+        return plan, None, 0
+    layout = layout_for(cfg, in_width, ds.num_classes, cfg.batch_size, cache_rows=len(ds.y_train))
+    cache_bytes = sum(b.nbytes for b in layout.cache.buffers())
+    cached = plan_greedy(layout.buffers)
+    room = memory_limit(budget)[0]
+    fits = not cfg.shift and room is not None and cached.arena_bytes + data_bytes(ds) <= room
+    if resumed == "cache" or (resumed is None and fits):
+        return cached, "cache", cache_bytes
+    return plan, "stream", cache_bytes
 
 
 def planner(cfg, ds, in_width=None):

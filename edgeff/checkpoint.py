@@ -78,6 +78,8 @@ def _check_fields(path, arrays, meta):
     field(path, meta, "every", int, lambda v: v >= 1, "a whole number 1 or more")
     if meta.get("limit_train") is not None:
         field(path, meta, "limit_train", int, lambda v: v >= 1, "a whole number 1 or more")
+    if meta.get("frozen_input") is not None:
+        field(path, meta, "frozen_input", str, lambda v: v in ("cache", "stream"), "'cache' or 'stream'")
     field(path, meta, "history", list, lambda h: all(isinstance(row, list) and all(is_kind(v, float) for v in row)
                                                      for row in h), "a list of lists of numbers")
     field(path, meta, "opt_t", dict, lambda t: all(is_kind(v, int) and v >= 1 for v in t.values()),

@@ -11,6 +11,7 @@ PhasedTrainer and supplies what differs:
     _step(b, keys, totals) train one batch of the rows in self.idx[:b]; totals[i] += keys[i]'s loss
     _part(key)             a key's name in a message; _lr_option(key): (flag, value) of its rate
 and these attributes: cfg, ds, rng, order, idx, layout, arena, progress, step_hook.
+After fit(), phase_seconds[p] holds the seconds phase p's batches took in this process.
 """
 
 import hashlib
@@ -83,10 +84,12 @@ class PhasedTrainer:
         batches = -(-n // bsz)
         phases, history, steps = self.phases(), [], 0
         start = (0, 0, 0)
+        self.phase_seconds = [0.0] * len(phases)
         if resume:
             start, history, steps = tuple(resume[1]["position"]), resume[1]["history"], resume[1]["steps"]
         for p in range(start[0], len(phases)):
             layers = phases[p]
+            phase_start = time.perf_counter()
             self._bind(p)
             epochs = self._phase_epochs(layers)
             first_epoch = start[1] if p == start[0] else 0
@@ -134,6 +137,7 @@ class PhasedTrainer:
                 if bar:
                     bar.close()
                 history.append((totals / count).tolist())
+            self.phase_seconds[p] = time.perf_counter() - phase_start
         return history
 
     # ---- divergence ----

@@ -4,8 +4,10 @@
 from .memory import fmt_bytes, peak_live_bytes
 
 
-def plan_report(plan, batch_size, held, budget, backprop_bytes):
-    """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes)."""
+def plan_report(plan, batch_size, held, budget, backprop_bytes, frozen_input=None, cache_bytes=0):
+    """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes);
+    frozen_input, cache_bytes: how layerwise phases get their frozen layers' output, "cache" or
+    "stream" (None: no layer is frozen), and what the cache takes or would take (budget.choose_frozen_input)."""
     ff_act = peak_live_bytes(plan.buffers, ("activations",))
     workspace = peak_live_bytes(plan.buffers, ("workspace",))
     return {
@@ -18,6 +20,8 @@ def plan_report(plan, batch_size, held, budget, backprop_bytes):
         "ff_activation_bytes": ff_act,
         "backprop_activation_bytes": backprop_bytes,
         "workspace_bytes": workspace,
+        "frozen_input": frozen_input,
+        "cache_bytes": cache_bytes,
         "buffers": [dict(name=b.name, shape=list(b.shape), dtype=b.dtype, bytes=b.nbytes, first=b.first, last=b.last,
                          offset=plan.offsets[b.name], kind=b.kind, layer=b.layer) for b in plan.buffers],
     }
@@ -35,6 +39,12 @@ def print_plan(report):
           f"backprop would keep {fmt_bytes(report['backprop_activation_bytes'])}")
     if report["workspace_bytes"]:
         print(f"kernel workspace (conv columns, not activations): {fmt_bytes(report['workspace_bytes'])}")
+    if report["frozen_input"] == "cache":
+        print(f"frozen layers: cache (layer 1's product of every training row, {fmt_bytes(report['cache_bytes'])}, "
+              "made once; later layers train from it)")
+    elif report["frozen_input"] == "stream":
+        print(f"frozen layers: stream (recomputed every batch; a cache would take {fmt_bytes(report['cache_bytes'])}: "
+              "no room, or --shift)")
     if report["budget_bytes"] is not None:
         total = report["arena_bytes"] + report["data_bytes"]
         verdict = "fits" if report["fits"] else "does NOT fit"

@@ -24,17 +24,19 @@ from .model import EPS, FFNet
 
 class Trainer(PhasedTrainer):
     """Trains cfg's net on ds inside the arena of `plan`: the memory plan of cfg on ds, as the
-    caller made it when it checked the budget (budget.plan_for), made here when not given.
+    caller made it when it checked the budget (budget.plan_for), made here when not given;
+    cache: layerwise, the plan keeps the frozen first layer's product of every training row
+    (budget.choose_frozen_input), made once in the first batch of the second phase.
     Every array the loop uses is the arena's view of a buffer its layer kind declared
     (self.layout, edgeff/layers/).
     The step hook and the loop are PhasedTrainer's (edgeff/fit_loop.py)."""
 
-    def __init__(self, cfg, ds, progress=None, plan=None):
+    def __init__(self, cfg, ds, progress=None, plan=None, cache=False):
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
         self.rng = np.random.default_rng(cfg.seed)
         _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-        self.layout = layout_for(cfg, in_width, ds.num_classes)
+        self.layout = layout_for(cfg, in_width, ds.num_classes, cache_rows=len(ds.y_train) if cache else 0)
         self.plan = plan or plan_greedy(self.layout.buffers)
         if self.plan.buffers != self.layout.buffers:
             raise ValueError("the plan given is not the plan of this config and data set")
@@ -46,6 +48,7 @@ class Trainer(PhasedTrainer):
         self.order = np.arange(len(ds.y_train), dtype=np.int64)  # data order, shuffled in place
         self.shift_u = np.zeros(2 * cfg.batch_size) if cfg.shift else None  # RNG fills it in place
         self.y_train = ds.y_train.astype(np.int64)               # labels as the kernels take them
+        self.cache_pending = True     # the frozen first layer's products are made once, after any resume's restore
 
     def _bind_phase(self, p):
         """Point the working buffers at phase p's views; fresh optimiser state for its layers."""
@@ -58,6 +61,8 @@ class Trainer(PhasedTrainer):
         self.zs = [v(a.z) for a in ph.acts]
         self.hs = [v(a.h) for a in ph.acts]
         self.good, self.loss = v(ph.good), v(ph.loss)
+        cache = self.layout.cache if p > 0 else None
+        self.cache = (v(cache.u0), v(cache.inv)) if cache else None
         if o.label_scores is not None:
             self.label_scores = v(o.label_scores)
         else:
@@ -82,12 +87,34 @@ class Trainer(PhasedTrainer):
     def _stage(self, b):
         """For data rows idx[:b]: labels[:b] the true ones, labels[b:2b] the negatives', and
         the first layer's shared part (kernels/overlay.py): x0 (label inputs zeroed), inv =
-        1 / (norm of an overlaid row + eps), u0 = x0 @ w0, wl = label value * w0's label rows."""
-        net, ds = self.net, self.ds
+        1 / (norm of an overlaid row + eps), u0 = x0 @ w0, wl = label value * w0's label rows;
+        u0 and inv from the cache when the plan keeps the frozen first layer's (x0 is then not made)."""
+        net = self.net
         lo, hi = net.label_offset, net.label_offset + net.num_classes
-        idx, x0, inv = self.idx[:b], self.x0[:b], self.inv[:b]
+        idx, inv = self.idx[:b], self.inv[:b]
         y, neg = self.labels[:b], self.labels[b:2 * b]
         np.take(self.y_train, idx, out=y, mode="clip")  # "clip": no hidden copy; idx is always in range
+        if self.cache is None:
+            self._first_layer_product(idx)
+        else:
+            np.take(self.cache[0], idx, axis=0, out=self.u0[:b], mode="clip")
+            np.take(self.cache[1], idx, out=inv, mode="clip")
+        np.multiply(net.weights[0][lo:hi], net.label_value, out=self.wl)
+        if self.cfg.negatives == "hard":
+            # the wrong label the first layer finds most positive: its goodness for every label
+            # follows from u0 and wl, no product more
+            ff_loss.label_goodness(self.u0[:b], self.wl, inv, net.biases[0], self.label_scores[:b], net.mean_goodness)
+            ff_loss.hardest_wrong_label(self.label_scores[:b], y, neg)
+        else:
+            u = self.uniform[:b]
+            self.rng.random(out=u)
+            ff_loss.random_wrong_label(y, u, net.num_classes, neg)
+
+    def _first_layer_product(self, idx):
+        """x0, inv and u0 (see _stage) of data rows idx."""
+        net, ds, b = self.net, self.ds, len(idx)
+        lo, hi = net.label_offset, net.label_offset + net.num_classes
+        x0, inv = self.x0[:b], self.inv[:b]
         if self.cfg.shift:
             u = self.shift_u[:2 * b]
             self.rng.random(out=u)
@@ -101,16 +128,17 @@ class Trainer(PhasedTrainer):
         np.add(inv, EPS, out=inv)
         np.reciprocal(inv, out=inv)
         np.matmul(x0, net.weights[0], out=self.u0[:b])
-        np.multiply(net.weights[0][lo:hi], net.label_value, out=self.wl)
-        if self.cfg.negatives == "hard":
-            # the wrong label the first layer finds most positive: its goodness for every label
-            # follows from u0 and wl, no product more
-            ff_loss.label_goodness(self.u0[:b], self.wl, inv, net.biases[0], self.label_scores[:b], net.mean_goodness)
-            ff_loss.hardest_wrong_label(self.label_scores[:b], y, neg)
-        else:
-            u = self.uniform[:b]
-            self.rng.random(out=u)
-            ff_loss.random_wrong_label(y, u, ds.num_classes, neg)
+
+    def _fill_cache(self):
+        """The frozen first layer's u0 and inv of every training row, in batches as _stage makes them."""
+        u0, inv = self.cache
+        rows = np.arange(self.cfg.batch_size, dtype=np.int64)
+        for start in range(0, len(u0), len(rows)):
+            b = min(len(rows), len(u0) - start)
+            self._first_layer_product(rows[:b] + start)
+            u0[start:start + b] = self.u0[:b]
+            inv[start:start + b] = self.inv[:b]
+        self.cache_pending = False
 
     def _train_layer(self, k, x, rows, n_pos):
         """One FF step of layer k on rows x (first n_pos positive); k == 0 takes the staged
@@ -138,6 +166,8 @@ class Trainer(PhasedTrainer):
     def _batch(self, b, layers, losses):
         """Stage batch idx[:b], train `layers` (frozen layers below just forward); losses[i] += loss."""
         rows, hook = 2 * b, self.step_hook
+        if self.cache is not None and self.cache_pending:
+            self._fill_cache()
         self._stage(b)
         x = None
         for k in range(layers[-1] + 1):

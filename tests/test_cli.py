@@ -38,8 +38,11 @@ def trained(blobs_npz, tmp_path_factory):
 
 def test_train_json_and_files(trained):
     out, metrics = trained
-    for key in ("test_error", "train_seconds", "train_samples", "compile_seconds", "peak_rss_mib"):
+    for key in ("test_error", "train_seconds", "ff_seconds", "head_seconds", "train_samples", "compile_seconds",
+                "peak_rss_mib"):
         assert key in metrics, key
+    assert metrics["ff_seconds"] > 0 and metrics["head_seconds"] > 0     # the head trains 3 epochs by default
+    assert abs(metrics["ff_seconds"] + metrics["head_seconds"] - metrics["train_seconds"]) <= 0.002
     assert metrics["train_samples"] == 400
     assert 0 <= metrics["test_error"] < 0.1
     assert metrics["peak_rss_mib"] > 10

@@ -80,7 +80,7 @@ def test_training_loop_allocates_nothing():
     lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     kernels = [d for d in lines if "kernel" in d]
     loops = [d for d in lines if "loop" in d]
-    assert len(kernels) == 16 and len(loops) == 2
+    assert len(kernels) == 16 and len(loops) == 3
     for d in kernels:
         assert d["nrt_alloc"] == d["array_args"], d
     for d in loops:
@@ -112,6 +112,47 @@ def test_auto_batch_size_and_dry_run(tmp_path):
     r = edgeff("train", "--model", "784-1000-1000", "--dry-run", "--out", tmp_path / "r")
     assert r.returncode == 0 and "arena" in r.stdout and "w0" in r.stdout
     assert not (tmp_path / "r").exists()
+
+
+def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
+    """The cache when the budget has room, streaming when it has not or with --shift; none to
+    choose when no layer is frozen. The cache is a planned buffer, counted in the budget."""
+    def plan(*args):
+        r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--batch-size", "100", *args, "--json")
+        assert r.returncode == 0, r.stderr
+        return json.loads(r.stdout)
+
+    cached = plan("--schedule", "layerwise")
+    assert cached["frozen_input"] == "cache" and cached["cache_bytes"] == 5000 * (300 + 1) * 4
+    sizes = {b["name"]: b for b in cached["buffers"]}
+    assert sizes["cache/u0"]["shape"] == [5000, 300] and sizes["cache/inv"]["shape"] == [5000]
+    assert sizes["cache/u0"]["first"] > 0                    # from the second phase: layer 1 is frozen by then
+    needs = cached["arena_bytes"] + cached["data_bytes"]
+    stream = plan("--schedule", "layerwise", "--memory-budget", str(needs - 1))
+    assert stream["frozen_input"] == "stream" and stream["fits"]
+    assert "cache/u0" not in {b["name"] for b in stream["buffers"]}
+    assert stream["arena_bytes"] < cached["arena_bytes"]
+    assert plan("--schedule", "layerwise", "--memory-budget", str(needs))["frozen_input"] == "cache"
+    assert plan("--schedule", "layerwise", "--shift", "1")["frozen_input"] == "stream"
+    assert plan()["frozen_input"] is None
+    r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--schedule", "layerwise")
+    assert "frozen layers: cache" in r.stdout, r.stdout
+
+
+def test_a_resumed_run_keeps_its_runs_choice():
+    """Cache and stream differ in the last bits, so a checkpoint's choice wins over the budget's."""
+    import numpy as np
+    from edgeff.budget import choose_frozen_input
+    from edgeff.data import Dataset
+    x, y = np.zeros((500, 40), np.uint8), np.zeros(500, np.int32)
+    ds = Dataset("z", x, y, x[:5], y[:5], 10, 1 / 255, None, tuple("0123456789"), "test")
+    cfg = TrainConfig(model="40-30-20", schedule="layerwise", batch_size=50).validate()
+    stream = plan_for(cfg, 40, 10)
+    assert choose_frozen_input(cfg, ds, 40, stream, 2**30)[1] == "cache"
+    assert choose_frozen_input(cfg, ds, 40, stream, 2**30, resumed="stream") == (stream, "stream", 500 * 31 * 4)
+    tight = stream.arena_bytes + x.nbytes * 2 + y.nbytes * 2
+    assert choose_frozen_input(cfg, ds, 40, stream, tight)[1] == "stream"
+    assert choose_frozen_input(cfg, ds, 40, stream, tight, resumed="cache")[1] == "cache"
 
 
 def test_buffer_sizes_are_exact_at_any_size():

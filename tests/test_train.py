@@ -234,3 +234,28 @@ def test_a_training_run_plans_its_memory_once(tmp_path, monkeypatch):
     assert cli.main(["train", "--dataset", str(data), "--model", "24-16", "--epochs", "1", "--head-epochs", "1",
                      "--out", str(tmp_path / "run"), "--quiet"]) == 0
     assert len(plans) == 1
+
+
+@pytest.mark.parametrize("negatives", ["hard", "random"])
+def test_layerwise_cache_trains_as_streaming_does(negatives):
+    """Layerwise from the cache of the frozen first layer's product: the same RNG draws and the
+    same sums as streaming, so the weights agree to float32 rounding (BLAS rounds a row by the
+    rows multiplied beside it, so not bit for bit); the cache is made once, in the second phase."""
+    ds = blobs()
+    cfg = TrainConfig(model=f"{ds.x_train.shape[1]}-64-64-32", schedule="layerwise", epochs=3, batch_size=32,
+                      negatives=negatives).validate()
+    nets = []
+    for cache in (False, True):
+        t = Trainer(cfg, ds, cache=cache)
+        fills = []
+        t._fill_cache = lambda fill=t._fill_cache: (fills.append(t.phase), fill())
+        t.fit()
+        assert fills == ([1] if cache else [])
+        assert (t.layout.cache is not None) == cache
+        nets.append(t.net)
+    stream, cached = nets
+    for a, b in zip(stream.weights + [stream.head_w], cached.weights + [cached.head_w]):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
+    np.testing.assert_array_equal(stream.weights[0], cached.weights[0])      # phase 1 never reads the cache
+    errors = [net.error(ds.x_test, ds.y_test, ds.scale, "goodness") for net in nets]
+    assert abs(errors[0] - errors[1]) <= 0.01, errors

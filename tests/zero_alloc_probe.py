@@ -62,9 +62,9 @@ def fill_dict_key_free_list():
     del tables
 
 
-def loop_counts(ds, schedule, negatives, batch_size, batches=40):
+def loop_counts(ds, schedule, negatives, batch_size, cache, batches=40):
     cfg = TrainConfig(model="784-300-200", batch_size=batch_size, schedule=schedule, negatives=negatives).validate()
-    t = Trainer(cfg, ds)
+    t = Trainer(cfg, ds, cache=cache)
     ff_phases = [p for p in t.phases() if p != ["head"]]
     layers = ff_phases[-1]
     t._bind_phase(len(ff_phases) - 1)
@@ -75,7 +75,7 @@ def loop_counts(ds, schedule, negatives, batch_size, batches=40):
         t._batch(batch_size, layers, losses)
 
     for i in range(3):
-        step(i)                                   # first calls may cache things
+        step(i)                                   # first calls may cache things (and fill the layerwise cache)
     fill_dict_key_free_list()
     tracemalloc.start()
     base, _ = tracemalloc.get_traced_memory()
@@ -102,9 +102,10 @@ def main():
     x = rng.integers(0, 256, (128 * 50, 784), dtype=np.uint8)
     y = rng.integers(0, 10, len(x)).astype(np.int32)
     ds = Dataset("probe", x, y, x[:10], y[:10], 10, 1 / 255, (28, 28), tuple("0123456789"), "probe")
-    for schedule, negatives in (("simultaneous", "hard"), ("layerwise", "random")):
-        counts = [loop_counts(ds, schedule, negatives, bs) for bs in (32, 128)]
-        print(json.dumps(dict(loop=schedule, runs=counts)))
+    for schedule, negatives, cache in (("simultaneous", "hard", False), ("layerwise", "random", False),
+                                       ("layerwise", "hard", True)):
+        counts = [loop_counts(ds, schedule, negatives, bs, cache) for bs in (32, 128)]
+        print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
 
 
 if __name__ == "__main__":

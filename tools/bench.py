@@ -18,9 +18,16 @@ products for the gradients: "of same") and of numpy's GEMM peak (a 1024^3 produc
 "of peak"), all timed in the same run, interleaved, best of --conv-repeats;
 compiling happens before any timing. A benchmark, not a test:
 nothing is asserted.
+
+--breakdown: where one training step's time goes, per net: numpy's BLAS (matmul), each
+Numba kernel, the other numpy calls, and the rest (Python: wrappers, checks, the loop).
+Each is timed by wrapping it in this process (about a microsecond a call on top), over
+--steps batches; for the layerwise peer job (784-500-500, batch 1000) the second phase
+both ways: streaming the frozen first layer and from its cache.
 """
 
 import argparse
+import collections
 import json
 import os
 import subprocess
@@ -31,7 +38,10 @@ import time
 import numpy as np
 
 from edgeff.config import TrainConfig
-from edgeff.kernels import conv, conv_direct, conv_gemm
+from numba.core.registry import CPUDispatcher
+
+from edgeff.kernels import batch, conv, conv_direct, conv_gemm, dense, ff_loss, norm, optim, overlay, softmax
+from edgeff import tuning
 from edgeff.data import Dataset
 from edgeff.train import Trainer, warm_up
 
@@ -98,6 +108,82 @@ def bench_net(name, spec, batch_size, steps):
         "numpy_gflops": flops / peak_seconds / 1e9,
         "fraction_of_numpy": peak_seconds / seconds,
     }
+
+
+class KernelTimer:
+    """Seconds spent in numpy's matmul, in each Numba kernel the dense trainer calls and in
+    its other numpy calls, measured by wrapping each (module attributes, this process only)."""
+
+    NUMPY = ("take", "einsum", "add", "sqrt", "reciprocal", "multiply")
+
+    def __init__(self):
+        self.seconds, self.calls, self._saved = collections.Counter(), collections.Counter(), []
+
+    def _wrap(self, owner, attr, label, fn=None):
+        fn = fn or getattr(owner, attr)
+
+        def timed(*args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - t0
+                self.calls[label] += 1
+        return timed
+
+    def __enter__(self):
+        targets = [(np, "matmul", "BLAS matmul")] + [(np, name, "numpy other") for name in self.NUMPY]
+        for module in (batch, dense, ff_loss, norm, overlay, softmax):
+            targets += [(module, name, name.lstrip("_")) for name, f in vars(module).items()
+                        if isinstance(f, CPUDispatcher)]
+        for owner, attr, label in targets:
+            self._saved.append((owner, attr, getattr(owner, attr)))
+            setattr(owner, attr, self._wrap(owner, attr, label))
+        for attr in ("_ADAM", "_SGD"):   # (serial, parallel) variants
+            pair = getattr(optim, attr)
+            self._saved.append((optim, attr, pair))
+            name = attr.strip("_").lower()
+            setattr(optim, attr, (self._wrap(None, None, f"{name} (serial)", pair[0]),
+                                  self._wrap(None, None, f"{name} (parallel)", pair[1])))
+        return self
+
+    def __exit__(self, *exc):
+        for owner, attr, fn in reversed(self._saved):
+            setattr(owner, attr, fn)
+
+
+def breakdown(name, cfg, phase, steps, cache=False):
+    """{label: ms per step} of `steps` batches of cfg's phase `phase`, and the total."""
+    ds = random_dataset(cfg.batch_size * (steps + 2))
+    trainer = Trainer(cfg, ds, cache=cache)
+    trainer._bind_phase(phase)
+    layers, b = trainer.phases()[phase], cfg.batch_size
+    losses = np.zeros(len(layers))
+
+    def run(i):
+        trainer.idx[:b] = np.arange(i * b, (i + 1) * b)
+        trainer._batch(b, layers, losses)
+
+    for i in range(2):   # compile, fill the cache, warm BLAS threads: before any wrapper exists
+        run(i)
+    with KernelTimer() as timer:
+        t0 = time.perf_counter()
+        for i in range(2, steps + 2):
+            run(i)
+        total = time.perf_counter() - t0
+    parts = {label: 1e3 * s / steps for label, s in timer.seconds.most_common()}
+    parts["Python (the rest)"] = 1e3 * total / steps - sum(parts.values())
+    return {"name": name, "model": cfg.model, "phase": phase, "ms_per_step": 1e3 * total / steps, "parts": parts}
+
+
+def breakdowns(batch_size, steps):
+    peer = TrainConfig(model="784-500-500", schedule="layerwise", batch_size=1000, negatives="random",
+                       goodness="mean", threshold=2, lr=0.03, head_epochs=0, classifier="goodness").validate()
+    out = [breakdown(name, TrainConfig(model=spec, batch_size=batch_size).validate(), 0, steps)
+           for name, spec in NETS.items()]
+    out.append(breakdown("peer, layer 2, streamed", peer, 1, steps))
+    out.append(breakdown("peer, layer 2, cached", peer, 1, steps, cache=True))
+    return out
 
 
 # name: (C_in, C_out, H = W, K = KH = KW, stride, pad, groups)
@@ -199,8 +285,21 @@ def main():
     p.add_argument("--conv-batch-size", type=int, default=128)
     p.add_argument("--conv-repeats", type=int, default=10)
     p.add_argument("--conv-methods", action="store_true", help="only time both conv methods on the conv shapes")
+    p.add_argument("--breakdown", action="store_true", help="only where a training step's time goes, per kernel")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    tuning.apply(tuning.tuned()[0])      # this machine's thread use and thresholds, as training has them
+    if args.breakdown:
+        warm_up()
+        rows = breakdowns(args.batch_size, args.steps)
+        if args.json:
+            print(json.dumps(rows))
+            return
+        for r in rows:
+            print(f"{r['name']} ({r['model']}, phase {r['phase'] + 1}): {r['ms_per_step']:.2f} ms per step")
+            for label, ms in r["parts"].items():
+                print(f"  {label:24} {ms:8.2f} ms {ms / r['ms_per_step']:6.1%}")
+        return
     if args.conv_methods:
         for name, shape in CONVS.items():
             r = bench_conv_methods(name, shape, args.conv_batch_size, args.conv_repeats)

@@ -10,8 +10,10 @@ import platform
 
 from .. import __version__
 from ..board import detect_board
+from ..tuning import numba_cache_dir
 
-HELP = "show platform, board (Raspberry Pi / Jetson / generic), CPU, memory, NumPy BLAS, Numba and onnxruntime"
+HELP = ("show platform, board (Raspberry Pi / Jetson / generic), CPU, memory, NumPy BLAS, Numba, the per-machine "
+        "tuning and onnxruntime")
 
 
 def add_arguments(p):
@@ -40,20 +42,6 @@ def _numpy():
     return out
 
 
-def _numba_cache_dir():
-    """Where Numba puts edgeff's compiled kernels (they use cache=True), and why there."""
-    import numba
-    if numba.config.CACHE_DIR:
-        return numba.config.CACHE_DIR, "NUMBA_CACHE_DIR"
-    from .. import kernels
-    in_tree = os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "__pycache__")
-    if os.access(in_tree if os.path.isdir(in_tree) else os.path.dirname(in_tree), os.W_OK):
-        return in_tree, "default: __pycache__ beside the kernels' source"
-    from numba.misc.appdirs import AppDirs
-    user_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir
-    return user_dir, "default: user-wide, because the kernels' directory is read-only"
-
-
 def _numba():
     import numba
     from numba import njit, prange
@@ -74,11 +62,21 @@ def _numba():
         layer = "none (JIT disabled)" if numba.config.DISABLE_JIT else "not initialised"
     except Exception as exc:  # no usable threading layer on this machine
         layer = f"unavailable ({exc})"
-    cache_dir, cache_source = _numba_cache_dir()
+    cache_dir, cache_source = numba_cache_dir()
     return dict(numba=numba.__version__, numba_threading_layer=layer,
                 numba_threading_layer_requested=numba.config.THREADING_LAYER,
                 numba_num_threads=numba.config.NUMBA_NUM_THREADS,
                 numba_cache_dir=cache_dir, numba_cache_source=cache_source)
+
+
+def _tuning():
+    """The per-machine tuning (edgeff/tuning.py): measured now if there is no valid cached one."""
+    from .. import tuning
+    tuned, path, source = tuning.tuned()
+    out = dict(tuning_file=path, tuning_source=source)
+    if tuned is not None:
+        out.update(tuning_parallel_from=tuned["parallel_from"], tuning_blas_threads=tuned["blas_threads"])
+    return out
 
 
 def _onnxruntime():
@@ -99,6 +97,7 @@ def collect(root="/"):
     info["target"] = detect(info["arch"], info["board"]).name   # the profile 'edgeff bundle --target' takes
     info.update(_numpy())
     info.update(_numba())
+    info.update(_tuning())
     info.update(_onnxruntime())
     info["edgeff"] = __version__
     return info

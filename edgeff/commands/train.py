@@ -11,8 +11,8 @@ from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, Tr
 from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
-from .. import checkpoint
-from ..budget import backprop_bytes, data_bytes, fit_budget, planner
+from .. import checkpoint, tuning
+from ..budget import backprop_bytes, choose_frozen_input, data_bytes, fit_budget, planner
 from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
@@ -123,6 +123,7 @@ class Prepared:
     plan_args: tuple
     in_width: int | None      # dense: the first layer's input width with label inputs
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
+    frozen_input: str | None = None   # layerwise: "cache" or "stream" (budget.choose_frozen_input)
 
 
 def prepare(args, resume_meta=None):
@@ -182,9 +183,11 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
     plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    resumed = resume_meta.get("frozen_input", "stream") if resume_meta else None   # older checkpoints streamed
+    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed)
     return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width,
-                    init_net)
+                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size),
+                     frozen_input, cache_bytes), in_width, init_net, frozen_input)
 
 
 def run(args):
@@ -218,11 +221,12 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
+    tuning.apply(tuning.tuned()[0])
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
     trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
-               Trainer(cfg, ds, progress, plan=prepared.plan))
+               Trainer(cfg, ds, progress, plan=prepared.plan, cache=prepared.frozen_input == "cache"))
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
@@ -233,8 +237,10 @@ def _train(args, out, prepared, resume):
     t0 = time.perf_counter()
     every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
-                          run_meta=dict(every=every, limit_train=args.limit_train))
+                          run_meta=dict(every=every, limit_train=args.limit_train,
+                                        frozen_input=prepared.frozen_input))
     train_seconds = time.perf_counter() - t0
+    head_seconds = sum(s for s, keys in zip(trainer.phase_seconds, trainer.phases()) if keys == ["head"])
     net = trainer.net
     net.describe_input(ds)
     errors = net.errors(ds.x_test, ds.y_test, ds.scale)
@@ -243,12 +249,16 @@ def _train(args, out, prepared, resume):
         **{f"test_error_{c}": e for c, e in errors.items()},
         "classifier": cfg.classifier,
         "train_seconds": round(train_seconds, 3),
+        "ff_seconds": round(train_seconds - head_seconds, 3),
+        "head_seconds": round(head_seconds, 3),
         "train_samples": int(len(ds.y_train)),
         "compile_seconds": round(compile_seconds, 3),
         "load_seconds": round(load_seconds, 3),
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rss_before_training_mib": round(rss_before, 1),
         "arena_bytes": trainer.plan.arena_bytes,
+        "frozen_input": prepared.frozen_input,
+        "blas_threads": tuning.blas_threads(),
         "batch_size": cfg.batch_size,
         "epoch_losses": history,
         "dataset": ds.name,

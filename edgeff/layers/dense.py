@@ -68,6 +68,25 @@ class Overlay:
         return [b for b in (self.x0, self.inv, self.u0, self.wl, self.gwl, self.label_scores) if b is not None]
 
 
+@dataclass(frozen=True)
+class FirstLayerCache:
+    """Layerwise training from phase 2 on, when the budget has room: layer 1 is frozen, so its
+    shared product u0 = x0 @ w0 and inv of every training row are made once and each batch takes
+    its rows from here instead of gathering and multiplying again (any negatives: the labels
+    enter only after the product)."""
+    u0: Buffer
+    inv: Buffer
+
+    def buffers(self):
+        return [self.u0, self.inv]
+
+
+def first_layer_cache(rows, width, first, last):
+    """u0 and inv of `rows` training rows, live from step `first` to step `last`."""
+    return FirstLayerCache(Buffer("cache/u0", (rows, width), F32, first, last, "data", 0),
+                           Buffer("cache/inv", (rows,), F32, first, last, "data", 0))
+
+
 def params(k, d_in, width, first, last):
     return Params(Buffer(f"w{k}", (d_in, width), F32, first, last, "weights", k),
                   Buffer(f"b{k}", (width,), F32, first, last, "weights", k))

@@ -68,6 +68,7 @@ class Layout:
     phases: list         # PhaseBuffers of each FF phase
     head: head_kind.Head | None
     buffers: list        # every buffer, for the planner
+    cache: object = None  # layerwise: the frozen first layer's product of every row (dense.FirstLayerCache)
 
     def checkpoint_arrays(self, p):
         """{name in a checkpoint: buffer} of what a checkpoint taken in phase p holds: every
@@ -81,10 +82,13 @@ class Layout:
         return out
 
 
-def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, hard_negatives, head, optimizer):
+def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, hard_negatives, head, optimizer,
+                    cache_rows=0):
     """Every buffer of a training run of layers of these kinds and widths, with lifetimes.
 
-    in_width: the first layer's input width (with label inputs)."""
+    in_width: the first layer's input width (with label inputs). cache_rows: layerwise with more
+    than one layer, keep the frozen first layer's product of that many training rows from the
+    second phase to the last FF phase (layers/dense.FirstLayerCache)."""
     n_layers = len(widths)
     kinds = [KINDS[k] for k in kinds]
     rows, b = 2 * batch_size, batch_size
@@ -108,4 +112,9 @@ def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, 
             Buffer(f"{pre}loss", (rows,), "float32", ph.forward(0), ph.last, "activations")))
     top = head_kind.declare(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end)) if head else None
     buffers = [buf for prm in params for buf in prm.buffers()] + [buf for ph in phases for buf in ph.buffers()]
-    return Layout(params, phases, top, buffers + (top.buffers() if top else []))
+    buffers += top.buffers() if top else []
+    cache = None
+    if cache_rows and len(groups) > 1:
+        cache = kinds[0].first_layer_cache(cache_rows, widths[0], phases[1].overlay.x0.first, len(groups) * steps - 1)
+        buffers += cache.buffers()
+    return Layout(params, phases, top, buffers, cache)

@@ -1,0 +1,190 @@
+"""Per-machine settings of the kernels, measured on first use and cached beside Numba's cache.
+
+What is faster depends on the machine, so it is measured here, never assumed:
+    parallel_from   elements from which the optimiser step runs on Numba's thread pool
+                    (kernels/optim.py): serial and parallel Adam timed right after a matrix
+                    product, as in training (waking the pool while BLAS's threads still hold
+                    the cores is what makes small steps slower in parallel)
+    blas_threads    threads numpy's OpenBLAS uses: one against every core on a training-sized
+                    product (with the cores busy, many threads can be far slower than one)
+The measurement takes about a second. The result is written atomically to
+edgeff-tuning.json in the directory Numba caches edgeff's kernels in, with the machine it
+was measured on; a file that is not valid JSON, lacks a field, holds a value out of range or
+was measured on another machine is measured again and rewritten, never used.
+EDGEFF_TUNING=off uses the built-in defaults and no file; EDGEFF_TUNING=remeasure measures
+again. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user wins over blas_threads.
+The BLAS thread count changes the last bits of a product's sums, so runs are
+reproducible bit for bit on one machine while its tuning file stands.
+"""
+
+import ctypes
+import glob
+import json
+import os
+import time
+
+import numpy as np
+
+from .board import detect_board
+from .fileio import atomic_write_text
+
+FILE = "edgeff-tuning.json"
+VERSION = 1
+ENV = "EDGEFF_TUNING"
+SIZES = [1 << e for e in range(14, 23, 2)]     # optimiser steps timed: 16 Ki to 4 Mi parameters
+NEVER = 1 << 62                                 # parallel_from when the parallel step never won
+USER_THREADS = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}   # a user's own BLAS thread count wins
+
+
+def numba_cache_dir():
+    """Where Numba puts edgeff's compiled kernels (they use cache=True), and why there."""
+    import numba
+    if numba.config.CACHE_DIR:
+        return numba.config.CACHE_DIR, "NUMBA_CACHE_DIR"
+    from . import kernels
+    in_tree = os.path.join(os.path.dirname(os.path.abspath(kernels.__file__)), "__pycache__")
+    if os.access(in_tree if os.path.isdir(in_tree) else os.path.dirname(in_tree), os.W_OK):
+        return in_tree, "default: __pycache__ beside the kernels' source"
+    from numba.misc.appdirs import AppDirs
+    user_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir
+    return user_dir, "default: user-wide, because the kernels' directory is read-only"
+
+
+def tuning_path():
+    return os.path.join(numba_cache_dir()[0], FILE)
+
+
+def cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine():
+    """What a tuning holds for: the CPU, the cores this process may use, numpy and its BLAS."""
+    config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return dict(cpu_model=detect_board()["cpu_model"], cores=cores(), numpy=np.__version__,
+                blas=f"{config.get('name', '?')} {config.get('version', '')}".strip())
+
+
+def _openblas():
+    """numpy's bundled OpenBLAS as (set_num_threads, get_num_threads), or None when not found."""
+    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
+    for path in glob.glob(os.path.join(libs, "lib*openblas*.so*")):
+        lib = ctypes.CDLL(path)          # already loaded by numpy: the same library, not a second copy
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            setter, getter = f"{prefix}_set_num_threads{suffix}", f"{prefix}_get_num_threads{suffix}"
+            if hasattr(lib, setter) and hasattr(lib, getter):
+                return getattr(lib, setter), getattr(lib, getter)
+    return None
+
+
+def blas_threads():
+    """Threads numpy's BLAS uses now (None when it is not an OpenBLAS edgeff can find)."""
+    found = _openblas()
+    return int(found[1]()) if found else None
+
+
+def set_blas_threads(n):
+    found = _openblas()
+    if found:
+        found[0](int(n))
+
+
+def _best(fn, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def measure():
+    """Time the choices on this machine (about a second); returns a tuning dict. The adam steps
+    run with the BLAS thread count chosen; the count found is restored after."""
+    from .kernels import optim
+    rng = np.random.default_rng(0)
+    a, b = rng.random((512, 784), np.float32), rng.random((784, 1000), np.float32)
+    out = np.empty((512, 1000), np.float32)
+    threads, most = {}, cores()
+    before = blas_threads()
+    if before is not None:
+        for n in sorted({1, most}):
+            set_blas_threads(n)
+            np.matmul(a, b, out=out)
+            threads[n] = _best(lambda: np.matmul(a, b, out=out), 5)
+        chosen = min(threads, key=threads.get)
+    else:
+        chosen = None
+    set_blas_threads(chosen or before or most)
+    step_seconds = {}
+    for n in SIZES:
+        w, g, m, v = (np.zeros(n, np.float32) for _ in range(4))
+        for parallel in (False, True):
+            kernel = optim._ADAM[parallel]
+            step = lambda: (np.matmul(a, b, out=out), kernel(w, g, m, v, *np.ones(5, np.float32)))
+            step()                                           # compile, or load from Numba's cache
+            step_seconds[(n, parallel)] = _best(step)
+    if before is not None:
+        set_blas_threads(before)                             # measuring changes nothing: apply() does
+    wins = [n for n in SIZES if step_seconds[(n, True)] < step_seconds[(n, False)]]
+    first = next((n for n in SIZES if all(k in wins for k in SIZES if k >= n)), NEVER)
+    return dict(version=VERSION, machine=machine(), parallel_from=first, blas_threads=chosen,
+                measured=dict(blas_ms={str(k): round(1e3 * s, 3) for k, s in threads.items()},
+                              matmul_then_adam_ms={f"{n} {'parallel' if p else 'serial'}": round(1e3 * s, 3)
+                                       for (n, p), s in step_seconds.items()}))
+
+
+def valid(tuning):
+    """The tuning if it was measured by this version on this machine with every field in range, else None."""
+    if not isinstance(tuning, dict) or tuning.get("version") != VERSION or tuning.get("machine") != machine():
+        return None
+    parallel_from, threads = tuning.get("parallel_from"), tuning.get("blas_threads")
+    whole = lambda v: isinstance(v, int) and not isinstance(v, bool)
+    if not whole(parallel_from) or not 1 <= parallel_from <= NEVER:
+        return None
+    if threads is not None and (not whole(threads) or not 1 <= threads <= cores()):
+        return None
+    return tuning
+
+
+def load(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return valid(json.load(f))
+    except (OSError, ValueError):      # absent, unreadable, not JSON (UnicodeDecodeError is a ValueError)
+        return None
+
+
+def save(path, tuning):
+    """Write atomically; False when the directory cannot be written (the tuning still applies)."""
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        atomic_write_text(path, json.dumps(tuning, indent=1, sort_keys=True, allow_nan=False))
+    except OSError:
+        return False
+    return True
+
+
+def tuned():
+    """(tuning or None when off, where it lives, how it was got: cached, measured, off)."""
+    import numba
+    path, mode = tuning_path(), os.environ.get(ENV, "")
+    if mode == "off":
+        return None, path, "off"
+    if numba.config.DISABLE_JIT:      # the kernels run as Python: nothing worth measuring
+        return None, path, "off (Numba JIT disabled)"
+    tuning = None if mode == "remeasure" else load(path)
+    if tuning is not None:
+        return tuning, path, "cached"
+    tuning = measure()
+    return tuning, path, "measured now" if save(path, tuning) else "measured now (not saved: directory not writable)"
+
+
+def apply(tuning):
+    """Use a tuning in this process (None: keep the built-in defaults)."""
+    if tuning is None:
+        return
+    from .kernels import optim
+    optim.PARALLEL_FROM = tuning["parallel_from"]
+    if tuning["blas_threads"] is not None and not USER_THREADS & os.environ.keys():
+        set_blas_threads(tuning["blas_threads"])

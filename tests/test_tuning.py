@@ -1,0 +1,94 @@
+"""The per-machine tuning: measured, cached atomically beside Numba's cache, validated on
+read (a damaged or foreign file is measured again, never used), shown by `edgeff info`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from edgeff import tuning
+from edgeff.cli import main
+
+
+@pytest.fixture(scope="module")
+def measured():
+    return tuning.measure()
+
+
+@pytest.fixture
+def path(tmp_path, monkeypatch):
+    p = tmp_path / "cache" / tuning.FILE
+    monkeypatch.setattr(tuning, "tuning_path", lambda: str(p))
+    monkeypatch.delenv(tuning.ENV, raising=False)
+    return p
+
+
+def test_measured_tuning_is_valid_and_changes_nothing_until_applied(measured):
+    before = tuning.blas_threads()
+    again = tuning.measure()
+    assert tuning.blas_threads() == before
+    for t in (measured, again):
+        assert tuning.valid(t) is t
+        assert t["parallel_from"] in tuning.SIZES + [tuning.NEVER]
+        assert t["machine"] == tuning.machine()
+
+
+def test_the_cache_file_round_trips(measured, path):
+    assert tuning.save(str(path), measured)
+    assert tuning.load(str(path)) == measured
+    assert [f for f in os.listdir(path.parent)] == [tuning.FILE]          # no temp file left
+    assert tuning.tuned() == (measured, str(path), "cached")
+
+
+@pytest.mark.parametrize("damage", [
+    lambda t: b"\x00\xff not json",
+    lambda t: json.dumps(t)[:-20].encode(),                                   # truncated
+    lambda t: json.dumps([t]).encode(),
+    lambda t: json.dumps(dict(t, parallel_from=-1)).encode(),
+    lambda t: json.dumps(dict(t, parallel_from="65536")).encode(),
+    lambda t: json.dumps(dict(t, blas_threads=10**6)).encode(),
+    lambda t: json.dumps(dict(t, blas_threads=True)).encode(),
+    lambda t: json.dumps({k: v for k, v in t.items() if k != "parallel_from"}).encode(),
+    lambda t: json.dumps(dict(t, machine=dict(t["machine"], cpu_model="another CPU"))).encode(),
+    lambda t: json.dumps(dict(t, version=t["version"] + 1)).encode(),
+], ids=["binary", "truncated", "list", "negative", "string", "too-many-threads", "bool", "missing", "other-machine",
+        "newer"])
+def test_a_damaged_or_foreign_cache_is_measured_again_and_rewritten(measured, path, damage):
+    path.parent.mkdir()
+    path.write_bytes(damage(measured))
+    assert tuning.load(str(path)) is None
+    got, where, source = tuning.tuned()
+    assert source == "measured now" and where == str(path) and tuning.valid(got) is got
+    assert tuning.load(str(path)) == got
+
+
+def test_remeasure_and_off(measured, path, monkeypatch):
+    tuning.save(str(path), dict(measured, parallel_from=tuning.NEVER))
+    monkeypatch.setenv(tuning.ENV, "remeasure")
+    got, _, source = tuning.tuned()
+    assert source == "measured now" and tuning.load(str(path)) == got
+    monkeypatch.setenv(tuning.ENV, "off")
+    assert tuning.tuned() == (None, str(path), "off")
+
+
+def test_info_shows_the_tuning_and_where_it_lives(measured, path, capsys):
+    tuning.save(str(path), measured)
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["tuning_file"] == str(path) and info["tuning_source"] == "cached"
+    assert info["tuning_parallel_from"] == measured["parallel_from"]
+    assert info["tuning_blas_threads"] == measured["blas_threads"]
+
+
+def test_info_measures_beside_numbas_cache_and_off_writes_nothing(tmp_path):
+    for mode, source in (("off", "off"), ("", "measured now")):
+        cache = tmp_path / (mode or "on")
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(cache), EDGEFF_TUNING=mode)
+        r = subprocess.run([sys.executable, "-m", "edgeff.cli", "info", "--json"], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["tuning_file"] == str(cache / tuning.FILE) and info["tuning_source"] == source
+        assert (cache / tuning.FILE).exists() == (mode != "off")
