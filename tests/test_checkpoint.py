@@ -3,6 +3,7 @@ and resumed ends bit for bit where the uninterrupted run ends; bad checkpoints a
 refused with one line and never overwritten; a full disk keeps the previous one."""
 
 import errno
+import json
 import os
 import signal
 import subprocess
@@ -143,3 +144,23 @@ def test_disk_full_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == [checkpoint.NAME]             # no temp file left behind
+
+
+def test_a_resumed_run_keeps_the_blas_thread_count_its_sums_were_made_with(data, tmp_path):
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: every run uses one BLAS thread")
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    untuned = dict(env, EDGEFF_TUNING="off")                 # numpy's default: a thread per core
+    fresh = tmp_path / "fresh"
+    subprocess.run(edgeff_cmd(*train_args(data, fresh, "simultaneous")), check=True, env=untuned, timeout=600)
+    assert json.loads((fresh / "metrics.json").read_text())["blas_threads"] >= 2
+    run = tmp_path / "run"
+    proc = subprocess.Popen(edgeff_cmd(*train_args(data, run, "simultaneous")), env=dict(untuned, OPENBLAS_NUM_THREADS="1"))
+    while proc.poll() is None and not (run / checkpoint.NAME).exists():
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=600)
+    if not (run / checkpoint.NAME).exists():
+        pytest.fail("the run ended before its first checkpoint")
+    subprocess.run(edgeff_cmd("train", "--resume", run, "--quiet"), check=True, env=untuned, timeout=600)
+    assert json.loads((run / "metrics.json").read_text())["blas_threads"] == 1

@@ -222,6 +222,8 @@ def _train(args, out, prepared, resume):
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     tuning.apply(tuning.tuned()[0])
+    if resume and resume[1].get("blas_threads") and not tuning.USER_THREADS & os.environ.keys():
+        tuning.set_blas_threads(resume[1]["blas_threads"])   # the run's own: its sums round as before
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
@@ -238,7 +240,7 @@ def _train(args, out, prepared, resume):
     every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
                           run_meta=dict(every=every, limit_train=args.limit_train,
-                                        frozen_input=prepared.frozen_input))
+                                        frozen_input=prepared.frozen_input, blas_threads=tuning.blas_threads()))
     train_seconds = time.perf_counter() - t0
     head_seconds = sum(s for s, keys in zip(trainer.phase_seconds, trainer.phases()) if keys == ["head"])
     net = trainer.net
