@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from .. import __version__
+from ..version import __version__
 from ..budget import layout_for_conv, planner
 from ..deploy.targets import PROFILES
 from ..errors import UsageError
