@@ -15,6 +15,10 @@ from .progress import Progress
 class Callback:
     """Does nothing on every event; override the ones you want."""
 
+    def __deepcopy__(self, memo):
+        """Itself: copies of an estimator (scikit-learn's clone, in searches) report to the same callbacks."""
+        return self
+
     def log(self, message):
         """One line about the run."""
 
@@ -36,13 +40,17 @@ class ProgressBar(Callback):
         self.stream, self.bar = stream, None
 
     def epoch_begins(self, desc, total):
+        """Start the epoch's bar."""
         self.bar = Progress(total, desc, stream=self.stream)
 
     def batch_done(self, n, loss):
+        """Move the bar on by n examples, showing the loss."""
         self.bar.update(n, **({} if loss is None else {"loss": loss}))
 
     def epoch_done(self, desc):
+        """Draw the bar's last state and end its line."""
         self.bar.close()
+        self.bar = None
 
 
 class _Epoch:

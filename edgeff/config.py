@@ -151,6 +151,7 @@ def default_epochs(n_train):
 
 
 def default_batch_size(model):
+    """The batch size of a net left without one: CONV_BATCH_SIZE for conv nets, TrainConfig's for dense."""
     return CONV_BATCH_SIZE if is_conv_model(model) else TrainConfig.batch_size
 
 

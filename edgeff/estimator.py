@@ -33,7 +33,7 @@ from .train import Trainer
 from .training import make_trainer, plan_run
 
 DATA_FILE = "data.npz"   # the labelled rows save() was given: what edgeff eval and export measure on
-ARRAYS = "arrays"        # the data set's name in a run trained on arrays
+ARRAYS = "X"             # the data set's name in messages, and in the config of a run trained on arrays
 # the options: TrainConfig's fields as `edgeff train` takes them (the data comes to fit), the ones
 # the data and the net settle left None, as the command line leaves them; then the API's own
 OPTIONS = {f.name: None if f.name in SETTLED_LATER else f.default for f in dataclasses.fields(TrainConfig)
@@ -254,7 +254,7 @@ class FFClassifier:
         (config naming it, {classifier: error on it})."""
         rows, scale = self._input(X)
         codes = codes_of(y, len(rows), self.classes_)
-        shape = self.net_.input_info.get("image_shape")
+        shape = (self.net_.input_info or {}).get("image_shape")
         path = os.path.abspath(os.path.join(run_dir, DATA_FILE))
         images = rows.reshape(len(rows), *shape) if shape else rows
         arrays = dict(x_train=images, y_train=codes, x_test=images, y_test=codes,
@@ -290,9 +290,9 @@ class FFClassifier:
             raise UsageError(f"to_onnx {path}: name the file *.onnx")
         check_output_file(path, "to_onnx")
         rows, scale = self._input(X)
-        labels, shape = np.zeros(len(rows), np.int32), net.input_info.get("image_shape")
+        labels, shape = np.zeros(len(rows), np.int32), (net.input_info or {}).get("image_shape")
         ds = Dataset(ARRAYS, rows, labels, rows, labels, len(self.classes_), scale, tuple(shape) if shape else None,
-                     tuple(net.input_info["label_names"]), "")
+                     tuple(str(c) for c in self.classes_), "")
         data, _, report = export.export(net, self.config_, {}, ds, head or self.config_.classifier,
                                         opset or export.DEFAULT_OPSET, parity_samples=len(rows))
         try:

@@ -8,6 +8,7 @@ import warnings
 
 import numpy as np
 import pytest
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
@@ -200,7 +201,8 @@ def test_callbacks_see_every_epoch_and_batch(digits):
             assert desc == self.events[-1][0]
 
     record, stream = Record(), io.StringIO()
-    FFClassifier(model="64-32", epochs=2, head_epochs=1, callbacks=[record, ProgressBar(stream)]).fit(x, y)
+    clf = FFClassifier(model="64-32", epochs=2, head_epochs=1, callbacks=[record, ProgressBar(stream)])
+    clone(clf).fit(x, y)                     # a clone (as in a search) reports to the same callbacks
     assert [e[0] for e in record.events] == ["epoch 1/2", "epoch 2/2", "head epoch 1/1"]
     assert all(total == seen == len(x) for _, total, seen in record.events)
     assert record.lines[0] == "data: 1200 rows, 64 features, 10 classes"
