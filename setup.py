@@ -14,7 +14,8 @@ setup(
                       # no wheels on PyPI for 32-bit ARM: there edgeff infers with NumPy/Numba
                       "onnx>=1.18; platform_machine != 'armv7l'",
                       "onnxruntime>=1.20; platform_machine != 'armv7l'"],
-    extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib", "cryptography>=42"], "report": ["matplotlib"],
-                    "sign": ["cryptography>=42"]},
+    # scikit-learn: the tests put FFClassifier through its checks, pipelines and searches; never needed to run
+    extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib", "cryptography>=42", "scikit-learn>=1.6"],
+                    "report": ["matplotlib"], "sign": ["cryptography>=42"]},
     entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},
 )

@@ -87,8 +87,9 @@ def _check_fields(path, arrays, meta):
     field(path, meta, "opt_t", dict, lambda t: all(is_kind(v, int) and v >= 1 for v in t.values()),
           "optimiser step counts of 1 or more")
     field(path, meta, "data", dict)
+    rng = field(path, meta, "rng", dict)
     try:
-        np.random.PCG64().state = field(path, meta, "rng", dict)
+        np.random.PCG64().state = rng
     except (TypeError, ValueError, KeyError):
         raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
     order = array(path, arrays, "order", np.int64, ndim=1)

@@ -11,7 +11,7 @@ import os
 import sys
 import traceback
 
-from . import __version__
+from .version import __version__
 from .errors import EdgeFFError
 
 COMMANDS = ("train", "eval", "export", "infer", "bundle", "keygen", "deploy", "rollback", "targets", "plan", "profile", "info", "data", "agent")

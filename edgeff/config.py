@@ -19,6 +19,12 @@ CLASSIFIERS = ("linear", "goodness", "last")   # last: conv nets only
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
+SAMPLES_SEEN = 600_000     # the default length of training, in examples shown
+MAX_EPOCHS = 1000
+CONV_BATCH_SIZE = 64       # conv nets: more, smaller steps measured better at the same examples seen
+# options left unset (None) are settled by the data and the net: epochs by the data set's size,
+# the rest by the model (conv nets have their own defaults) or by an --init run's config
+SETTLED_LATER = ("model", "epochs", "batch_size", "head_epochs", "classifier", "width_mult", "hybrid")
 
 
 def _flag(name):
@@ -136,3 +142,37 @@ class TrainConfig:
             if f.name in d and not is_kind(d[f.name], f.type):
                 raise UsageError(f"config '{f.name}' is {d[f.name]!r}, not {KIND_NAMES[f.type]}")
         return cls(**d).validate()
+
+
+def default_epochs(n_train):
+    """Epochs that show the net SAMPLES_SEEN examples, from the default to MAX_EPOCHS: a small
+    data set gets as many updates as a large one, not a 60,000-row set's 10 epochs' worth."""
+    return max(TrainConfig.epochs, min(MAX_EPOCHS, -(-SAMPLES_SEEN // max(1, n_train))))
+
+
+def default_batch_size(model):
+    """The batch size of a net left without one: CONV_BATCH_SIZE for conv nets, TrainConfig's for dense."""
+    return CONV_BATCH_SIZE if is_conv_model(model) else TrainConfig.batch_size
+
+
+def config_from_options(options, batch_size, init_cfg=None, n_train=None):
+    """The TrainConfig of these options (an object with TrainConfig's field names as attributes: the
+    parsed command line, or FFClassifier). Net options left None come from init_cfg (--init's run),
+    else the defaults; epochs left None are default_epochs(n_train) (the default's when n_train is None)."""
+    defaults = TrainConfig()
+    values = {k: getattr(options, k) for k in TrainConfig.__dataclass_fields__ if hasattr(options, k)}
+    values["batch_size"] = batch_size
+    values["init"] = values.get("init") or ""
+    for name in ("model", "width_mult", "hybrid"):
+        given, inherited = values[name], getattr(init_cfg, name, None)
+        if init_cfg is not None and given is not None and given != inherited:
+            raise UsageError(f"{_flag(name)} {given} differs from --init's {inherited}: the blocks must "
+                             "be the same; leave it out")
+        values[name] = given if given is not None else inherited if inherited is not None else getattr(defaults, name)
+    if values["epochs"] is None:
+        values["epochs"] = defaults.epochs if n_train is None else default_epochs(n_train)
+    conv = is_conv_model(values["model"])
+    for name, conv_default in (("classifier", "last"), ("head_epochs", 0)):
+        if values[name] is None:
+            values[name] = conv_default if conv else getattr(defaults, name)
+    return TrainConfig(**values).validate()

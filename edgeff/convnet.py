@@ -126,7 +126,9 @@ class ConvNet:
             for lay in block_layers(in_shape, blocks, c):
                 params[lay.block].append({n: array(path, arrays, f"{lay.name}.{n}", np.float32, s) for n, s in
                                           BLOCK_KINDS[lay.spec["kind"]].param_shapes(lay.spec, lay.in_shape).items()})
-        except ValueError as exc:
+        except ModelError:          # an array missing or of another shape, already named
+            raise
+        except ValueError as exc:   # a layer that does not fit its input
             raise ModelError(f"{path}: {exc}; it is damaged or not written by edgeff") from None
         net = cls(in_shape, blocks, params, c, meta.get("input"))
         if net.input_info is not None:

@@ -1,5 +1,8 @@
 """One error hierarchy. The CLI catches EdgeFFError, prints one line and exits with its exit_code:
-2 for a user mistake, 3 for a training run that diverged."""
+2 for a user mistake, 3 for a training run that diverged.
+
+A bad option value, data set or model is also a ValueError, as Python code (scikit-learn's
+tools among it) expects of a function given a value it cannot use."""
 
 
 class EdgeFFError(Exception):
@@ -8,15 +11,15 @@ class EdgeFFError(Exception):
     exit_code = 2
 
 
-class UsageError(EdgeFFError):
+class UsageError(EdgeFFError, ValueError):
     """A bad flag value, spec or combination of options."""
 
 
-class DataError(EdgeFFError):
+class DataError(EdgeFFError, ValueError):
     """A data set that is missing, malformed or inconsistent."""
 
 
-class ModelError(EdgeFFError):
+class ModelError(EdgeFFError, ValueError):
     """A model or run directory that is missing, corrupt or incompatible."""
 
 

@@ -32,7 +32,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import __version__, export_conv
+from . import export_conv
+from .version import __version__
 from .convnet import ConvNet
 from .errors import ExportError, UsageError
 from .model import EPS

@@ -5,7 +5,6 @@ JSON object. Heavy or optional packages (numba, onnxruntime) are imported only h
 """
 
 import json
-import os
 import platform
 
 from .. import __version__

@@ -7,7 +7,7 @@ import platform
 import sys
 import time
 
-from .. import __version__
+from ..version import __version__
 from ..budget import layout_for_conv, planner
 from ..deploy.targets import PROFILES
 from ..errors import UsageError
@@ -115,9 +115,9 @@ def settings_of(args, budget):
     prepared = train.prepare(args)
     args.memory_budget = given
     cfg, ds = prepared.cfg, prepared.ds
-    in_width = prepared.in_width
+    in_width = prepared.run.in_width
     if not args.sweep:
-        return [(f"batch={cfg.batch_size}", cfg, prepared.plan)], ds, in_width
+        return [(f"batch={cfg.batch_size}", cfg, prepared.run.plan)], ds, in_width
     field, values = parse_sweep(args.sweep)
     if field in (CONV_ONLY if not cfg.is_conv else DENSE_ONLY):
         raise UsageError(f"--sweep {field}: {cfg.model} is a {'conv' if cfg.is_conv else 'dense'} net and has no "

@@ -7,28 +7,27 @@ import os
 import sys
 import time
 
-from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
-from ..conv_models import HYBRID, NETS, is_conv_model
-from ..convnet import ConvNet, image_chw
+from ..callbacks import ProgressBar, progress_of
+from ..config import (CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS, SAMPLES_SEEN,
+                      SCHEDULES, TrainConfig, config_from_options, default_batch_size, default_epochs)
+from ..conv_models import HYBRID, NETS
+from ..convnet import ConvNet
 from ..data import load_dataset
 from .. import checkpoint, tuning
-from ..budget import backprop_bytes, choose_frozen_input, data_bytes, fit_budget, planner
+from ..budget import backprop_bytes, data_bytes
 from ..errors import UsageError
 from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
-from ..model import FFNet
 from ..plan_report import plan_report, print_plan
-from ..progress import Progress, progress_enabled
+from ..progress import progress_enabled
 from ..runs import MODEL, load_run, peak_rss_mib, rss_mib, save_run
-from ..sff_train import ConvTrainer, warm_up_conv
-from ..train import Trainer, warm_up
+from ..sff_train import warm_up_conv
+from ..train import warm_up
+from ..training import make_trainer, plan_run
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
 
 _D = TrainConfig()
-SAMPLES_SEEN = 600_000     # the default length of training, in examples shown
-MAX_EPOCHS = 1000
-CONV_BATCH_SIZE = 64       # conv nets: more, smaller steps measured better at the same examples seen
 
 
 def add_arguments(p):
@@ -87,43 +86,14 @@ def add_arguments(p):
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
 
-def default_epochs(n_train):
-    """Epochs that show the net SAMPLES_SEEN examples, from the default to MAX_EPOCHS: a small
-    data set gets as many updates as a large one, not a 60,000-row set's 10 epochs' worth."""
-    return max(_D.epochs, min(MAX_EPOCHS, -(-SAMPLES_SEEN // max(1, n_train))))
-
-
-def config_from_args(args, batch_size, init_cfg=None):
-    """The TrainConfig of these options; net options left out come from init_cfg (--init's run), else
-    the defaults. An --epochs left out is the default's, to be set by the data set's size."""
-    values = {k: getattr(args, k) for k in TrainConfig.__dataclass_fields__ if hasattr(args, k)}
-    values["batch_size"] = batch_size
-    values["init"] = values.get("init") or ""
-    for name in ("model", "width_mult", "hybrid"):
-        given, inherited = values[name], getattr(init_cfg, name, None)
-        if init_cfg is not None and given is not None and given != inherited:
-            raise UsageError(f"--{name.replace('_', '-')} {given} differs from --init's {inherited}: the blocks must "
-                             "be the same; leave it out")
-        values[name] = given if given is not None else inherited if inherited is not None else getattr(_D, name)
-    if values["epochs"] is None:
-        values["epochs"] = _D.epochs
-    conv = TrainConfig(model=values["model"]).is_conv
-    for name, dense, conv_default in (("classifier", _D.classifier, "last"), ("head_epochs", _D.head_epochs, 0)):
-        if values[name] is None:
-            values[name] = conv_default if conv else dense
-    return TrainConfig(**values).validate()
-
-
 @dataclasses.dataclass
 class Prepared:
     cfg: TrainConfig
     ds: object
-    plan: object
+    run: object               # training.RunPlan: the settled config, memory plan and how frozen layers are fed
     load_seconds: float
     plan_args: tuple
-    in_width: int | None      # dense: the first layer's input width with label inputs
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
-    frozen_input: str | None = None   # layerwise: "cache" or "stream" (budget.choose_frozen_input)
 
 
 def prepare(args, resume_meta=None):
@@ -139,14 +109,13 @@ def prepare(args, resume_meta=None):
         if not isinstance(init_net, ConvNet):
             raise UsageError(f"--init {args.init}: holds a dense net; --init starts conv nets from a conv run")
     if args.batch_size is None:
-        conv = is_conv_model(args.model or getattr(init_cfg, "model", _D.model))
-        args.batch_size = str(CONV_BATCH_SIZE if conv else _D.batch_size)
+        args.batch_size = str(default_batch_size(args.model or getattr(init_cfg, "model", _D.model)))
     auto = args.batch_size == "auto"
     try:
         batch_size = 1 if auto else int(args.batch_size)
     except ValueError:
         raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
-    cfg = config_from_args(args, batch_size, init_cfg)
+    cfg = config_from_options(args, batch_size, init_cfg)
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
@@ -160,34 +129,13 @@ def prepare(args, resume_meta=None):
                                  y_train=ds.y_train[:args.limit_train].copy())  # copies: the rest is freed
     if args.epochs is None:
         cfg = dataclasses.replace(cfg, epochs=default_epochs(len(ds.y_train)))
-    if init_net is not None and init_net.in_shape != image_chw(ds.image_shape):
-        raise UsageError(f"--init {args.init}: its net takes {'x'.join(map(str, init_net.in_shape))} (CxHxW) images, "
-                         f"{ds.name} holds {ds.image_shape}")
-    in_width = None
-    if cfg.is_conv:
-        if image_chw(ds.image_shape) is None:
-            raise UsageError(f"--model {cfg.model} takes images (H, W) or (H, W, C); {ds.name} holds "
-                             f"{'flat rows' if ds.image_shape is None else ds.image_shape}; use a dense --model")
-        try:
-            planner(cfg, ds)(1)
-        except ValueError as exc:          # a layer does not fit the image size
-            raise UsageError(f"--model {cfg.model} does not fit {ds.name}'s {ds.image_shape} images: {exc}") from None
-    else:
-        if cfg.sizes[0] != ds.x_train.shape[1]:
-            raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
-                             f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
-        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-    if cfg.shift and image_chw(ds.image_shape) is None:
-        raise UsageError(f"--shift moves images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
-    if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
-        raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
-    cfg = dataclasses.replace(cfg, batch_size=batch_size)
     resumed = resume_meta.get("frozen_input", "stream") if resume_meta else None   # older checkpoints streamed
-    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed)
-    return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size),
-                     frozen_input, cache_bytes), in_width, init_net, frozen_input)
+    run = plan_run(cfg, ds, budget, auto, init_net, resumed)
+    cfg = run.cfg
+    return Prepared(cfg, ds, run, load_seconds,
+                    (run.plan, cfg.batch_size, data_bytes(ds), budget,
+                     backprop_bytes(cfg, ds, run.in_width, cfg.batch_size), run.frozen_input, run.cache_bytes),
+                    init_net)
 
 
 def run(args):
@@ -226,9 +174,7 @@ def _train(args, out, prepared, resume):
         tuning.set_blas_threads(resume[1]["blas_threads"])   # the run's own: its sums round as before
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
-    progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
-    trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
-               Trainer(cfg, ds, progress, plan=prepared.plan, cache=prepared.frozen_input == "cache"))
+    trainer = make_trainer(prepared.run, ds, progress_of([ProgressBar()] if show else None), prepared.init_net)
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
@@ -240,7 +186,7 @@ def _train(args, out, prepared, resume):
     every = args.checkpoint_every or (resume[1]["every"] if resume else 0)
     history = trainer.fit(os.path.join(out, checkpoint.NAME), every, resume,
                           run_meta=dict(every=every, limit_train=args.limit_train,
-                                        frozen_input=prepared.frozen_input, blas_threads=tuning.blas_threads()))
+                                        frozen_input=prepared.run.frozen_input, blas_threads=tuning.blas_threads()))
     train_seconds = time.perf_counter() - t0
     head_seconds = sum(s for s, keys in zip(trainer.phase_seconds, trainer.phases()) if keys == ["head"])
     net = trainer.net
@@ -259,7 +205,7 @@ def _train(args, out, prepared, resume):
         "peak_rss_mib": round(peak_rss_mib(), 1),
         "rss_before_training_mib": round(rss_before, 1),
         "arena_bytes": trainer.plan.arena_bytes,
-        "frozen_input": prepared.frozen_input,
+        "frozen_input": prepared.run.frozen_input,
         "blas_threads": tuning.blas_threads(),
         "batch_size": cfg.batch_size,
         "epoch_losses": history,

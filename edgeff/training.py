@@ -1,0 +1,65 @@
+"""One training run of a TrainConfig on a Dataset, as `edgeff train` and FFClassifier both make it:
+every check of the config against the data and the memory plan before anything is allocated
+(plan_run), then the trainer of the net's kind (make_trainer)."""
+
+import dataclasses
+
+from .budget import choose_frozen_input, fit_budget, planner
+from .convnet import image_chw
+from .errors import UsageError
+from .model import FFNet
+from .sff_train import ConvTrainer
+from .train import Trainer
+
+
+def _holds(ds):
+    return "flat rows" if ds.image_shape is None else ds.image_shape
+
+
+@dataclasses.dataclass(frozen=True)
+class RunPlan:
+    cfg: object                 # TrainConfig with its batch size settled
+    plan: object                # the memory plan the trainer's arena is laid out by
+    in_width: int | None        # dense: the first layer's input width with label inputs
+    frozen_input: str | None    # layerwise: "cache" or "stream" (budget.choose_frozen_input)
+    cache_bytes: int            # what that cache takes, or would take
+
+
+def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_input=None):
+    """The RunPlan of cfg's run on ds, or one UsageError line saying what does not fit: the net
+    and the data (its input width, its image size), --shift and the data, --init's net and the
+    data, the memory budget (budget: bytes or None; auto: the largest batch that fits it).
+    resumed_frozen_input: the choice of the run a checkpoint continues, kept."""
+    if init_net is not None and init_net.in_shape != image_chw(ds.image_shape):
+        raise UsageError(f"--init {cfg.init}: its net takes {'x'.join(map(str, init_net.in_shape))} (CxHxW) images, "
+                         f"{ds.name} holds {ds.image_shape}")
+    in_width = None
+    if cfg.is_conv:
+        if image_chw(ds.image_shape) is None:
+            raise UsageError(f"--model {cfg.model} takes images (H, W) or (H, W, C); {ds.name} holds "
+                             f"{_holds(ds)}; use a dense --model")
+        try:
+            planner(cfg, ds)(1)
+        except ValueError as exc:          # a layer does not fit the image size
+            raise UsageError(f"--model {cfg.model} does not fit {ds.name}'s {ds.image_shape} images: {exc}") from None
+    else:
+        if cfg.sizes[0] != ds.x_train.shape[1]:
+            raise UsageError(f"--model {cfg.model} takes {cfg.sizes[0]} inputs but {ds.name} has "
+                             f"{ds.x_train.shape[1]} features per example; start the spec with {ds.x_train.shape[1]}")
+        _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
+    if cfg.shift and image_chw(ds.image_shape) is None:
+        raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
+    if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
+        raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
+    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
+    cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input)
+    return RunPlan(cfg, plan, in_width, frozen_input, cache_bytes)
+
+
+def make_trainer(run, ds, progress=None, init_net=None):
+    """The trainer of a RunPlan's net on ds (dense FF: train.Trainer, conv: sff_train.ConvTrainer);
+    progress(total, desc) makes an epoch's progress reporter or None (fit_loop.PhasedTrainer)."""
+    if run.cfg.is_conv:
+        return ConvTrainer(run.cfg, ds, progress, run.plan, init=init_net)
+    return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
