@@ -4,6 +4,7 @@ every check of the config against the data and the memory plan before anything i
 
 import dataclasses
 
+from . import tuning
 from .budget import choose_frozen_input, fit_budget, planner
 from .convnet import image_chw
 from .errors import UsageError
@@ -57,9 +58,11 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
     return RunPlan(cfg, plan, in_width, frozen_input, cache_bytes)
 
 
-def make_trainer(run, ds, progress=None, init_net=None):
+def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
     """The trainer of a RunPlan's net on ds (dense FF: train.Trainer, conv: sff_train.ConvTrainer);
-    progress(total, desc) makes an epoch's progress reporter or None (fit_loop.PhasedTrainer)."""
+    progress(total, desc) makes an epoch's progress reporter or None (fit_loop.PhasedTrainer).
+    This machine's tuning is applied first (edgeff/tuning.py; blas_threads: a resumed run's own count)."""
+    tuning.apply(tuning.tuned()[0], blas_threads)
     if run.cfg.is_conv:
         return ConvTrainer(run.cfg, ds, progress, run.plan, init=init_net)
     return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")

@@ -180,11 +180,12 @@ def tuned():
     return tuning, path, "measured now" if save(path, tuning) else "measured now (not saved: directory not writable)"
 
 
-def apply(tuning):
-    """Use a tuning in this process (None: keep the built-in defaults)."""
-    if tuning is None:
-        return
-    from .kernels import optim
-    optim.PARALLEL_FROM = tuning["parallel_from"]
-    if tuning["blas_threads"] is not None and not USER_THREADS & os.environ.keys():
-        set_blas_threads(tuning["blas_threads"])
+def apply(tuning, blas_threads=None):
+    """Use a tuning in this process (None: keep the built-in defaults). blas_threads: a count that
+    wins over the tuning's (a resumed run's own: its sums round as before); the user's wins over both."""
+    if tuning is not None:
+        from .kernels import optim
+        optim.PARALLEL_FROM = tuning["parallel_from"]
+    threads = blas_threads or (tuning or {}).get("blas_threads")
+    if threads is not None and not USER_THREADS & os.environ.keys():
+        set_blas_threads(threads)

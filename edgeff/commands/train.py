@@ -169,12 +169,10 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    tuning.apply(tuning.tuned()[0])
-    if resume and resume[1].get("blas_threads") and not tuning.USER_THREADS & os.environ.keys():
-        tuning.set_blas_threads(resume[1]["blas_threads"])   # the run's own: its sums round as before
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     rss_before = rss_mib()
-    trainer = make_trainer(prepared.run, ds, progress_of([ProgressBar()] if show else None), prepared.init_net)
+    trainer = make_trainer(prepared.run, ds, progress_of([ProgressBar()] if show else None), prepared.init_net,
+                           resume[1].get("blas_threads") if resume else None)
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
     log(f"data: {ds.name}, {len(ds.y_train)} train / {len(ds.y_test)} test, {ds.x_train.shape[1]} features, "
