@@ -5,6 +5,7 @@ import os
 
 import dataclasses
 
+from .cgroup import cgroup_memory_limit
 from .conv_models import conv_blocks
 from .convnet import image_chw
 from .errors import UsageError
@@ -74,41 +75,51 @@ def largest_batch(plan_of, available, limit):
 
 
 def memory_limit(budget):
-    """(bytes, how to say it, what to do) for what a run must fit in: the budget, else this machine."""
+    """(bytes, how to say it, what to do) for what a run must fit in: the budget, else the memory the
+    kernel holds this process to (its cgroup's limit), else this machine's. A budget above the
+    cgroup's limit is refused: the kernel would stop the run long before the budget."""
+    cgroup = cgroup_memory_limit()
     if budget is not None:
+        if cgroup is not None and budget > cgroup[0]:
+            raise UsageError(f"--memory-budget {fmt_bytes(budget)} is more than this process may use: its cgroup's "
+                             f"limit is {fmt_bytes(cgroup[0])} ({cgroup[1]}); give --memory-budget {cgroup[0]}B or less")
         return budget, f"--memory-budget is {fmt_bytes(budget)}", "raise --memory-budget or use a smaller --model"
+    if cgroup is not None:
+        return cgroup[0], f"this process's cgroup allows {fmt_bytes(cgroup[0])}", "use a smaller --model"
     memory = machine_memory()
     return memory, f"this machine has {fmt_bytes(memory or 0)} of memory", "use a smaller --model"
 
 
-def fit_budget(plan_of, batch_size, ds, budget, auto=False):
+def fit_budget(plan_of, batch_size, ds, budget, auto=False, runtime=0):
     """(plan, batch size) for batch_size, or with auto the largest batch that fits; plan_of: planner().
+    runtime: the process's own resident memory before the data and the arena (measured, runtime_bytes()).
 
-    Raises UsageError naming what needs what when the run does not fit the budget or,
-    without one, this machine's physical memory."""
-    held = data_bytes(ds)
+    Raises UsageError naming what needs what when runtime + arena + data does not fit the budget or,
+    without one, the cgroup's limit or this machine's physical memory."""
+    held = runtime + data_bytes(ds)
     limit, limit_text, remedy = memory_limit(budget)
     if auto:
         if budget is None:
             raise UsageError("--batch-size auto needs --memory-budget")
         best = largest_batch(plan_of, budget - held, min(len(ds.y_train), 8192))
         if best == 0:
-            raise _no_batch_fits(plan_of, held, limit_text, remedy)
+            raise _no_batch_fits(plan_of, runtime, ds, limit_text, remedy)
         return plan_of(best), best
     plan = plan_of(batch_size)
     if limit is not None and plan.arena_bytes + held > limit:
         best = largest_batch(plan_of, limit - held, batch_size)
         if best == 0:
-            raise _no_batch_fits(plan_of, held, limit_text, remedy)
+            raise _no_batch_fits(plan_of, runtime, ds, limit_text, remedy)
         big = ", ".join(f"{b.name} {fmt_bytes(b.nbytes)}" for b in plan.largest(3))
-        raise UsageError(f"training needs {fmt_bytes(plan.arena_bytes + held)} (arena {fmt_bytes(plan.arena_bytes)} + "
-                         f"data {fmt_bytes(held)}) but {limit_text}; largest buffers: {big}; "
-                         f"--batch-size {best} would fit")
+        raise UsageError(f"training needs {fmt_bytes(plan.arena_bytes + held)} (runtime {fmt_bytes(runtime)} + "
+                         f"arena {fmt_bytes(plan.arena_bytes)} + data {fmt_bytes(data_bytes(ds))}) but {limit_text}; "
+                         f"largest buffers: {big}; --batch-size {best} would fit")
     return plan, batch_size
 
 
-def _no_batch_fits(plan_of, held, limit_text, remedy):
+def _no_batch_fits(plan_of, runtime, ds, limit_text, remedy):
     plan = plan_of(1)
     fixed = peak_live_bytes(plan.buffers, ("weights", "optimizer", "head"))
     return UsageError(f"no batch size fits: {limit_text} but the weights and optimiser state alone need "
-                      f"{fmt_bytes(fixed)} and the data {fmt_bytes(held)}; {remedy}")
+                      f"{fmt_bytes(fixed)}, the data {fmt_bytes(data_bytes(ds))} and the runtime (interpreter, "
+                      f"libraries, kernels) {fmt_bytes(runtime)}; {remedy}")

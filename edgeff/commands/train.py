@@ -19,7 +19,7 @@ from ..memory import fmt_bytes, parse_bytes
 from ..model import FFNet
 from ..plan_report import plan_report, print_plan
 from ..progress import Progress, progress_enabled
-from ..runs import MODEL, load_run, peak_rss_mib, rss_mib, save_run
+from ..runs import MODEL, load_run, peak_rss_mib, rss_bytes, rss_mib, save_run
 from ..sff_train import ConvTrainer, warm_up_conv
 from ..train import Trainer, warm_up
 
@@ -54,7 +54,8 @@ def add_arguments(p):
     p.add_argument("--batch-size", help="examples per batch, or 'auto': the largest that fits --memory-budget "
                    f"(default: {_D.batch_size}, conv nets {CONV_BATCH_SIZE})")
     p.add_argument("--memory-budget", metavar="SIZE",
-                   help="memory training may use (arena + data), like 48MiB or 1GB; checked before training starts")
+                   help="memory the whole process may use (runtime measured at start-up + arena + data), like 300MiB "
+                        "or 1GB; checked before training starts, and against the cgroup's limit")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--optimizer", default=_D.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=_D.lr, help="FF layers' learning rate (default: %(default)s)")
@@ -120,6 +121,7 @@ class Prepared:
     ds: object
     plan: object
     load_seconds: float
+    compile_seconds: float
     plan_args: tuple
     in_width: int | None      # dense: the first layer's input width with label inputs
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
@@ -149,6 +151,8 @@ def prepare(args, resume_meta=None):
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
+    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
     ds = load_dataset(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0
@@ -180,11 +184,11 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
+    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    return Prepared(cfg, ds, plan, load_seconds,
-                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width,
-                    init_net)
+    return Prepared(cfg, ds, plan, load_seconds, compile_seconds,
+                    (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size), runtime),
+                    in_width, init_net)
 
 
 def run(args):
@@ -218,7 +222,7 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    compile_seconds = prepared.compile_seconds
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
     trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
