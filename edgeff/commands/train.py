@@ -11,6 +11,7 @@ from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, Tr
 from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
+from ..data_mmap import load_mapped
 from .. import checkpoint
 from ..budget import backprop_bytes, data_bytes, fit_budget, planner
 from ..errors import UsageError
@@ -35,6 +36,9 @@ def add_arguments(p):
     p.add_argument("--dataset", default=_D.dataset, help="name (fashion-mnist, mnist, kmnist) or a .npz file "
                    "with x_train, y_train, x_test, y_test (default: %(default)s)")
     p.add_argument("--data-dir", help="where to look for the data set first")
+    p.add_argument("--data-mmap", action="store_true",
+                   help="memory-map a prepared copy of the data set (made once under the user cache, checked on "
+                        "every use): only the pages in use are resident, and --memory-budget does not count them")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training examples only")
     p.add_argument("--model", help="dense FF: layer widths, input first; conv FF: a named net "
                    f"({', '.join(NETS)}) or a spec like cnn:32p/64p-128 (default: {_D.model}, or --init's)")
@@ -154,7 +158,7 @@ def prepare(args, resume_meta=None):
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, args.data_dir)
+    ds = (load_mapped if getattr(args, "data_mmap", False) else load_dataset)(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0
     if args.limit_train is not None:
         if args.limit_train < 1:
