@@ -18,7 +18,7 @@ def layout_for(cfg, in_width, num_classes, batch_size=None):
     """Every buffer of a training run with this config (layers/net.py), as objects."""
     widths = list(cfg.sizes[1:])
     return training_layout(["dense"] * len(widths), widths, in_width, num_classes, batch_size or cfg.batch_size,
-                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer)
+                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer, cfg.in_turn)
 
 
 def layout_for_conv(cfg, ds, batch_size=None):

@@ -60,6 +60,9 @@ def add_arguments(p):
     p.add_argument("--memory-budget", metavar="SIZE",
                    help="memory the whole process may use (runtime measured at start-up + arena + data), like 300MiB "
                         "or 1GB; checked before training starts, and against the cgroup's limit")
+    p.add_argument("--in-turn", action="store_true",
+                   help="dense nets: positives, then negatives, pass the layers (activations of B rows, not 2B; "
+                        "the same gradients); chosen by itself when --memory-budget is too tight otherwise")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--optimizer", default=_D.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=_D.lr, help="FF layers' learning rate (default: %(default)s)")
@@ -188,7 +191,13 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+    try:
+        plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+    except UsageError:
+        if budget is None or auto or cfg.is_conv or cfg.in_turn:
+            raise
+        cfg = dataclasses.replace(cfg, in_turn=True)     # the budget is tight: half the activations, same result
+        plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
     return Prepared(cfg, ds, plan, load_seconds, compile_seconds,
                     (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size), runtime),
