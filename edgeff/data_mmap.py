@@ -32,7 +32,7 @@ def source_identity(path):
 
 
 def prepared_dir(name, identity):
-    key = hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps(identity, allow_nan=False).encode()).hexdigest()[:16]
     return os.path.join(cache_dir("prepared"), f"{os.path.basename(name)}-{key}")
 
 
@@ -62,7 +62,7 @@ def _write(directory, ds, identity):
     meta = dict(identity=identity, name=ds.name, num_classes=ds.num_classes, scale=ds.scale,
                 image_shape=ds.image_shape, label_names=list(ds.label_names), source=ds.source,
                 sha256={k: _sha256(p) for k, p in paths.items()})
-    atomic_write_text(os.path.join(directory, META), json.dumps(meta, indent=1) + "\n")
+    atomic_write_text(os.path.join(directory, META), json.dumps(meta, indent=1, allow_nan=False) + "\n")
 
 
 def load_mapped(name_or_path, data_dir=None):

@@ -193,11 +193,15 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
     try:
         plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
-    except UsageError:
+    except UsageError as too_big:
         if budget is None or auto or cfg.is_conv or cfg.in_turn:
             raise
-        cfg = dataclasses.replace(cfg, in_turn=True)     # the budget is tight: half the activations, same result
-        plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+        in_turn = dataclasses.replace(cfg, in_turn=True)   # the budget is tight: half the activations, same result
+        try:
+            plan, batch_size = fit_budget(planner(in_turn, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+        except UsageError:
+            raise too_big from None
+        cfg = in_turn
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
     return Prepared(cfg, ds, plan, load_seconds, compile_seconds,
                     (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size), runtime),
