@@ -155,11 +155,12 @@ class Trainer(PhasedTrainer):
         """_batch with the positives, then the negatives, passing the layers (activations of b rows, not
         2b). Each pass's gradient is ff_loss_grad's mean over b rows, twice that over 2b: the negatives'
         is added to the positives' and the sum halved (exact), then every trained layer steps once."""
-        net = self.net
+        net, hook = self.net, self.step_hook
         self._stage(b)
         for half, labels in enumerate((self.labels[:b], self.labels[b:2 * b])):
             x = None
             for k in range(layers[-1] + 1):
+                t0 = time.perf_counter() if hook else 0.0
                 z, h, good = self.zs[k][:b], self.hs[k][:b], self.good[:b]
                 if k == 0:
                     overlay.overlay_pre(self.u0[:b], self.wl, self.inv[:b], labels, z)
@@ -172,10 +173,15 @@ class Trainer(PhasedTrainer):
                     losses[layers.index(k)] += self.loss[:b].mean() / 2
                     self._layer_grad(k, x, z, labels, add=half == 1)
                 x = h
+                if hook:
+                    hook.layer_done(k, time.perf_counter() - t0)    # summed over both passes and the step
         for k in layers:
+            t0 = time.perf_counter() if hook else 0.0
             for p in self.params[k]:
                 p.g *= 0.5
             self.opts[k].step(self.params[k])
+            if hook:
+                hook.layer_done(k, time.perf_counter() - t0)
 
     def _layer_grad(self, k, x, dz, labels, add):
         """Layer k's gradient from one pass (x its input, dz its loss gradient): written, or with add
