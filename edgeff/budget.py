@@ -102,7 +102,8 @@ def memory_limit(budget):
 
 def fit_budget(plan_of, batch_size, ds, budget, auto=False, runtime=0):
     """(plan, batch size) for batch_size, or with auto the largest batch that fits; plan_of: planner().
-    runtime: the process's own resident memory before the data and the arena (measured, runtime_bytes()).
+    runtime: the process's own resident memory before the data and the arena (measured after the imports and
+    the kernel load: commands/train.prepare).
 
     Raises UsageError naming what needs what when runtime + arena + data does not fit the budget or,
     without one, the cgroup's limit or this machine's physical memory."""

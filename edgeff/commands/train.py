@@ -161,7 +161,7 @@ def prepare(args, resume_meta=None):
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
     runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
-    ds = (load_mapped if getattr(args, "data_mmap", False) else load_dataset)(cfg.dataset, args.data_dir)
+    ds = (load_mapped if args.data_mmap else load_dataset)(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0
     if args.limit_train is not None:
         if args.limit_train < 1:
