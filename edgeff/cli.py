@@ -23,11 +23,13 @@ class _Parser(argparse.ArgumentParser):
         raise EdgeFFError(f"{self.prog}: {message} (see '{self.prog} --help')")
 
 
-def build_parser():
+def build_parser(only=None):
+    """The parser of every command, or with `only` of that one alone: a command's module (and what it
+    imports: ONNX for export, the deploy code...) is loaded only when that command runs or help lists it."""
     parser = _Parser(prog="edgeff", description="Forward-Forward training on small Linux devices.")
     parser.add_argument("--version", action="version", version=f"edgeff {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMANDS:
+    for name in (only,) if only else COMMANDS:
         module = importlib.import_module(f".commands.{name}", __package__)
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
@@ -36,8 +38,10 @@ def build_parser():
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    named = next((a for a in argv if not a.startswith("-")), None)
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(named if named in COMMANDS else None).parse_args(argv)
         if not getattr(args, "command", None):
             usage = build_parser().format_usage().strip()
             raise EdgeFFError(f"no command given; {usage} (see 'edgeff --help' for the commands)")

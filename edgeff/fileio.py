@@ -2,7 +2,6 @@
 locations checked before any work is done."""
 
 import errno
-import io
 import os
 import tempfile
 
@@ -25,11 +24,10 @@ def atomic_write_text(path, text):
 
 
 def npz_writer(arrays):
-    """write(fileobj) for atomic_write: the arrays as one uncompressed .npz."""
+    """write(fileobj) for atomic_write: the arrays as one uncompressed .npz, written straight to the file
+    (no copy of the arrays in memory: a 784-2000x4 model is 52 MiB)."""
     def write(f):
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        f.write(buf.getvalue())
+        np.savez(f, **arrays)
     return write
 
 

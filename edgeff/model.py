@@ -25,6 +25,7 @@ from .kernels import batch, ff_loss, norm
 
 FORMAT_VERSION = 1
 EPS = 1e-4
+EVAL_ROWS = 256   # rows per chunk when scoring a set: its buffers stay the size of a training batch's
 
 
 class FFNet:
@@ -107,7 +108,7 @@ class FFNet:
         hs = [np.empty((rows, w), np.float32) for w in self.widths]
         return np.empty((rows, self.in_width), np.float32), zs, hs, np.empty(rows, np.float32)
 
-    def goodness_scores(self, x, scale, score_layers=None, chunk=1000):
+    def goodness_scores(self, x, scale, score_layers=None, chunk=EVAL_ROWS):
         """(N, C) goodness summed over score_layers (default: every layer) for every candidate
         label; argmax is Hinton's goodness classifier. (Hinton leaves the first layer out of
         a 4-layer net; on our 2- and 4-layer nets counting every layer measured better.)"""
@@ -138,7 +139,7 @@ class FFNet:
             feats[:r, col:col + h.shape[1]] = h[:r]
             col += h.shape[1]
 
-    def head_logits(self, x, scale, chunk=1000):
+    def head_logits(self, x, scale, chunk=EVAL_ROWS):
         if self.head_w is None:
             raise ModelError("this model has no linear head: train with --head-epochs 1 or more, or use --classifier goodness")
         n = x.shape[0]

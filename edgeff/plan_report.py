@@ -4,8 +4,9 @@
 from .memory import fmt_bytes, peak_live_bytes
 
 
-def plan_report(plan, batch_size, held, budget, backprop_bytes, frozen_input=None, cache_bytes=0):
+def plan_report(plan, batch_size, held, budget, backprop_bytes, runtime=0, frozen_input=None, cache_bytes=0):
     """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes);
+    runtime: the process's own resident memory, measured before the data and the arena;
     frozen_input, cache_bytes: how layerwise phases get their frozen layers' output, "cache" or
     "stream" (None: no layer is frozen), and what the cache takes or would take (budget.choose_frozen_input)."""
     ff_act = peak_live_bytes(plan.buffers, ("activations",))
@@ -14,8 +15,9 @@ def plan_report(plan, batch_size, held, budget, backprop_bytes, frozen_input=Non
         "arena_bytes": plan.arena_bytes,
         "naive_bytes": plan.naive_bytes,
         "data_bytes": held,
+        "runtime_bytes": runtime,
         "budget_bytes": budget,
-        "fits": None if budget is None else plan.arena_bytes + held <= budget,
+        "fits": None if budget is None else runtime + plan.arena_bytes + held <= budget,
         "batch_size": batch_size,
         "ff_activation_bytes": ff_act,
         "backprop_activation_bytes": backprop_bytes,
@@ -35,6 +37,9 @@ def print_plan(report):
         print(f"{b['name']:18} {shape:>14} {b['bytes']:>12,} {str(b['first']) + '-' + str(b['last']):>10} {b['offset']:>12,}")
     print(f"arena {fmt_bytes(report['arena_bytes'])} (no sharing: {fmt_bytes(report['naive_bytes'])}), "
           f"data in RAM {fmt_bytes(report['data_bytes'])}, batch size {report['batch_size']}")
+    print(f"process: runtime {fmt_bytes(report['runtime_bytes'])} (measured: interpreter, libraries, kernels) "
+          f"+ arena {fmt_bytes(report['arena_bytes'])} + data {fmt_bytes(report['data_bytes'])} = "
+          f"{fmt_bytes(report['runtime_bytes'] + report['arena_bytes'] + report['data_bytes'])}")
     print(f"activations per batch: FF {fmt_bytes(report['ff_activation_bytes'])}, "
           f"backprop would keep {fmt_bytes(report['backprop_activation_bytes'])}")
     if report["workspace_bytes"]:
@@ -46,7 +51,7 @@ def print_plan(report):
         print(f"frozen layers: stream (recomputed every batch; a cache would take {fmt_bytes(report['cache_bytes'])}: "
               "no room, or --shift)")
     if report["budget_bytes"] is not None:
-        total = report["arena_bytes"] + report["data_bytes"]
+        total = report["runtime_bytes"] + report["arena_bytes"] + report["data_bytes"]
         verdict = "fits" if report["fits"] else "does NOT fit"
         print(f"{verdict} in --memory-budget {fmt_bytes(report['budget_bytes'])} "
               f"(needs {fmt_bytes(total)}, headroom {fmt_bytes(report['budget_bytes'] - total)})")

@@ -18,6 +18,7 @@ import numpy as np
 from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from .budget import layout_for
 from .fit_loop import Optimizer, Param, PhasedTrainer
+from .layers.net import GRAD_SUM_ROWS
 from .memory import Arena, plan_greedy
 from .model import EPS, FFNet
 
@@ -63,6 +64,7 @@ class Trainer(PhasedTrainer):
         self.good, self.loss = v(ph.good), v(ph.loss)
         cache = self.layout.cache if p > 0 else None
         self.cache = (v(cache.u0), v(cache.inv)) if cache else None
+        self.sum_w, self.sum_b = (v(ph.grad_sum[0]), v(ph.grad_sum[1])) if ph.grad_sum else (None, None)
         if o.label_scores is not None:
             self.label_scores = v(o.label_scores)
         else:
@@ -179,6 +181,61 @@ class Trainer(PhasedTrainer):
                 losses[layers.index(k)] += loss
             x = self.hs[k][:rows]
 
+    def _batch_in_turn(self, b, layers, losses):
+        """_batch with the positives, then the negatives, passing the layers (activations of b rows, not
+        2b). Each pass's gradient is ff_loss_grad's mean over b rows, twice that over 2b: the negatives'
+        is added to the positives' and the sum halved (exact), then every trained layer steps once."""
+        net, hook = self.net, self.step_hook
+        self._stage(b)
+        for half, labels in enumerate((self.labels[:b], self.labels[b:2 * b])):
+            x = None
+            for k in range(layers[-1] + 1):
+                t0 = time.perf_counter() if hook else 0.0
+                z, h, good = self.zs[k][:b], self.hs[k][:b], self.good[:b]
+                if k == 0:
+                    overlay.overlay_pre(self.u0[:b], self.wl, self.inv[:b], labels, z)
+                else:
+                    np.matmul(x, net.weights[k], out=z)
+                ff_loss.ff_activate(z, net.biases[k], h, good, net.mean_goodness, EPS)
+                if k in self.params:
+                    ff_loss.ff_loss_grad(z, good, b if half == 0 else 0, self.cfg.threshold, self.loss[:b],
+                                         net.mean_goodness)
+                    losses[layers.index(k)] += self.loss[:b].mean() / 2
+                    self._layer_grad(k, x, z, labels, add=half == 1)
+                x = h
+                if hook:
+                    hook.layer_done(k, time.perf_counter() - t0)    # summed over both passes and the step
+        for k in layers:
+            t0 = time.perf_counter() if hook else 0.0
+            for p in self.params[k]:
+                p.g *= 0.5
+            self.opts[k].step(self.params[k])
+            if hook:
+                hook.layer_done(k, time.perf_counter() - t0)
+
+    def _layer_grad(self, k, x, dz, labels, add):
+        """Layer k's gradient from one pass (x its input, dz its loss gradient): written, or with add
+        added to the one there, a few rows at a time through sum_w and sum_b."""
+        net, (pw, pb) = self.net, self.params[k]
+        gb = self.sum_b[:pb.g.shape[0]] if add else pb.g
+        if k == 0:
+            x = self.x0[:len(dz)]
+            overlay.overlay_grad(dz, self.inv[:len(dz)], labels, net.label_value, self.gwl, gb)
+        else:
+            dense.column_sum(dz, gb)
+        if add:
+            pb.g += gb
+            for i in range(0, pw.g.shape[0], GRAD_SUM_ROWS):
+                rows = pw.g[i:i + GRAD_SUM_ROWS]
+                part = self.sum_w[:rows.size].reshape(rows.shape)
+                np.matmul(x[:, i:i + GRAD_SUM_ROWS].T, dz, out=part)
+                rows += part
+        else:
+            np.matmul(x.T, dz, out=pw.g)
+        if k == 0:
+            lo = net.label_offset
+            pw.g[lo:lo + net.num_classes] += self.gwl
+
     def _head_batch(self, b, losses):
         """One step of the linear head on batch idx[:b]."""
         net, ds, h = self.net, self.ds, self.head
@@ -227,7 +284,10 @@ class Trainer(PhasedTrainer):
         return f"layer {layers[0] + 1}/{n_layers} " if len(layers) == 1 < n_layers else ""
 
     def _step(self, b, layers, totals):
-        self._head_batch(b, totals) if layers == ["head"] else self._batch(b, layers, totals)
+        if layers == ["head"]:
+            self._head_batch(b, totals)
+        else:
+            (self._batch_in_turn if self.cfg.in_turn else self._batch)(b, layers, totals)
 
     def _part(self, key):
         return "the linear head" if key == "head" else f"layer {key + 1}/{len(self.net.weights)}"

@@ -26,10 +26,12 @@ class RunPlan:
     cache_bytes: int            # what that cache takes, or would take
 
 
-def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_input=None):
+def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_input=None, runtime=0):
     """The RunPlan of cfg's run on ds, or one UsageError line saying what does not fit: the net
     and the data (its input width, its image size), --shift and the data, --init's net and the
-    data, the memory budget (budget: bytes or None; auto: the largest batch that fits it).
+    data, the memory budget (budget: bytes or None; auto: the largest batch that fits it; runtime:
+    the process's own resident memory, which the budget covers too). A dense net too big for the
+    budget with positives and negatives together is planned with them in turn when that fits.
     resumed_frozen_input: the choice of the run a checkpoint continues, kept."""
     if init_net is not None and init_net.in_shape != image_chw(ds.image_shape):
         raise UsageError(f"--init {cfg.init}: its net takes {'x'.join(map(str, init_net.in_shape))} (CxHxW) images, "
@@ -52,9 +54,20 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
+    try:
+        plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+    except UsageError as too_big:
+        if budget is None or auto or cfg.is_conv or cfg.in_turn:
+            raise
+        in_turn = dataclasses.replace(cfg, in_turn=True)   # the budget is tight: half the activations, same result
+        try:
+            plan, batch_size = fit_budget(planner(in_turn, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+        except UsageError:
+            raise too_big from None
+        cfg = in_turn
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input)
+    plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input,
+                                                         runtime)
     return RunPlan(cfg, plan, in_width, frozen_input, cache_bytes)
 
 

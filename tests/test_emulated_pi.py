@@ -68,5 +68,5 @@ def test_bundle_deploy_infer_and_train_on_aarch64(pi, tmp_path):
 
     subprocess.run(["scp", "-F", config, str(data), "emulated-pi:tiny.npz"], check=True, timeout=600)
     trained = json.loads(on_pi(pi, "edgeff/current/venv/bin/edgeff train --dataset tiny.npz --model 64-16 "
-                                   "--epochs 2 --batch-size 16 --memory-budget 16MiB --out pi-run --force --json --quiet"))
+                                   "--epochs 2 --batch-size 16 --memory-budget 512MiB --out pi-run --force --json --quiet"))
     assert trained["train_samples"] == 300 and 0.0 <= trained["test_error"] <= 1.0

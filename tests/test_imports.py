@@ -3,6 +3,7 @@ round a longer circle, counting imports inside functions too), and the profiler'
 stays below the commands and the deploy side."""
 
 import ast
+import json
 import importlib
 import os
 
@@ -77,3 +78,34 @@ def test_no_import_circle():
 def test_profiler_measures_without_commands_or_deploy():
     below = graph()["edgeff.profile"]
     assert not {m for m in below if m.startswith(("edgeff.commands", "edgeff.deploy"))}
+
+
+# What a training run loads: only what training uses. Export (ONNX, onnxruntime), the deploy side and the
+# report's plots load only with the commands that need them; each would add resident memory the run never uses.
+NOT_FOR_TRAINING = ("onnx", "onnxruntime", "matplotlib", "edgeff.export", "edgeff.deploy", "edgeff.report",
+                    "edgeff.report_plots", "edgeff.predictor", "edgeff.commands.export", "edgeff.commands.deploy")
+LOADED_BY_A_RUN = """
+import json, sys
+from edgeff.cli import main
+code = main(sys.argv[1:])
+print(json.dumps([code, sorted(m for m in sys.modules if m.split(".")[0] in ("onnx", "onnxruntime", "matplotlib", "edgeff"))]))
+"""
+
+
+def test_a_training_run_never_imports_export_deploy_or_report(tmp_path):
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "blobs.npz"
+    np.savez(data, x_train=rng.random((200, 16), np.float32), y_train=rng.integers(0, 3, 200),
+             x_test=rng.random((50, 16), np.float32), y_test=rng.integers(0, 3, 50))
+    r = subprocess.run([sys.executable, "-c", LOADED_BY_A_RUN, "train", "--dataset", str(data), "--model", "16-8",
+                        "--epochs", "1", "--head-epochs", "1", "--quiet", "--out", str(tmp_path / "run")],
+                       capture_output=True, text=True, timeout=600)
+    code, loaded = json.loads(r.stdout.strip().splitlines()[-1])
+    assert code == 0, r.stderr
+    assert "edgeff.train" in loaded                # the probe sees what the run imported
+    assert not [m for m in loaded if m.startswith(NOT_FOR_TRAINING)], loaded

@@ -35,6 +35,8 @@ def test_dense_forward_and_local_grad(shape, d_out, seed):
     ref.local_grad(x, dz, gw_r, gb_r)
     close(gw, gw_r, rtol=1e-4, atol=1e-5)
     close(gb, gb_r, rtol=1e-4, atol=1e-5)
+    dense.column_sum(dz, gb)
+    close(gb, ref.column_sum(dz, gb_r), rtol=1e-4, atol=1e-5)
 
 
 @SETTINGS

@@ -13,6 +13,7 @@ from ..config import (CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATI
 from ..conv_models import HYBRID, NETS
 from ..convnet import ConvNet
 from ..data import load_dataset
+from ..data_mmap import load_mapped
 from .. import checkpoint, tuning
 from ..budget import backprop_bytes, data_bytes
 from ..errors import UsageError
@@ -20,7 +21,7 @@ from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..progress import progress_enabled
-from ..runs import MODEL, load_run, peak_rss_mib, rss_mib, save_run
+from ..runs import MODEL, load_run, peak_rss_mib, rss_bytes, rss_mib, save_run
 from ..sff_train import warm_up_conv
 from ..train import warm_up
 from ..training import make_trainer, plan_run
@@ -34,6 +35,9 @@ def add_arguments(p):
     p.add_argument("--dataset", default=_D.dataset, help="name (fashion-mnist, mnist, kmnist) or a .npz file "
                    "with x_train, y_train, x_test, y_test (default: %(default)s)")
     p.add_argument("--data-dir", help="where to look for the data set first")
+    p.add_argument("--data-mmap", action="store_true",
+                   help="memory-map a prepared copy of the data set (made once under the user cache, checked on "
+                        "every use): only the pages in use are resident, and --memory-budget does not count them")
     p.add_argument("--limit-train", type=int, metavar="N", help="train on the first N training examples only")
     p.add_argument("--model", help="dense FF: layer widths, input first; conv FF: a named net "
                    f"({', '.join(NETS)}) or a spec like cnn:32p/64p-128 (default: {_D.model}, or --init's)")
@@ -53,7 +57,11 @@ def add_arguments(p):
     p.add_argument("--batch-size", help="examples per batch, or 'auto': the largest that fits --memory-budget "
                    f"(default: {_D.batch_size}, conv nets {CONV_BATCH_SIZE})")
     p.add_argument("--memory-budget", metavar="SIZE",
-                   help="memory training may use (arena + data), like 48MiB or 1GB; checked before training starts")
+                   help="memory the whole process may use (runtime measured at start-up + arena + data), like 300MiB "
+                        "or 1GB; checked before training starts, and against the cgroup's limit")
+    p.add_argument("--in-turn", action="store_true",
+                   help="dense nets: positives, then negatives, pass the layers (activations of B rows, not 2B; "
+                        "the same gradients); chosen by itself when --memory-budget is too tight otherwise")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--optimizer", default=_D.optimizer, choices=OPTIMIZERS)
     p.add_argument("--lr", type=float, default=_D.lr, help="FF layers' learning rate (default: %(default)s)")
@@ -92,6 +100,7 @@ class Prepared:
     ds: object
     run: object               # training.RunPlan: the settled config, memory plan and how frozen layers are fed
     load_seconds: float
+    compile_seconds: float
     plan_args: tuple
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
 
@@ -119,8 +128,10 @@ def prepare(args, resume_meta=None):
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
+    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
-    ds = load_dataset(cfg.dataset, args.data_dir)
+    ds = (load_mapped if args.data_mmap else load_dataset)(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0
     if args.limit_train is not None:
         if args.limit_train < 1:
@@ -130,12 +141,12 @@ def prepare(args, resume_meta=None):
     if args.epochs is None:
         cfg = dataclasses.replace(cfg, epochs=default_epochs(len(ds.y_train)))
     resumed = resume_meta.get("frozen_input", "stream") if resume_meta else None   # older checkpoints streamed
-    run = plan_run(cfg, ds, budget, auto, init_net, resumed)
+    run = plan_run(cfg, ds, budget, auto, init_net, resumed, runtime)
     cfg = run.cfg
-    return Prepared(cfg, ds, run, load_seconds,
+    return Prepared(cfg, ds, run, load_seconds, compile_seconds,
                     (run.plan, cfg.batch_size, data_bytes(ds), budget,
-                     backprop_bytes(cfg, ds, run.in_width, cfg.batch_size), run.frozen_input, run.cache_bytes),
-                    init_net)
+                     backprop_bytes(cfg, ds, run.in_width, cfg.batch_size), runtime, run.frozen_input,
+                     run.cache_bytes), init_net)
 
 
 def run(args):
@@ -169,7 +180,7 @@ def _train(args, out, prepared, resume):
     cfg, ds, load_seconds = prepared.cfg, prepared.ds, prepared.load_seconds
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
-    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    compile_seconds = prepared.compile_seconds
     rss_before = rss_mib()
     trainer = make_trainer(prepared.run, ds, progress_of([ProgressBar()] if show else None), prepared.init_net,
                            resume[1].get("blas_threads") if resume else None)
