@@ -11,19 +11,12 @@ import os
 
 import numpy as np
 
-from .data import CHUNK, DataError, Dataset, cache_dir, load_dataset, locate, source_files, validate
-from .fileio import atomic_write_files, atomic_write_text, write_error
+from .data import DataError, Dataset, cache_dir, load_dataset, locate, source_files, validate
+from .fileio import atomic_write_files, atomic_write_text, sha256_file, write_error
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 META = "meta.json"
 
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(CHUNK):
-            h.update(block)
-    return h.hexdigest()
 
 
 def source_identity(path):
@@ -41,7 +34,7 @@ def _open(directory, identity):
     try:
         with open(os.path.join(directory, META)) as f:
             meta = json.load(f)
-        if meta["identity"] != identity or any(_sha256(os.path.join(directory, f"{k}.npy")) != meta["sha256"][k]
+        if meta["identity"] != identity or any(sha256_file(os.path.join(directory, f"{k}.npy")) != meta["sha256"][k]
                                                for k in ARRAYS):
             return None
         x_train, x_test = (np.load(os.path.join(directory, f"{k}.npy"), mmap_mode="c", allow_pickle=False)
@@ -61,7 +54,7 @@ def _write(directory, ds, identity):
     atomic_write_files({paths[k]: (lambda f, a=getattr(ds, k): np.save(f, a, allow_pickle=False)) for k in ARRAYS})
     meta = dict(identity=identity, name=ds.name, num_classes=ds.num_classes, scale=ds.scale,
                 image_shape=ds.image_shape, label_names=list(ds.label_names), source=ds.source,
-                sha256={k: _sha256(p) for k, p in paths.items()})
+                sha256={k: sha256_file(p) for k, p in paths.items()})
     atomic_write_text(os.path.join(directory, META), json.dumps(meta, indent=1, allow_nan=False) + "\n")
 
 

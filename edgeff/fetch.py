@@ -10,15 +10,8 @@ import zlib
 
 from .data import CHUNK, IDX_FILES, KNOWN, cache_dir
 from .errors import DataError
-from .fileio import atomic_write, atomic_write_text
+from .fileio import atomic_write, atomic_write_text, sha256_file
 
-
-def _sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _download(url, path, want, progress):
@@ -77,7 +70,7 @@ def fetch_dataset(name, data_dir=None, mirror=None, progress=None, *, expected_s
     sums = []
     for fname in (stem + ".gz" for stem in IDX_FILES):
         path, want = os.path.join(dest, fname), hashes.get(fname)
-        if want and os.path.isfile(path) and _sha256_file(path) == want:
+        if want and os.path.isfile(path) and sha256_file(path) == want:
             digest, how = want, "already present, sha256 verified"
         else:
             digest = _download(base + fname, path, want, progress)

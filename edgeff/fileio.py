@@ -2,6 +2,7 @@
 locations checked before any work is done."""
 
 import errno
+import hashlib
 import os
 import tempfile
 
@@ -117,3 +118,12 @@ def check_output_file(path, flag):
         _probe(directory)
     except OSError as exc:
         raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror}); choose another place") from None
+
+
+def sha256_file(path, chunk=1 << 20):
+    """The sha256 hex digest of a file, read a chunk at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

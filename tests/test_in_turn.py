@@ -50,7 +50,7 @@ def test_a_tight_budget_trains_in_turn(tmp_path):
     data = tmp_path / "d.npz"
     np.savez(data, x_train=rng.integers(0, 256, (2048, 64), np.uint8), y_train=rng.integers(0, 4, 2048),
              x_test=rng.integers(0, 256, (200, 64), np.uint8), y_test=rng.integers(0, 4, 200))
-    run = ["--dataset", data, "--model", "64-1000-1000", "--schedule", "layerwise", "--batch-size", "1024",
+    run = ["--dataset", data, "--model", "64-1000", "--schedule", "layerwise", "--batch-size", "1024",
            "--head-epochs", "0", "--classifier", "goodness", "--epochs", "1"]
     both = json.loads(edgeff("plan", *run, "--json").stdout)
     in_turn = json.loads(edgeff("plan", *run, "--in-turn", "--json").stdout)
