@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from ..config import CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
+from ..config import ALGOS, CLASSIFIERS, GOODNESS, NEGATIVES, OPTIMIZERS, SCHEDULES, TrainConfig
 from ..conv_models import HYBRID, NETS, is_conv_model
 from ..convnet import ConvNet, image_chw
 from ..data import load_dataset
@@ -22,6 +22,7 @@ from ..progress import Progress, progress_enabled
 from ..runs import MODEL, load_run, peak_rss_mib, rss_mib, save_run
 from ..sff_train import ConvTrainer, warm_up_conv
 from ..train import Trainer, warm_up
+from .. import unsup_train
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
 
@@ -76,6 +77,11 @@ def add_arguments(p):
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
                    help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
+    p.add_argument("--algo", default=_D.algo, choices=ALGOS,
+                   help="ff: supervised FF (labels overlaid); ff-unsup: unsupervised FF on real vs hybrid images, "
+                        "then a linear probe on the last three layers (default: %(default)s)")
+    p.add_argument("--probe-labels", type=float, default=_D.probe_labels, metavar="FRACTION",
+                   help="ff-unsup: share of the training labels the probe may use, in (0, 1] (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -180,7 +186,10 @@ def prepare(args, resume_meta=None):
         raise UsageError(f"--shift moves images; {ds.name} holds {'flat rows' if ds.image_shape is None else ds.image_shape}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto)
+    if cfg.algo == "ff-unsup":
+        unsup_train.check_data(cfg, ds)
+    plan_of = unsup_train.planner(cfg, ds) if cfg.algo == "ff-unsup" else planner(cfg, ds, in_width)
+    plan, batch_size = fit_budget(plan_of, cfg.batch_size, ds, budget, auto)
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
     return Prepared(cfg, ds, plan, load_seconds,
                     (plan, batch_size, data_bytes(ds), budget, backprop_bytes(cfg, ds, in_width, batch_size)), in_width,
@@ -219,9 +228,12 @@ def _train(args, out, prepared, resume):
     show = progress_enabled(args.quiet, args.json)
     log = (lambda msg: None) if (args.quiet or args.json) else (lambda msg: print(msg, file=sys.stderr))
     compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    unsup = cfg.algo == "ff-unsup"
+    compile_seconds += unsup_train.warm_up_unsup() if unsup else 0.0
     rss_before = rss_mib()
     progress = lambda total, desc: Progress(total, desc, enabled=show) if show else None
     trainer = (ConvTrainer(cfg, ds, progress, prepared.plan, init=prepared.init_net) if cfg.is_conv else
+               unsup_train.UnsupTrainer(cfg, ds, progress, prepared.plan) if unsup else
                Trainer(cfg, ds, progress, plan=prepared.plan))
     if resume:   # every check before the first line of output: a refused checkpoint is one line
         checkpoint.check_resume(os.path.join(out, checkpoint.NAME), *resume, trainer)
@@ -255,6 +267,8 @@ def _train(args, out, prepared, resume):
         "model": cfg.model,
         "out": out,
     }
+    if unsup:
+        metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))
