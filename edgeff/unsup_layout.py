@@ -76,10 +76,10 @@ def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, op
     phases = []
     for p, layers in enumerate(groups):
         ph, pre = FFPhase(p * steps, steps), f"p{p}/"
-        stage = lambda name, shape, dtype=F32, last=ph.first: Buffer(f"{pre}{name}", shape, dtype, ph.first, last, "data")
+        data = lambda name, shape, last, dtype=F32: Buffer(f"{pre}{name}", shape, dtype, ph.first, last, "data")
         phases.append(UnsupPhase(
-            layers, stage("idx", (b,), "int64"), stage("partner_u", (b,)), stage("masks", (b, pixels)),
-            stage("x", (rows, in_width), last=ph.update(0)),
+            layers, data("idx", (b,), ph.first, "int64"), data("partner_u", (b,), ph.first),
+            data("masks", (b, pixels), ph.first), data("x", (rows, in_width), ph.update(0)),
             {k: dense.training(pre, k, d_in[k], widths[k], slots, ph) for k in layers},
             [dense.activations(pre, k, rows, widths[k], ph) for k in range(layers[-1] + 1)],
             Buffer(f"{pre}good", (rows,), F32, ph.forward(0), ph.last, "activations"),
@@ -95,7 +95,8 @@ def _probe(widths, in_width, num_classes, batch, phase):
     feat = sum(widths[k] for k in probe_layers(len(widths)))
     opt = tuple((buf(f"h/opt{s}_w", (feat, num_classes), "head"), buf(f"h/opt{s}_b", (num_classes,), "head"))
                 for s in range(2))
-    training = dense.Training("head", opt, buf("h/gw", (feat, num_classes), "head"), buf("h/gb", (num_classes,), "head"))
+    training = dense.Training("head", opt, buf("h/gw", (feat, num_classes), "head"),
+                              buf("h/gb", (num_classes,), "head"))
     return Probe(buf("head_w", (feat, num_classes), "head"), buf("head_b", (num_classes,), "head"), training,
                  buf("h/idx", (batch,), "data", "int64"), buf("h/y", (batch,), "data", "int64"),
                  buf("h/x", (batch, in_width), "data"),

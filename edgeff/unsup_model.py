@@ -125,7 +125,8 @@ class UnsupNet:
         prev = self.in_features
         for k, (w, b) in enumerate(zip(self.weights, self.biases)):
             if w.shape[0] != prev or b.shape != (w.shape[1],):
-                raise ModelError(f"{source}: layer {k}: weight {w.shape} / bias {b.shape} do not chain from width {prev}")
+                raise ModelError(f"{source}: layer {k}: weight {w.shape} / bias {b.shape} do not chain from "
+                                 f"width {prev}")
             prev = w.shape[1]
         feat = sum(self.widths[k] for k in self.probed)
         if self.head_w.shape[0] != feat or self.head_w.shape[1] < 1 or self.head_b.shape != (self.head_w.shape[1],):

@@ -1,51 +1,16 @@
-"""Unsupervised FF (--algo ff-unsup): hybrid-image masks against their NumPy twin, the probe's
-share of labels, bitwise resume in every phase, ONNX export parity, and the CLI end to end."""
+"""Unsupervised FF (--algo ff-unsup): the probe's share of labels, bitwise resume in every
+phase, ONNX export parity, and the CLI end to end (the hybrid kernel: test_kernels.py)."""
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from edgeff import checkpoint, export
 from edgeff.config import TrainConfig
 from edgeff.data import load_dataset
-from edgeff.kernels import hybrid, reference as ref
 from edgeff.unsup_model import UnsupNet
 from edgeff.unsup_train import UnsupTrainer
 from images import write_images_npz, write_rgb_npz
 from run_cli import edgeff, ok, one_line_error
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.integers(1, 5), st.integers(1, 12), st.integers(1, 12), st.integers(1, 3), st.integers(0, 6),
-       st.booleans(), st.integers(0, 2**31))
-def test_hybrid_kernel_matches_its_numpy_twin(b, height, width, channels, passes, as_uint8, seed):
-    """Up to 6 passes every blurred value is a multiple of 4**-12 = 2**-24: exact in float32, so
-    the masks must be equal to the bit."""
-    rng = np.random.default_rng(seed)
-    src = rng.integers(0, 256, (7, height * width * channels))
-    src = src.astype(np.uint8) if as_uint8 else (src / 255).astype(np.float32)
-    idx = rng.integers(0, 7, b).astype(np.int64)
-    partner_u, u = rng.random(b, dtype=np.float32), rng.random((b, height * width), dtype=np.float32)
-    got, want = np.empty((b, src.shape[1]), np.float32), np.empty((b, src.shape[1]), np.float32)
-    masks, masks_ref = u.copy(), u.copy()
-    hybrid.hybrid_images(src, idx, partner_u, masks, (height, width), 0.5, got, passes)
-    ref.hybrid_images(src, idx, partner_u, masks_ref, (height, width), 0.5, want, passes)
-    np.testing.assert_array_equal(masks, masks_ref)
-    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
-
-
-def test_masks_are_large_regions_mixing_two_real_images():
-    rng = np.random.default_rng(0)
-    src = rng.integers(0, 256, (50, 28 * 28)).astype(np.uint8)
-    idx = np.arange(20, dtype=np.int64)
-    partner_u, masks = rng.random(20, dtype=np.float32), rng.random((20, 28 * 28), dtype=np.float32)
-    out = np.empty((20, 28 * 28), np.float32)
-    hybrid.hybrid_images(src, idx, partner_u, masks, (28, 28), 1.0, out)
-    m = masks.reshape(20, 28, 28)
-    assert set(np.unique(m)) == {0.0, 1.0} and 0.3 < m.mean() < 0.7
-    assert (m[:, :, 1:] == m[:, :, :-1]).mean() > 0.85 and (m[:, 1:] == m[:, :-1]).mean() > 0.85   # random bits: 0.5
-    partner = (partner_u * 50).astype(np.int64)
-    np.testing.assert_array_equal(out, np.where(masks > 0, src[idx], src[partner]))
 
 
 @pytest.fixture(scope="module")
@@ -165,9 +130,9 @@ def test_cli_resume_after_a_checkpoint(images, tmp_path):
     args = ["train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20-20", "--epochs", "2",
             "--head-epochs", "1", "--batch-size", "50", "--quiet", "--json"]
     whole = ok(edgeff(*args, "--out", tmp_path / "whole"))
-    ok(edgeff(*args, "--out", tmp_path / "run", "--checkpoint-every", "5"))
+    ok(edgeff(*args, "--out", tmp_path / "run", "--checkpoint-every", "7"))
     assert (tmp_path / "run" / checkpoint.NAME).exists()
-    again = ok(edgeff("train", "--resume", tmp_path / "run", "--json"))     # from its last checkpoint, in the probe
+    again = ok(edgeff("train", "--resume", tmp_path / "run", "--json"))     # from step 28 of 30: in the probe
     assert again["test_error"] == whole["test_error"] and again["probe_labels"] == 1.0
     with np.load(tmp_path / "whole" / "model.npz") as a, np.load(tmp_path / "run" / "model.npz") as b:
         for k in a.files:
@@ -208,3 +173,11 @@ def test_colour_images_train(tmp_path):
     m = ok(edgeff("train", "--dataset", path, "--algo", "ff-unsup", "--model", "243-30", "--epochs", "1",
                   "--head-epochs", "3", "--batch-size", "20", "--out", tmp_path / "r", "--json"))
     assert 0 <= m["test_error"] <= 1
+
+
+def test_plan_holds_the_hybrid_buffers_and_the_probe(images):
+    report = ok(edgeff("plan", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20-10", "--batch-size", "16",
+                       "--json"))
+    shapes = {b["name"]: tuple(b["shape"]) for b in report["buffers"]}
+    assert shapes["p0/masks"] == (16, 64) and shapes["p0/x"] == (32, 64) and shapes["head_w"] == (30, 3)
+    assert report["arena_bytes"] < report["naive_bytes"]         # the FF phases and the probe share bytes
