@@ -19,10 +19,11 @@ import time
 import numpy as np
 
 from .errors import UsageError
-from .fit_loop import Optimizer, Param, PhasedTrainer
+from .fit_loop import Optimizer, PhasedTrainer
 from .kernels import batch, dense, ff_loss, hybrid, norm, softmax
 from .memory import Arena, plan_greedy
 from .model import EPS
+from .train import Trainer
 from .unsup_layout import unsup_layout
 from .unsup_model import UnsupNet
 
@@ -99,14 +100,7 @@ class UnsupTrainer(PhasedTrainer):
             self.params[k] = self._bind_params(training, self.net.weights[k], self.net.biases[k])
             self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
 
-    def _bind_params(self, training, w, b):
-        v = self.arena.view
-        state = [(v(sw), v(sb)) for sw, sb in training.opt]
-        for sw, sb in state:
-            sw[...] = 0.0
-            sb[...] = 0.0
-        (mw, mb), (vw, vb) = state[0], state[1] if len(state) > 1 else (None, None)
-        return Param(w, v(training.gw), mw, vw), Param(b, v(training.gb), mb, vb)
+    _bind_params = Trainer._bind_params    # (weights, bias) Params on this arena: the supervised trainer's
 
     def _phase_epochs(self, keys):
         return self.cfg.head_epochs if keys == ["head"] else self.cfg.epochs
