@@ -124,6 +124,8 @@ def test_cli_train_eval_export_infer(images, tmp_path):
     assert by_run["labels"] == by_onnx["labels"] and by_onnx["engine"] == "onnxruntime"
     one_line_error(edgeff("export", run, "-o", tmp_path / "g.onnx", "--head", "goodness"), "--head linear")
     assert not (tmp_path / "g.onnx").exists()
+    bundle = ok(edgeff("bundle", run, "--target", "rpi5", "-o", tmp_path / "b", "--no-wheels", "--json"))
+    assert bundle["export"]["head"] == "linear" and bundle["export"]["parity"]["ok"]
 
 
 def test_cli_resume_after_a_checkpoint(images, tmp_path):
