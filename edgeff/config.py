@@ -16,6 +16,7 @@ NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
 CLASSIFIERS = ("linear", "goodness", "last")   # last: conv nets only
+ALGOS = ("ff", "ff-unsup")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -85,12 +86,15 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
+    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them
+    probe_labels: float = 1.0  # ff-unsup: share of the training labels the probe reads
 
     def validate(self):
         if not self.is_conv:
             parse_spec(self.model)
         for name, allowed in (("schedule", SCHEDULES), ("negatives", NEGATIVES), ("optimizer", OPTIMIZERS),
-                              ("goodness", GOODNESS), ("classifier", CLASSIFIERS), ("hybrid", HYBRID)):
+                              ("goodness", GOODNESS), ("classifier", CLASSIFIERS), ("hybrid", HYBRID),
+                              ("algo", ALGOS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
         for name, low, high in (("epochs", 1, None), ("batch_size", 1, None), ("head_epochs", 0, None),
@@ -121,6 +125,12 @@ class TrainConfig:
         if not self.is_conv and self.classifier == "last":
             raise UsageError("--classifier last (the last block's class goodness) is for conv nets; "
                              "dense nets have linear and goodness")
+        _check_real("probe_labels", self.probe_labels, low=0, high=1, above_low=True)
+        if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear" or not self.head_epochs):
+            raise UsageError("--algo ff-unsup trains a dense --model and classifies with its linear probe: "
+                             "use a dense --model, --classifier linear and --head-epochs 1 or more")
+        if self.algo == "ff" and self.probe_labels != 1.0:
+            raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup; leave it out")
         if self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self

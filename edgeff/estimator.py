@@ -151,6 +151,9 @@ class FFClassifier:
     def _plan(self, ds, partial):
         """(training.RunPlan, init's net) of a new net's fit on ds, every check made as
         `edgeff train` makes them; a partial fit is one epoch per phase."""
+        if self.algo != "ff":
+            raise UsageError(f"FFClassifier trains supervised FF (algo='ff'); algo={self.algo!r} has no "
+                             f"estimator yet: use edgeff train --algo {self.algo}")
         init_net = init_cfg = None
         if self.init:
             init_net, init_cfg = load_run(self.init)

@@ -32,11 +32,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import export_conv
+from . import export_conv, export_unsup
 from .version import __version__
 from .convnet import ConvNet
 from .errors import ExportError, UsageError
 from .model import EPS
+from .unsup_model import UnsupNet
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
@@ -153,6 +154,8 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
     if conv and head not in ConvNet.classifiers(net):
         raise UsageError(f"--head {head}: a conv net has no linear head (its blocks vote with their class "
                          "goodness); leave --head out or use --head goodness or last")
+    if isinstance(net, UnsupNet) and head != "linear":
+        raise UsageError(f"--head {head}: an ff-unsup net classifies with its linear probe only; use --head linear")
     if not conv and head == "last":
         raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear "
                          "or both")
@@ -163,7 +166,9 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
                           f"({MIN_OPSET}..{max_opset()})")
     g = Graph(opset)
     n_dim = "N" if batch == "dynamic" else int(batch)
-    inputs, outputs, doc = export_conv.build_graph(g, net, n_dim, head) if conv else _dense_graph(g, net, head, n_dim)
+    inputs, outputs, doc = (export_conv.build_graph(g, net, n_dim, head) if conv else
+                            export_unsup.build_graph(g, net, n_dim) if isinstance(net, UnsupNet) else
+                            _dense_graph(g, net, head, n_dim))
     graph = helper.make_graph(g.nodes, "edgeff_ff", inputs, outputs, g.inits)
     model = helper.make_model(graph, producer_name="edgeff", producer_version=__version__, model_version=1,
                               doc_string=doc)

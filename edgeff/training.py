@@ -4,13 +4,13 @@ every check of the config against the data and the memory plan before anything i
 
 import dataclasses
 
-from . import tuning
+from . import tuning, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
 from .convnet import image_chw
 from .errors import UsageError
 from .model import FFNet
-from .sff_train import ConvTrainer
-from .train import Trainer
+from .sff_train import ConvTrainer, warm_up_conv
+from .train import Trainer, warm_up
 
 
 def _holds(ds):
@@ -54,10 +54,14 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
+    unsup = cfg.algo == "ff-unsup"
+    if unsup:
+        unsup_train.check_data(cfg, ds)
+    plan_of = unsup_train.planner(cfg, ds) if unsup else planner(cfg, ds, in_width)
     try:
-        plan, batch_size = fit_budget(planner(cfg, ds, in_width), cfg.batch_size, ds, budget, auto, runtime)
+        plan, batch_size = fit_budget(plan_of, cfg.batch_size, ds, budget, auto, runtime)
     except UsageError as too_big:
-        if budget is None or auto or cfg.is_conv or cfg.in_turn:
+        if budget is None or auto or cfg.is_conv or cfg.in_turn or unsup:
             raise
         in_turn = dataclasses.replace(cfg, in_turn=True)   # the budget is tight: half the activations, same result
         try:
@@ -66,6 +70,8 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
             raise too_big from None
         cfg = in_turn
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
+    if unsup:
+        return RunPlan(cfg, plan, in_width, None, 0)
     plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input,
                                                          runtime)
     return RunPlan(cfg, plan, in_width, frozen_input, cache_bytes)
@@ -78,4 +84,13 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
     tuning.apply(tuning.tuned()[0], blas_threads)
     if run.cfg.is_conv:
         return ConvTrainer(run.cfg, ds, progress, run.plan, init=init_net)
+    if run.cfg.algo == "ff-unsup":
+        return unsup_train.UnsupTrainer(run.cfg, ds, progress, run.plan)
     return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
+
+
+def warm_up_for(cfg):
+    """Compile, or load from Numba's cache, the kernels cfg's run uses; returns the seconds it took."""
+    if cfg.is_conv:
+        return warm_up_conv()
+    return warm_up() + (unsup_train.warm_up_unsup() if cfg.algo == "ff-unsup" else 0.0)

@@ -293,3 +293,22 @@ def gate_grad(x, dy, u, du):
 def gate_input_grad(dy, u, ds, dx):
     dx[...] = dy * hardsigmoid(u)[:, :, None, None] + ds[:, :, None, None] / (dy.shape[2] * dy.shape[3])
     return dx
+
+
+def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes=6):
+    height, width = image_shape[:2]
+    m = (u < 0.5).astype(np.float64).reshape(-1, height, width)
+    for _ in range(passes):
+        for axis in (2, 1):        # rows, then columns; an edge pixel stands in for its missing neighbour
+            pad = [(0, 0)] * 3
+            pad[axis] = (1, 1)
+            e = np.pad(m, pad, mode="edge")
+            lo, mid, hi = (np.take(e, np.arange(s, s + m.shape[axis]), axis=axis) for s in (0, 1, 2))
+            m = 0.25 * lo + 0.5 * mid + 0.25 * hi
+    mask = (m > 0.5).reshape(len(idx), -1)
+    u[...] = mask
+    partner = np.minimum((partner_u * len(src)).astype(np.int64), len(src) - 1)
+    channels = src.shape[1] // (height * width)
+    mask = np.repeat(mask, channels, axis=1)
+    out[...] = np.where(mask, src[idx].astype(np.float64), src[partner].astype(np.float64)) * np.float32(scale)
+    return out

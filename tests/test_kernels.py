@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
+from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax
 from edgeff.kernels import reference as ref
 
 shapes = st.tuples(st.integers(1, 17), st.integers(1, 33))
@@ -243,3 +243,36 @@ def test_random_wrong_label(rows, c, seed):
     ref.random_wrong_label(y, u, c, want)
     np.testing.assert_array_equal(out, want)
     assert (out != y).all() and (out >= 0).all() and (out < c).all()
+
+
+@SETTINGS
+@given(st.integers(1, 5), st.integers(1, 12), st.integers(1, 12), st.integers(1, 3), st.integers(0, 6),
+       st.booleans(), st.integers(0, 2**31))
+def test_hybrid_kernel_matches_its_numpy_twin(b, height, width, channels, passes, as_uint8, seed):
+    """Up to 6 passes every blurred value is a multiple of 4**-12 = 2**-24: exact in float32, so
+    the masks must be equal to the bit."""
+    rng = np.random.default_rng(seed)
+    src = rng.integers(0, 256, (7, height * width * channels))
+    src = src.astype(np.uint8) if as_uint8 else (src / 255).astype(np.float32)
+    idx = rng.integers(0, 7, b).astype(np.int64)
+    partner_u, u = rng.random(b, dtype=np.float32), rng.random((b, height * width), dtype=np.float32)
+    got, want = np.empty((b, src.shape[1]), np.float32), np.empty((b, src.shape[1]), np.float32)
+    masks, masks_ref = u.copy(), u.copy()
+    hybrid.hybrid_images(src, idx, partner_u, masks, (height, width), 0.5, got, passes)
+    ref.hybrid_images(src, idx, partner_u, masks_ref, (height, width), 0.5, want, passes)
+    np.testing.assert_array_equal(masks, masks_ref)
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_masks_are_large_regions_mixing_two_real_images():
+    rng = np.random.default_rng(0)
+    src = rng.integers(0, 256, (50, 28 * 28)).astype(np.uint8)
+    idx = np.arange(20, dtype=np.int64)
+    partner_u, masks = rng.random(20, dtype=np.float32), rng.random((20, 28 * 28), dtype=np.float32)
+    out = np.empty((20, 28 * 28), np.float32)
+    hybrid.hybrid_images(src, idx, partner_u, masks, (28, 28), 1.0, out)
+    m = masks.reshape(20, 28, 28)
+    assert set(np.unique(m)) == {0.0, 1.0} and 0.3 < m.mean() < 0.7
+    assert (m[:, :, 1:] == m[:, :, :-1]).mean() > 0.85 and (m[:, 1:] == m[:, :-1]).mean() > 0.85   # random bits: 0.5
+    partner = (partner_u * 50).astype(np.int64)
+    np.testing.assert_array_equal(out, np.where(masks > 0, src[idx], src[partner]))

@@ -14,8 +14,9 @@ from numba.core.runtime import rtsys
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
-from edgeff.kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
+from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax
 from edgeff.train import Trainer, warm_up
+from edgeff.unsup_train import UnsupTrainer, warm_up_unsup
 
 
 def nrt():
@@ -47,6 +48,7 @@ def kernel_calls():
         ("adam_step(parallel)", lambda: optim.adam_step(big, big, big.copy(), big.copy(), 1, 0.1), 4),
         ("sgd_momentum_step", lambda: optim.sgd_momentum_step(b, b, f(30), 0.1), 3),
         ("softmax_xent_grad", lambda: softmax.softmax_xent_grad(f(64, 10), y, f(64)), 3),
+        ("hybrid_images", lambda: hybrid.hybrid_images(x8[:, :49], idx, f(64), f(64, 49), (7, 7), 1.0, f(64, 49)), 5),
     ]
 
 
@@ -68,11 +70,26 @@ def loop_counts(ds, schedule, negatives, batch_size, cache, batches=40):
     ff_phases = [p for p in t.phases() if p != ["head"]]
     layers = ff_phases[-1]
     t._bind_phase(len(ff_phases) - 1)
+    return step_counts(t, layers, schedule, batch_size, batches)
+
+
+def unsup_loop_counts(ds, phase, batch_size, batches=40):
+    """The loop of unsupervised FF: its last FF phase (hybrids staged) or its probe's phase."""
+    cfg = TrainConfig(model="784-300-200-100-50", batch_size=batch_size, schedule="layerwise", algo="ff-unsup",
+                      probe_labels=0.5).validate()
+    t = UnsupTrainer(cfg, ds)
+    p = len(t.phases()) - (1 if phase == "probe" else 2)
+    t._bind(p)
+    return step_counts(t, t.phases()[p], f"ff-unsup {phase}", batch_size, batches)
+
+
+def step_counts(t, layers, schedule, batch_size, batches):
+    """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
 
     def step(i):
         t.idx[:batch_size] = t.order[i * batch_size:(i + 1) * batch_size]
-        t._batch(batch_size, layers, losses)
+        t._step(batch_size, layers, losses)
 
     for i in range(3):
         step(i)                                   # first calls may cache things (and fill the layerwise cache)
@@ -92,6 +109,7 @@ def loop_counts(ds, schedule, negatives, batch_size, cache, batches=40):
 
 def main():
     warm_up()
+    warm_up_unsup()
     for name, call, n_arrays in kernel_calls():
         call()                                     # compile
         a0, _ = nrt()
@@ -106,6 +124,8 @@ def main():
                                        ("layerwise", "hard", True)):
         counts = [loop_counts(ds, schedule, negatives, bs, cache) for bs in (32, 128)]
         print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
+    for phase in ("ff", "probe"):
+        print(json.dumps(dict(loop=f"ff-unsup {phase}", runs=[unsup_loop_counts(ds, phase, bs) for bs in (32, 128)])))
 
 
 if __name__ == "__main__":

@@ -115,6 +115,8 @@ def settings_of(args, budget):
     prepared = train.prepare(args)
     args.memory_budget = given
     cfg, ds = prepared.cfg, prepared.ds
+    if cfg.algo != "ff":
+        raise UsageError(f"edgeff profile measures supervised FF runs (--algo ff), not --algo {cfg.algo}")
     in_width = prepared.run.in_width
     if not args.sweep:
         return [(f"batch={cfg.batch_size}", cfg, prepared.run.plan)], ds, in_width

@@ -8,8 +8,8 @@ import sys
 import time
 
 from ..callbacks import ProgressBar, progress_of
-from ..config import (CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS, SAMPLES_SEEN,
-                      SCHEDULES, TrainConfig, config_from_options, default_batch_size, default_epochs)
+from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS,
+                      SAMPLES_SEEN, SCHEDULES, TrainConfig, config_from_options, default_batch_size, default_epochs)
 from ..conv_models import HYBRID, NETS
 from ..convnet import ConvNet
 from ..data import load_dataset
@@ -22,9 +22,7 @@ from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..progress import progress_enabled
 from ..runs import MODEL, load_run, peak_rss_mib, rss_bytes, rss_mib, save_run
-from ..sff_train import warm_up_conv
-from ..train import warm_up
-from ..training import make_trainer, plan_run
+from ..training import make_trainer, plan_run, warm_up_for
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
 
@@ -83,6 +81,11 @@ def add_arguments(p):
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
                    help="train the FF layers on images moved by a random whole-pixel shift of up to N rows "
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
+    p.add_argument("--algo", default=_D.algo, choices=ALGOS,
+                   help="ff: supervised FF (labels overlaid); ff-unsup: unsupervised FF on real vs hybrid images, "
+                        "then a linear probe on the last three layers (default: %(default)s)")
+    p.add_argument("--probe-labels", type=float, default=_D.probe_labels, metavar="FRACTION",
+                   help="ff-unsup: share of the training labels the probe may use, in (0, 1] (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -128,7 +131,7 @@ def prepare(args, resume_meta=None):
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
-    compile_seconds = warm_up_conv() if cfg.is_conv else warm_up()
+    compile_seconds = warm_up_for(cfg)
     runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
     ds = (load_mapped if args.data_mmap else load_dataset)(cfg.dataset, args.data_dir)
@@ -222,6 +225,8 @@ def _train(args, out, prepared, resume):
         "model": cfg.model,
         "out": out,
     }
+    if cfg.algo == "ff-unsup":
+        metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))

@@ -1,0 +1,175 @@
+"""Unsupervised FF (--algo ff-unsup, Hinton 2022 section 3.1): the layers learn to tell real
+images (positives) from hybrid images (negatives, kernels/hybrid.py) with FF's goodness loss;
+no label is shown to them. Then a softmax probe learns the labels from the normalised
+activities of the last three hidden layers, with no gradient into the layers.
+
+Per batch of B images, in an FF phase:
+    stage    x[:B] <- the images, x[B:] <- hybrids of them with random partners, every row
+             length-normalised
+    layer k  z = x @ w; h = relu(z + b), goodness; dLoss/dz in place; gw, gb; optimiser step
+             (the supervised kernels: kernels/ff_loss.py, dense.py, optim.py)
+The probe's phase reads only the first ceil(probe_labels * N) training rows' labels: batch
+rows are the shuffled order taken modulo that count, so it takes as many steps whatever the
+share. Every buffer is a view into one arena (edgeff/unsup_layout.py); the loop allocates nothing.
+"""
+
+import math
+import time
+
+import numpy as np
+
+from .errors import UsageError
+from .fit_loop import Optimizer, PhasedTrainer
+from .kernels import batch, dense, ff_loss, hybrid, norm, softmax
+from .memory import Arena, plan_greedy
+from .model import EPS
+from .train import Trainer
+from .unsup_layout import unsup_layout
+from .unsup_model import UnsupNet
+
+
+def check_data(cfg, ds):
+    """UsageError unless ds holds images hybrids can be made of, of more pixels than classes,
+    and cfg asks for nothing ff-unsup does not do."""
+    if cfg.shift:
+        raise UsageError("--shift moves the images of supervised FF; --algo ff-unsup does not use it: leave it out")
+    if ds.image_shape is None or len(ds.image_shape) not in (2, 3):
+        raise UsageError(f"--algo ff-unsup mixes images into hybrid negatives; {ds.name} holds "
+                         f"{'flat rows' if ds.image_shape is None else ds.image_shape}: use --algo ff")
+    if ds.x_train.shape[1] <= ds.num_classes:
+        raise UsageError(f"--algo ff-unsup needs images of more pixels than classes; {ds.name} has "
+                         f"{ds.x_train.shape[1]} pixels and {ds.num_classes} classes")
+
+
+def layout_of(cfg, ds, batch_size=None):
+    h, w = ds.image_shape[:2]
+    return unsup_layout(list(cfg.sizes[1:]), cfg.sizes[0], h * w, ds.num_classes, batch_size or cfg.batch_size,
+                        cfg.schedule, cfg.optimizer)
+
+
+def planner(cfg, ds):
+    """plan_of(batch size) -> the memory plan of cfg's ff-unsup run on ds."""
+    return lambda b: plan_greedy(layout_of(cfg, ds, b).buffers)
+
+
+def probe_rows(cfg, n_train):
+    """How many training rows (the first ones) the probe may read the labels of."""
+    return max(1, math.ceil(cfg.probe_labels * n_train))
+
+
+class UnsupTrainer(PhasedTrainer):
+    """Trains cfg's encoder on ds's images, then the probe, inside the arena of `plan`."""
+
+    def __init__(self, cfg, ds, progress=None, plan=None):
+        self.cfg, self.ds = cfg, ds
+        self.progress = progress or (lambda total, desc: None)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.layout = layout_of(cfg, ds)
+        self.plan = plan or plan_greedy(self.layout.buffers)
+        if self.plan.buffers != self.layout.buffers:
+            raise ValueError("the plan given is not the plan of this config and data set")
+        self.arena = Arena(self.plan)
+        v, lay = self.arena.view, self.layout
+        alloc = lambda k: (v(lay.head.w), v(lay.head.b)) if k == "head" else (v(lay.params[k].w), v(lay.params[k].b))
+        self.net = UnsupNet.create(cfg.sizes, ds.num_classes, self.rng, alloc, cfg.goodness == "mean")
+        self.order = np.arange(len(ds.y_train), dtype=np.int64)
+        self.y_train = ds.y_train.astype(np.int64)
+        self.labelled = probe_rows(cfg, len(ds.y_train))
+
+    def phases(self):
+        return [ph.layers for ph in self.layout.phases] + [["head"]]
+
+    def _bind(self, p):
+        v = self.arena.view
+        self.phase, self.params, self.opts = p, {}, {}
+        if p == len(self.layout.phases):
+            top = self.layout.head
+            self.net.head_w[...] = 0.0
+            self.net.head_b[...] = 0.0
+            self.params["head"] = self._bind_params(top.training, self.net.head_w, self.net.head_b)
+            self.opts["head"] = Optimizer("adam", self.cfg.head_lr, 0.0)
+            self.idx, self.y, self.x, self.good, self.loss = v(top.idx), v(top.y), v(top.x), v(top.good), v(top.loss)
+            self.feats, self.logits = v(top.feats), v(top.logits)
+            self.zs, self.hs = [v(a.z) for a in top.acts], [v(a.h) for a in top.acts]
+            return
+        ph = self.layout.phases[p]
+        self.idx, self.partner_u, self.masks, self.x = v(ph.idx), v(ph.partner_u), v(ph.masks), v(ph.x)
+        self.zs, self.hs = [v(a.z) for a in ph.acts], [v(a.h) for a in ph.acts]
+        self.good, self.loss = v(ph.good), v(ph.loss)
+        for k, training in ph.training.items():
+            self.params[k] = self._bind_params(training, self.net.weights[k], self.net.biases[k])
+            self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
+
+    _bind_params = Trainer._bind_params    # (weights, bias) Params on this arena: the supervised trainer's
+
+    def _phase_epochs(self, keys):
+        return self.cfg.head_epochs if keys == ["head"] else self.cfg.epochs
+
+    def _phase_label(self, keys):
+        n = len(self.net.weights)
+        if keys == ["head"]:
+            return "probe "
+        return f"layer {keys[0] + 1}/{n} " if len(keys) == 1 < n else ""
+
+    def _part(self, key):
+        return "the probe" if key == "head" else f"layer {key + 1}/{len(self.net.weights)}"
+
+    def _lr_option(self, key):
+        return ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
+
+    # ---- one batch ----
+
+    def _step(self, b, keys, totals):
+        self._probe_batch(b, totals) if keys == ["head"] else self._ff_batch(b, keys, totals)
+
+    def _stage(self, b):
+        """x[:b] <- images idx[:b], x[b:2b] <- their hybrids, every row length-normalised."""
+        ds, x = self.ds, self.x[:2 * b]
+        batch.gather_scaled(ds.x_train, self.idx[:b], ds.scale, x[:b])
+        self.rng.random(out=self.partner_u[:b], dtype=np.float32)
+        self.rng.random(out=self.masks[:b], dtype=np.float32)
+        hybrid.hybrid_images(ds.x_train, self.idx[:b], self.partner_u[:b], self.masks[:b], ds.image_shape, ds.scale,
+                             x[b:])
+        norm.length_normalise(x, x, EPS)
+
+    def _ff_batch(self, b, keys, totals):
+        rows, hook, net = 2 * b, self.step_hook, self.net
+        self._stage(b)
+        x = self.x[:rows]
+        for k in range(keys[-1] + 1):
+            t0 = time.perf_counter() if hook else 0.0
+            z, good = self.zs[k][:rows], self.good[:rows]
+            np.matmul(x, net.weights[k], out=z)
+            ff_loss.ff_activate(z, net.biases[k], self.hs[k][:rows], good, net.mean_goodness, EPS)
+            if k in self.params:
+                ff_loss.ff_loss_grad(z, good, b, self.cfg.threshold, self.loss[:rows], net.mean_goodness)
+                pw, pb = self.params[k]
+                dense.local_grad(x, z, pw.g, pb.g)
+                self.opts[k].step(self.params[k])
+                totals[keys.index(k)] += self.loss[:rows].mean()
+            if hook:
+                hook.layer_done(k, time.perf_counter() - t0)
+            x = self.hs[k][:rows]
+
+    def _probe_batch(self, b, totals):
+        """One probe step on the labelled rows idx[:b] mod the labelled count."""
+        idx, y, logits = self.idx[:b], self.y[:b], self.logits[:b]
+        np.remainder(idx, self.labelled, out=idx)
+        np.take(self.y_train, idx, out=y, mode="clip")
+        self.net.features(self.ds.x_train, self.ds.scale, idx, self.x, self.zs, self.hs, self.good, self.feats)
+        np.matmul(self.feats[:b], self.net.head_w, out=logits)
+        logits += self.net.head_b
+        softmax.softmax_xent_grad(logits, y, self.loss[:b])
+        pw, pb = self.params["head"]
+        dense.local_grad(self.feats[:b], logits, pw.g, pb.g)
+        self.opts["head"].step(self.params["head"])
+        totals[0] += self.loss[:b].mean()
+
+
+def warm_up_unsup():
+    """Compile (or load from Numba's cache) the kernels unsupervised FF adds; returns seconds."""
+    t0 = time.perf_counter()
+    for src in (np.zeros((2, 12), np.uint8), np.zeros((2, 12), np.float32)):
+        hybrid.hybrid_images(src, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros((2, 4), np.float32),
+                             (2, 2), 1.0, np.zeros((2, 12), np.float32))
+    return time.perf_counter() - t0

@@ -1,0 +1,185 @@
+"""Unsupervised FF (--algo ff-unsup): the probe's share of labels, bitwise resume in every
+phase, ONNX export parity, and the CLI end to end (the hybrid kernel: test_kernels.py)."""
+
+import numpy as np
+import pytest
+
+from edgeff import checkpoint, export
+from edgeff.config import TrainConfig
+from edgeff.data import load_dataset
+from edgeff.unsup_model import UnsupNet
+from edgeff.unsup_train import UnsupTrainer
+from images import write_images_npz, write_rgb_npz
+from run_cli import edgeff, ok, one_line_error
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_images_npz(tmp_path_factory.mktemp("data") / "images.npz", n_train=300, n_test=120)
+
+
+def small_cfg(images, **kw):
+    return TrainConfig(**dict(dict(dataset=str(images), model="64-40-30-20-10", algo="ff-unsup", epochs=2,
+                                   head_epochs=2, batch_size=32, schedule="layerwise"), **kw)).validate()
+
+
+def test_the_probe_reads_only_its_share_of_the_labels(images):
+    """Labels past the first ceil(F * N) rows change nothing; the labels within do."""
+    ds = load_dataset(str(images))
+    cfg = small_cfg(images, probe_labels=0.5)
+    n = len(ds.y_train)
+
+    def trained(y_train):
+        trainer = UnsupTrainer(cfg, ds.__class__(**dict(ds.__dict__, y_train=y_train)))
+        trainer.fit()
+        return trainer.net
+
+    base = trained(ds.y_train)
+    y = ds.y_train.copy()
+    y[n // 2:] = (y[n // 2:] + 1) % 3
+    other = trained(y)
+    for a, b in zip(base.weights + [base.head_w], other.weights + [other.head_w]):
+        np.testing.assert_array_equal(a, b)
+    y = ds.y_train.copy()
+    y[:n // 2] = (y[:n // 2] + 1) % 3
+    assert not np.array_equal(trained(y).head_w, base.head_w)
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt:
+    """A step hook that stops training before step `at` (a crash that loses the work since the last checkpoint)."""
+
+    def __init__(self, at):
+        self.at = at
+
+    def batch_begins(self, phase, step):
+        if step == self.at:
+            raise Crash
+
+    def layer_done(self, k, seconds):
+        pass
+
+    def batch_done(self, seconds):
+        pass
+
+
+def test_resume_is_bitwise_in_every_phase(images, tmp_path):
+    """A run stopped in each phase (four layers, then the probe) and resumed from its last
+    checkpoint ends with the uninterrupted run's weights, bit for bit."""
+    ds = load_dataset(str(images))
+    cfg = small_cfg(images, probe_labels=0.4)
+    whole = UnsupTrainer(cfg, ds)
+    whole.fit()
+    batches = -(-len(ds.y_train) // cfg.batch_size)
+    path = tmp_path / checkpoint.NAME
+    for phase in range(5):
+        crashing = UnsupTrainer(cfg, ds)
+        crashing.step_hook = CrashAt(phase * 2 * batches + batches + 3)     # epoch 2 of the phase, batch 4
+        with pytest.raises(Crash):
+            crashing.fit(path, 2, run_meta=dict(every=2, limit_train=None))
+        resume = checkpoint.load(path)
+        assert resume[1]["position"][0] == phase
+        resumed = UnsupTrainer(cfg, ds)
+        checkpoint.check_resume(path, *resume, resumed)
+        resumed.fit(path, 2, resume, run_meta=dict(every=2, limit_train=None))
+        for a, b in zip(whole.net.weights + whole.net.biases + [whole.net.head_w, whole.net.head_b],
+                        resumed.net.weights + resumed.net.biases + [resumed.net.head_w, resumed.net.head_b]):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("widths", [(9,), (12, 7), (16, 11, 9, 6, 5)])    # one, two, and more than three layers
+@pytest.mark.parametrize("opset", [export.MIN_OPSET, export.max_opset()])
+def test_graph_matches_numpy_forward(widths, opset):
+    rng = np.random.default_rng(len(widths) + opset)
+    sizes = (30, *widths)
+    weights = [rng.standard_normal((a, b)).astype(np.float32) for a, b in zip(sizes[:-1], sizes[1:])]
+    biases = [rng.standard_normal(b).astype(np.float32) * 0.1 for b in widths]
+    feat = sum(widths[-3:])
+    net = UnsupNet(weights, biases, rng.standard_normal((feat, 4)).astype(np.float32),
+                   rng.standard_normal(4).astype(np.float32))
+    net.check()
+    model = export.check(export.build(net, "linear", opset))
+    x = rng.random((101, 30)).astype(np.float32)
+    sess = export.session(model.SerializeToString())
+    report = export.parity(sess, net, x, "linear")
+    assert report["ok"] and report["label_agreement"] == 1.0, report
+    np.testing.assert_array_equal(sess.run(["label"], {"x": x})[0], net.predict(x, 1.0))
+
+
+def test_cli_train_eval_export_infer(images, tmp_path):
+    run, onnx_path = tmp_path / "run", tmp_path / "m.onnx"
+    m = ok(edgeff("train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-40-40", "--epochs", "3",
+                  "--head-epochs", "4", "--batch-size", "32", "--probe-labels", "0.5", "--out", run, "--json"))
+    assert m["algo"] == "ff-unsup" and m["probe_labels"] == 0.5 and m["probe_label_rows"] == 150
+    assert m["classifier"] == "linear" and m["test_error"] < 0.2, m      # three well-separated classes
+    assert ok(edgeff("eval", run, "--json"))["test_error"] == m["test_error"]
+    rep = ok(edgeff("export", run, "-o", onnx_path, "--json"))
+    assert rep["parity"]["ok"] and rep["head"] == "linear"
+    rows = tmp_path / "rows.npy"
+    np.save(rows, load_dataset(str(images)).x_test[:20])
+    by_run, by_onnx = ok(edgeff("infer", run, rows, "--json")), ok(edgeff("infer", onnx_path, rows, "--json"))
+    assert by_run["labels"] == by_onnx["labels"] and by_onnx["engine"] == "onnxruntime"
+    one_line_error(edgeff("export", run, "-o", tmp_path / "g.onnx", "--head", "goodness"), "--head linear")
+    assert not (tmp_path / "g.onnx").exists()
+    bundle = ok(edgeff("bundle", run, "--target", "rpi5", "-o", tmp_path / "b", "--no-wheels", "--json"))
+    assert bundle["export"]["head"] == "linear" and bundle["export"]["parity"]["ok"]
+
+
+def test_cli_resume_after_a_checkpoint(images, tmp_path):
+    args = ["train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20-20", "--epochs", "2",
+            "--head-epochs", "1", "--batch-size", "50", "--quiet", "--json"]
+    whole = ok(edgeff(*args, "--out", tmp_path / "whole"))
+    ok(edgeff(*args, "--out", tmp_path / "run", "--checkpoint-every", "7"))
+    assert (tmp_path / "run" / checkpoint.NAME).exists()
+    again = ok(edgeff("train", "--resume", tmp_path / "run", "--json"))     # from step 28 of 30: in the probe
+    assert again["test_error"] == whole["test_error"] and again["probe_labels"] == 1.0
+    with np.load(tmp_path / "whole" / "model.npz") as a, np.load(tmp_path / "run" / "model.npz") as b:
+        for k in a.files:
+            if k != "meta":
+                np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("args,fragments", [
+    (["--probe-labels", "0"], ["--probe-labels must be a number above 0 and at most 1"]),
+    (["--probe-labels", "1.5"], ["--probe-labels", "at most 1"]),
+    (["--probe-labels", "nan"], ["--probe-labels"]),
+    (["--model", "conv-small"], ["--algo ff-unsup trains a dense --model"]),
+    (["--head-epochs", "0"], ["--head-epochs 1 or more"]),
+    (["--classifier", "goodness"], ["--classifier linear"]),
+    (["--shift", "1"], ["--shift", "leave it out"]),
+    (["--algo", "ff"], ["--probe-labels is the probe's share", "leave it out"]),    # with --probe-labels 0.5 below
+])
+def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
+    base = ["train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20", "--epochs", "1",
+            "--out", tmp_path / "r"]
+    extra = ["--probe-labels", "0.5"] if args[:2] == ["--algo", "ff"] else []
+    one_line_error(edgeff(*base, *args, *extra), *fragments)
+    assert not (tmp_path / "r").exists()
+
+
+def test_flat_rows_are_refused(tmp_path):
+    path = tmp_path / "flat.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x_train=rng.random((40, 12)).astype(np.float32), y_train=rng.integers(0, 3, 40),
+             x_test=rng.random((10, 12)).astype(np.float32), y_test=rng.integers(0, 3, 10))
+    one_line_error(edgeff("train", "--dataset", path, "--algo", "ff-unsup", "--model", "12-8", "--out", tmp_path / "r"),
+                   "hybrid negatives", "flat rows")
+
+
+def test_colour_images_train(tmp_path):
+    """(H, W, 3) images: one mask per pixel, its channels mixed alike."""
+    path = write_rgb_npz(tmp_path / "rgb.npz", 200, 60, 9)
+    m = ok(edgeff("train", "--dataset", path, "--algo", "ff-unsup", "--model", "243-30", "--epochs", "1",
+                  "--head-epochs", "3", "--batch-size", "20", "--out", tmp_path / "r", "--json"))
+    assert 0 <= m["test_error"] <= 1
+
+
+def test_plan_holds_the_hybrid_buffers_and_the_probe(images):
+    report = ok(edgeff("plan", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20-10", "--batch-size", "16",
+                       "--json"))
+    shapes = {b["name"]: tuple(b["shape"]) for b in report["buffers"]}
+    assert shapes["p0/masks"] == (16, 64) and shapes["p0/x"] == (32, 64) and shapes["head_w"] == (30, 3)
+    assert report["arena_bytes"] < report["naive_bytes"]         # the FF phases and the probe share bytes
