@@ -15,7 +15,7 @@ SCHEDULES = ("simultaneous", "layerwise")
 NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
-CLASSIFIERS = ("linear", "goodness", "last")   # last: conv nets only
+CLASSIFIERS = ("linear", "goodness", "first", "last")   # first: dense nets only; last: conv nets only
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -115,12 +115,12 @@ class TrainConfig:
                                  f"{n_blocks} blocks")
         if self.freeze and not self.init:
             raise UsageError("--freeze keeps the blocks of an --init run: give --init RUN_DIR")
-        if self.is_conv and (self.classifier == "linear" or self.head_epochs):
+        if self.is_conv and (self.classifier in ("linear", "first") or self.head_epochs):
             raise UsageError(f"{self.model} classifies by its blocks' class goodness: use --classifier goodness "
                              "or last, and --head-epochs 0 (the defaults for conv nets)")
         if not self.is_conv and self.classifier == "last":
             raise UsageError("--classifier last (the last block's class goodness) is for conv nets; "
-                             "dense nets have linear and goodness")
+                             "dense nets have linear, goodness and first")
         if self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
