@@ -15,7 +15,7 @@ SCHEDULES = ("simultaneous", "layerwise")
 NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
-CLASSIFIERS = ("linear", "goodness", "last")   # last: conv nets only
+CLASSIFIERS = ("linear", "goodness", "first", "last")   # first: dense nets only; last: conv nets only
 ALGOS = ("ff", "ff-unsup")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py)
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
@@ -119,12 +119,12 @@ class TrainConfig:
                                  f"{n_blocks} blocks")
         if self.freeze and not self.init:
             raise UsageError("--freeze keeps the blocks of an --init run: give --init RUN_DIR")
-        if self.is_conv and (self.classifier == "linear" or self.head_epochs):
+        if self.is_conv and (self.classifier in ("linear", "first") or self.head_epochs):
             raise UsageError(f"{self.model} classifies by its blocks' class goodness: use --classifier goodness "
                              "or last, and --head-epochs 0 (the defaults for conv nets)")
         if not self.is_conv and self.classifier == "last":
             raise UsageError("--classifier last (the last block's class goodness) is for conv nets; "
-                             "dense nets have linear and goodness")
+                             "dense nets have linear, goodness and first")
         _check_real("probe_labels", self.probe_labels, low=0, high=1, above_low=True)
         if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear" or not self.head_epochs):
             raise UsageError("--algo ff-unsup trains a dense --model and classifies with its linear probe: "

@@ -209,7 +209,7 @@ class FFClassifier:
         net, classifier = self.net_, self.config_.classifier
         if isinstance(net, ConvNet):
             return net.votes(net.block_scores(rows, scale), classifier)
-        return net.head_logits(rows, scale) if classifier == "linear" else net.goodness_scores(rows, scale)
+        return net.scores(rows, scale, classifier)
 
     def predict(self, X):
         """The predicted class of every row or image of X (one of classes_)."""

@@ -6,6 +6,7 @@ The graph takes `x`, float32 [N, D]: rows of features as the net was trained on 
 (stored value * input scale, e.g. pixel / 255; the scale is in the metadata). It
 evaluates K label overlays at once on a leading axis: the C candidate labels for the
 goodness classifier, the neutral label for the linear head, or both (K = C + 1).
+Head "first" is the C candidates through the first layer alone: its goodness is the score.
 
 Overlaying a label changes only the C label inputs, so the first layer never builds
 the K overlaid copies of the input. With r the rest of the row, W_r its weight rows
@@ -41,7 +42,8 @@ from .unsup_model import UnsupNet
 
 DEFAULT_OPSET = 17
 MIN_OPSET = 13
-HEADS = ("goodness", "linear", "both", "last")    # last: conv nets, the last block's vote
+HEADS = ("goodness", "linear", "both", "first", "last")    # first: dense nets, the first layer's goodness;
+#                                                           last: conv nets, the last block's vote
 SCORE_RTOL, SCORE_ATOL = 1e-4, 1e-5
 
 
@@ -151,14 +153,17 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
     if head not in HEADS:
         raise ExportError(f"--head must be one of {', '.join(HEADS)}, got {head!r}")
     conv = isinstance(net, ConvNet)
+    if conv and head == "first":
+        raise UsageError("--head first (the first layer's goodness) is for dense nets; a conv net has goodness "
+                         "or last")
     if conv and head not in ConvNet.classifiers(net):
         raise UsageError(f"--head {head}: a conv net has no linear head (its blocks vote with their class "
                          "goodness); leave --head out or use --head goodness or last")
     if isinstance(net, UnsupNet) and head != "linear":
         raise UsageError(f"--head {head}: an ff-unsup net classifies with its linear probe only; use --head linear")
     if not conv and head == "last":
-        raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear "
-                         "or both")
+        raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear, "
+                         "both or first")
     if head in ("linear", "both") and net.head_w is None:
         raise ExportError("this model has no linear head: export with --head goodness, or train with --head-epochs 1+")
     if not MIN_OPSET <= opset <= max_opset():
@@ -182,16 +187,17 @@ def _dense_graph(g, net, head, n_dim):
     """Add an FFNet's nodes to g; returns (inputs, outputs, doc string)."""
     c = net.num_classes
     candidates = [] if head == "linear" else [net.label_value * np.eye(c, dtype=np.float32)]
-    neutral = [] if head == "goodness" else [np.full((1, c), net.label_value / c, np.float32)]
+    neutral = [] if head in ("goodness", "first") else [np.full((1, c), net.label_value / c, np.float32)]
     label_vectors = np.concatenate(candidates + neutral).astype(np.float32)   # [K, C]
     x = "x"
     goods, hs = [], []
-    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+    layers = 1 if head == "first" else len(net.weights)    # first: the first layer's goodness alone
+    for k, (w, b) in enumerate(zip(net.weights[:layers], net.biases[:layers])):
         conv = _converter(net.kinds[k])
         pre = conv.first(g, x, net, w, b, label_vectors) if k == 0 else conv.next(g, hs[-1], k, w, b)
-        last = k == len(net.weights) - 1
+        last = k == layers - 1
         good, h = conv.activate(g, pre, w.shape[1], net.mean_goodness, goodness=head != "linear",
-                                normalised=not last or head != "goodness")
+                                normalised=not last or head in ("linear", "both"))
         goods.append(good)
         hs.append(h)
     outputs = []
@@ -203,11 +209,11 @@ def _dense_graph(g, net, head, n_dim):
             total = g.op("Slice", total, g.const("cand_start", np.array([0], np.int64)),
                          g.const("cand_end", np.array([c], np.int64)), g.const("cand_axis", np.array([0], np.int64)))
         scores = g.op("Transpose", total, perm=[1, 0], output="scores")
-        goodness_label = "label" if head == "goodness" else "goodness_label"
+        goodness_label = "goodness_label" if head == "both" else "label"
         g.op("ArgMax", scores, axis=1, keepdims=0, output=goodness_label)
         outputs += [helper.make_tensor_value_info(goodness_label, TensorProto.INT64, [n_dim]),
                     helper.make_tensor_value_info("scores", TensorProto.FLOAT, [n_dim, c])]
-    if head != "goodness":
+    if head in ("linear", "both"):
         index = g.const("neutral_index", np.array(len(label_vectors) - 1, np.int64))
         feats = g.op("Concat", *[g.op("Gather", h, index, axis=0) for h in hs], axis=1)  # [N, sum H]
         logits = g.op("Add", g.op("MatMul", feats, g.const("head_w", net.head_w)), g.const("head_b", net.head_b))
@@ -243,9 +249,12 @@ def numpy_outputs(net, x, head):
     out = {}
     if head != "linear":
         conv = isinstance(net, ConvNet)
-        scores = net.votes(net.block_scores(x, 1.0), head) if conv else net.goodness_scores(x, 1.0)
+        if conv:
+            scores = net.votes(net.block_scores(x, 1.0), head)
+        else:
+            scores = net.scores(x, 1.0, "first" if head == "first" else "goodness")
         out["scores"] = scores
-        out["label" if head in ("goodness", "last") else "goodness_label"] = scores.argmax(1)
+        out["goodness_label" if head == "both" else "label"] = scores.argmax(1)
     if head in ("linear", "both"):
         logits = net.head_logits(x, 1.0)
         e = np.exp(logits - logits.max(1, keepdims=True))

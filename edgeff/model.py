@@ -128,6 +128,26 @@ class FFNet:
                 self.forward(xin[:r], [z[:r] for z in zs], [h[:r] for h in hs], good[:r], on_layer=add)
         return scores
 
+    def first_layer_scores(self, x, scale, chunk=EVAL_ROWS):
+        """(N, C) the first layer's goodness for every candidate label, from one product:
+        the label enters as a per-label term (kernels/overlay.py), so all C labels cost about
+        one first-layer pass, not C passes of the net. Its argmax is the "first" classifier."""
+        n, c, lo = x.shape[0], self.num_classes, self.label_offset
+        rows = min(chunk, n)
+        scores = np.empty((n, c), np.float32)
+        x0, inv = np.empty((rows, self.in_width), np.float32), np.empty(rows, np.float32)
+        u0 = np.empty((rows, self.widths[0]), np.float32)
+        wl = np.multiply(self.weights[0][lo:lo + c], self.label_value, dtype=np.float32)
+        for start in range(0, n, chunk):
+            idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
+            r = len(idx)
+            batch.gather_scaled(x, idx, scale, x0[:r])
+            x0[:r, lo:lo + c] = 0.0
+            overlay_inverse_norm(x0[:r], self.label_value, inv[:r])
+            np.matmul(x0[:r], self.weights[0], out=u0[:r])
+            ff_loss.label_goodness(u0[:r], wl, inv[:r], self.biases[0], scores[start:start + r], self.mean_goodness)
+        return scores
+
     def features(self, x, scale, idx, labels, xin, zs, hs, good, feats):
         """feats <- normalised activities of every hidden layer for rows x[idx] overlaid
         with `labels` (-1: the neutral label the linear head reads)."""
@@ -154,9 +174,14 @@ class FFNet:
             logits[start:start + len(idx)] += self.head_b
         return logits
 
+    def scores(self, x, scale, classifier):
+        """(N, C) scores of classifier (linear, goodness or first) whose argmax is its prediction."""
+        if classifier == "linear":
+            return self.head_logits(x, scale)
+        return self.first_layer_scores(x, scale) if classifier == "first" else self.goodness_scores(x, scale)
+
     def predict(self, x, scale, classifier):
-        scores = self.head_logits(x, scale) if classifier == "linear" else self.goodness_scores(x, scale)
-        return scores.argmax(axis=1)
+        return self.scores(x, scale, classifier).argmax(axis=1)
 
     # ---- persistence ----
 
@@ -246,7 +271,7 @@ class FFNet:
                                label_names=[str(n) for n in ds.label_names])
 
     def classifiers(self):
-        return ["linear", "goodness"] if self.head_w is not None else ["goodness"]
+        return (["linear"] if self.head_w is not None else []) + ["goodness", "first"]
 
     def error(self, x, y, scale, classifier):
         return float((self.predict(x, scale, classifier) != y).mean())
@@ -254,6 +279,16 @@ class FFNet:
     def errors(self, x, y, scale, classifiers=None):
         """{classifier: error rate on rows x with labels y}."""
         return {c: self.error(x, y, scale, c) for c in classifiers or self.classifiers()}
+
+
+def overlay_inverse_norm(x0, label_value, out):
+    """out <- 1 / (norm of each row of x0 with a one-hot label of label_value overlaid + eps);
+    x0's label inputs are zero. Every one-hot label has the same norm, so it serves them all."""
+    np.einsum("ij,ij->i", x0, x0, out=out)
+    np.add(out, label_value ** 2, out=out)
+    np.sqrt(out, out=out)
+    np.add(out, EPS, out=out)
+    np.reciprocal(out, out=out)
 
 
 def check_input_info(source, info, d, c):

@@ -52,9 +52,9 @@ class OnnxPredictor:
         self.input_name, self.batch = inputs[0].name, shape[0] if isinstance(shape[0], int) else None
         self.features = shape[1]
         # 'edgeff export' names them: label + probabilities (linear), label or goodness_label + scores
-        # a conv net's export holds one vote: its metadata 'head' says which (goodness or last)
+        # a conv net's export holds one vote: its metadata 'head' says which (goodness or last; dense: first)
         props = self.session.get_modelmeta().custom_metadata_map
-        vote = "last" if props.get("head") == "last" else "goodness"
+        vote = props.get("head") if props.get("head") in ("last", "first") else "goodness"
         linear = "label" if "probabilities" in outputs else None
         goodness = "goodness_label" if "goodness_label" in outputs else None if linear else "label"
         self.classifier = classifier or ("linear" if linear else vote)

@@ -20,7 +20,7 @@ from .budget import layout_for
 from .fit_loop import Optimizer, Param, PhasedTrainer
 from .layers.net import GRAD_SUM_ROWS
 from .memory import Arena, plan_greedy
-from .model import EPS, FFNet
+from .model import EPS, FFNet, overlay_inverse_norm
 
 
 class Trainer(PhasedTrainer):
@@ -124,11 +124,7 @@ class Trainer(PhasedTrainer):
         else:
             batch.gather_scaled(ds.x_train, idx, ds.scale, x0)
         x0[:, lo:hi] = 0.0
-        np.einsum("ij,ij->i", x0, x0, out=inv)
-        np.add(inv, net.label_value ** 2, out=inv)
-        np.sqrt(inv, out=inv)
-        np.add(inv, EPS, out=inv)
-        np.reciprocal(inv, out=inv)
+        overlay_inverse_norm(x0, net.label_value, inv)
         np.matmul(x0, net.weights[0], out=self.u0[:b])
 
     def _fill_cache(self):

@@ -76,6 +76,7 @@ def test_eval_reproduces_the_trained_error(trained):
     got = json.loads(r.stdout)
     assert got["test_error_linear"] == metrics["test_error_linear"]
     assert got["test_error_goodness"] == metrics["test_error_goodness"]
+    assert got["test_error_first"] == metrics["test_error_first"]
 
 
 def test_refuses_to_overwrite_a_run_without_force(trained, blobs_npz):

@@ -64,6 +64,7 @@ def test_plan_counts_the_conv_columns_as_workspace_not_activations(rgb):
     (["--model", "conv-small", "--width-mult", "0"], ["--width-mult"]),
     (["--model", "conv-small", "--hybrid", "all"], ["--hybrid"]),
     (["--model", "conv-small", "--classifier", "linear"], ["class goodness"]),
+    (["--model", "conv-small", "--classifier", "first"], ["class goodness"]),
     (["--model", "cnn:8p-8p-8p-8p"], ["does not fit"]),
 ])
 def test_bad_conv_options_are_one_line(rgb, tmp_path, args, fragments):
@@ -112,3 +113,5 @@ def test_eval_reports_both_votes_and_refuses_a_dense_classifier(rgb, tmp_path):
     one_line_error(edgeff("eval", tmp_path / "run", "--classifier", "linear"), "has no linear classifier",
                    "goodness or last")
     one_line_error(edgeff("train", "--dataset", rgb, "--model", "12-4", "--classifier", "last"), "for conv nets")
+    one_line_error(edgeff("export", tmp_path / "run", "-o", tmp_path / "m.onnx", "--head", "first"), "for dense nets")
+    assert not (tmp_path / "m.onnx").exists()

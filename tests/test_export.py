@@ -22,7 +22,7 @@ def random_net(rng, d, image, mean, widths=(24, 17, 9), classes=5):
 
 
 @pytest.mark.parametrize("opset", [export.MIN_OPSET, export.DEFAULT_OPSET, export.max_opset()])
-@pytest.mark.parametrize("head", ["goodness", "linear", "both"])   # a dense net's heads
+@pytest.mark.parametrize("head", ["goodness", "linear", "both", "first"])   # a dense net's heads
 @pytest.mark.parametrize("d,image,mean", [(30, True, False), (30, True, True), (4, False, False), (12, False, True)])
 def test_graph_matches_numpy_forward(opset, head, d, image, mean):
     rng = np.random.default_rng(d + opset)
@@ -36,9 +36,28 @@ def test_graph_matches_numpy_forward(opset, head, d, image, mean):
     # the same outputs by hand, independently of parity(): labels from the numpy forward
     got = dict(zip([o.name for o in model.graph.output], export.session(model.SerializeToString()).run(None, {"x": x})))
     if head != "linear":
-        np.testing.assert_allclose(got["scores"], net.goodness_scores(x, 1.0), rtol=1e-4, atol=1e-5)
-    if head != "goodness":
+        # first: the first layer's goodness of C full overlaid passes
+        scored = [0] if head == "first" else None
+        np.testing.assert_allclose(got["scores"], net.goodness_scores(x, 1.0, scored), rtol=1e-4, atol=1e-5)
+    if head in ("linear", "both"):
         np.testing.assert_array_equal(got["label"], net.head_logits(x, 1.0).argmax(1))
+
+
+def test_first_head_is_the_first_layer_alone():
+    net = random_net(np.random.default_rng(2), 30, True, False)
+    model = export.build(net, "first")
+    assert [n.op_type for n in model.graph.node].count("MatMul") == 1
+    assert [o.name for o in model.graph.output] == ["label", "scores"]
+
+
+def test_first_layer_scores_are_the_first_layers_goodness_of_every_label_pass():
+    rng = np.random.default_rng(3)
+    for d, image, mean in ((30, True, False), (12, False, True)):
+        net = random_net(rng, d, image, mean)
+        x = rng.random((70, d)).astype(np.float32)
+        want = net.goodness_scores(x, 1.0, score_layers=[0])
+        np.testing.assert_allclose(net.first_layer_scores(x, 1.0, chunk=32), want, rtol=1e-4, atol=1e-5)
+        assert (net.predict(x, 1.0, "first") == want.argmax(1)).mean() > 0.95
 
 
 def test_first_layer_is_one_product_whatever_the_number_of_labels():
@@ -122,6 +141,22 @@ def test_both_engines_give_the_same_labels(exported, run_dir, images_npz, tmp_pa
         assert np.mean(np.array(onnx_run["labels"]) != y) < 0.1
         assert onnx_run["names"] == [["ring", "bar", "dot"][c] for c in onnx_run["labels"]]
     assert infer(path, images_npz)["labels"] == infer(path, tmp_path / "x.npy")["labels"]  # .npz: x_test
+
+
+def test_first_layer_classifier_exports_and_runs_on_both_engines(run_dir, images_npz, tmp_path):
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0 <= metrics["test_error_first"] < 0.2
+    r = edgeff("export", run_dir, "-o", tmp_path / "first.onnx", "--head", "first", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["parity"]["ok"]
+    with np.load(images_npz) as z:
+        np.save(tmp_path / "x.npy", z["x_test"])
+    onnx_run = infer(tmp_path / "first.onnx", tmp_path / "x.npy")
+    assert onnx_run["classifier"] == "first"
+    assert onnx_run["labels"] == infer(run_dir, tmp_path / "x.npy", "--classifier", "first")["labels"]
+    r = edgeff("eval", run_dir, "--classifier", "first", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout.strip().splitlines()[-1])["test_error"] == metrics["test_error_first"]
 
 
 def test_one_image_as_pgm(exported, images_npz, tmp_path):

@@ -2,7 +2,7 @@
 
     python tools/bench_infer.py RUN_DIR [--seconds 2] [--json]
 
-For each head the run has (linear, goodness; a conv run: goodness, every block's vote, and last) and
+For each head the run has (linear, goodness, first; a conv run: goodness, every block's vote, and last) and
 batch size (1, 256): rows/s of the NumPy/Numba forward (FFNet.predict, ConvNet.predict)
 and of onnxruntime on the exported graph (float32, and int8 dynamic for the linear head
 and for conv nets), all measured in this one run on random rows. A benchmark, not a

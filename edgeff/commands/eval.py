@@ -13,7 +13,7 @@ def add_arguments(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="directory written by 'edgeff train --out'")
     p.add_argument("--dataset", help="evaluate on this data set instead of the one trained on")
     p.add_argument("--data-dir", help="where to look for the data set first")
-    p.add_argument("--classifier", choices=("linear", "goodness", "last", "all"), default=None,
+    p.add_argument("--classifier", choices=("linear", "goodness", "first", "last", "all"), default=None,
                    help="default: the one the run was trained to report")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

@@ -12,7 +12,7 @@ HELP = "label the rows or images in a file with a trained run or an exported .on
 def add_arguments(p):
     p.add_argument("model", metavar="MODEL", help="run directory, its model.npz, or an .onnx file")
     p.add_argument("input", metavar="INPUT", help=".npy, .npz (x or x_test), .pgm or .png (with Pillow)")
-    p.add_argument("--classifier", choices=("linear", "goodness", "last"),
+    p.add_argument("--classifier", choices=("linear", "goodness", "first", "last"),
                    help="default: the run's classifier, or the ONNX model's head")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 

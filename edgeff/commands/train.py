@@ -75,7 +75,8 @@ def add_arguments(p):
                    "conv nets 0)")
     p.add_argument("--head-lr", type=float, default=_D.head_lr)
     p.add_argument("--classifier", choices=CLASSIFIERS,
-                   help="how test error is measured: dense nets: linear head (one pass) or goodness over all labels; "
+                   help="how test error is measured: dense nets: linear head (one pass), goodness over all labels, or "
+                        "first (the first layer's goodness over all labels: about one pass); "
                         "conv nets: goodness (every block's class goodness, averaged) or last (the last block's); "
                         f"(default: {_D.classifier}, conv nets last)")
     p.add_argument("--shift", type=int, default=_D.shift, metavar="N",
