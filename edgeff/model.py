@@ -207,12 +207,7 @@ class FFNet:
 
     @classmethod
     def from_arrays(cls, path, arrays, meta):
-        if field(path, meta, "format_version", int) > FORMAT_VERSION:
-            raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
-                             f"({FORMAT_VERSION}); upgrade edgeff")
-        n = max(1, sum(1 for k in arrays if re.fullmatch(r"w[0-9]+", k)))
-        weights = [array(path, arrays, f"w{k}", np.float32, ndim=2) for k in range(n)]
-        biases = [array(path, arrays, f"b{k}", np.float32, ndim=1) for k in range(n)]
+        weights, biases = read_dense_layers(path, arrays, meta)
         head = (None, None)
         if "head_w" in arrays or "head_b" in arrays:
             head = (array(path, arrays, "head_w", np.float32, ndim=2), array(path, arrays, "head_b", np.float32, ndim=1))
@@ -317,3 +312,14 @@ def read_model_file(path):
         raise ModelError(f"{path}: not a readable edgeff model ({type(exc).__name__}: {exc}); retrain or restore it") from None
     field(path, {"meta": meta}, "meta", dict)
     return arrays, meta
+
+
+def read_dense_layers(path, arrays, meta):
+    """(weights, biases) of a dense model file's layers w0, b0, w1, ..., each checked as float32;
+    a file of a newer format is refused with one line."""
+    if field(path, meta, "format_version", int) > FORMAT_VERSION:
+        raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
+                         f"({FORMAT_VERSION}); upgrade edgeff")
+    n = max(1, sum(1 for k in arrays if re.fullmatch(r"w[0-9]+", k)))
+    return ([array(path, arrays, f"w{k}", np.float32, ndim=2) for k in range(n)],
+            [array(path, arrays, f"b{k}", np.float32, ndim=1) for k in range(n)])

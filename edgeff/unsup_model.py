@@ -10,7 +10,6 @@ runs the kernels of the supervised net (FFNet.forward); it is labelled only by t
 """
 
 import json
-import re
 
 import numpy as np
 
@@ -18,7 +17,7 @@ from .errors import ModelError
 from .fields import array, field
 from .fileio import npz_writer
 from .kernels import batch, norm
-from .model import EPS, FORMAT_VERSION, FFNet, check_input_info
+from .model import EPS, FORMAT_VERSION, FFNet, check_input_info, read_dense_layers
 from .unsup_layout import probe_layers
 
 NET = "ff-unsup"
@@ -109,12 +108,7 @@ class UnsupNet:
 
     @classmethod
     def from_arrays(cls, path, arrays, meta):
-        if field(path, meta, "format_version", int) > FORMAT_VERSION:
-            raise ModelError(f"{path}: model format {meta['format_version']} is newer than this edgeff reads "
-                             f"({FORMAT_VERSION}); upgrade edgeff")
-        n = max(1, sum(1 for k in arrays if re.fullmatch(r"w[0-9]+", k)))
-        net = cls([array(path, arrays, f"w{k}", np.float32, ndim=2) for k in range(n)],
-                  [array(path, arrays, f"b{k}", np.float32, ndim=1) for k in range(n)],
+        net = cls(*read_dense_layers(path, arrays, meta),
                   array(path, arrays, "head_w", np.float32, ndim=2), array(path, arrays, "head_b", np.float32, ndim=1),
                   meta.get("input"), field(path, meta, "mean_goodness", bool))
         net.check(path)
