@@ -23,12 +23,16 @@ def memory_cgroup(proc="/proc/self"):
         elif len(hierarchy) == 3 and hierarchy[0] == "0" and not hierarchy[1]:   # the v2 unified hierarchy
             paths["v2"] = hierarchy[2]
     for m in mounts:
-        fstype, options = m[m.index("-") + 1], m[-1].split(",")
+        if "-" not in m[5:-2]:         # a line without its fields, its separator, fs type and options
+            continue
+        fstype, options = m[m.index("-", 5) + 1], m[-1].split(",")
         version = "v1" if fstype == "cgroup" and "memory" in options else "v2" if fstype == "cgroup2" else None
         if version not in paths:
             continue
         mount_root, mount_point = m[3], m[4]
-        inside = os.path.relpath(paths[version], mount_root) if paths[version].startswith(mount_root) else "."
+        inside = os.path.relpath(paths[version], mount_root)
+        if inside.startswith(".."):    # the mount shows our cgroup as its root (a container's own view)
+            inside = "."
         directory = os.path.normpath(os.path.join(mount_point, inside))
         if os.path.exists(os.path.join(directory, LIMIT_FILE[version])):
             return directory, mount_point, LIMIT_FILE[version]

@@ -44,6 +44,17 @@ def test_the_lowest_limit_on_the_way_to_the_mount_is_read(tmp_path, version):
     assert memory_cgroup(tmp_path / "proc") is None
 
 
+def test_malformed_and_misleading_proc_files_neither_crash_nor_climb_out_of_the_mount(tmp_path):
+    fs = tmp_path / "cg"
+    write(fs / "memory.limit_in_bytes", "536870912\n")
+    write(tmp_path / "jobs-other" / "x" / "memory.limit_in_bytes", "1\n")   # beside the mount, not in it
+    write(tmp_path / "proc" / "cgroup", "4:memory:/jobs-other/x\n")         # shares only a string prefix
+    mount = f"35 31 0:32 /jobs {fs} rw,relatime - cgroup cgroup rw,memory\n"
+    for junk in ("\n", "35 31 0:32\n", "35 31 0:32 / /x rw - \n", "- - - - - - -\n"):
+        write(tmp_path / "proc" / "mountinfo", junk + mount)
+        assert cgroup_memory_limit(tmp_path / "proc") == (536870912, str(fs / "memory.limit_in_bytes")), junk
+
+
 @pytest.fixture
 def memory_limit_cgroup():
     """(a new memory cgroup under this process's own, its limit file); removed afterwards."""
