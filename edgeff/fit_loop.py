@@ -6,11 +6,12 @@ PhasedTrainer and supplies what differs:
     phases()               the keys (layers, blocks or "head") trained in each phase
     _bind(p)               point the working buffers at phase p's views; set self.params
                            {key: (Param, ...)} and self.opts {key: Optimizer}
-    _phase_epochs(keys)    epochs of a phase
+    _phase_epochs(keys)    epochs of a phase (default: head_epochs for ["head"], else epochs)
     _phase_label(keys)     what the progress bar calls it ("layer 1/2 ", "")
     _step(b, keys, totals) train one batch of the rows in self.idx[:b]; totals[i] += keys[i]'s loss
     _part(key)             a key's name in a message; _lr_option(key): (flag, value) of its rate
-and these attributes: cfg, ds, rng, order, idx, layout, arena, progress, step_hook.
+and these attributes: cfg, ds, rng, order, idx, layout, arena, progress, step_hook
+(_lay_out sets the first six but order and idx).
 After fit(), phase_seconds[p] holds the seconds phase p's batches took in this process.
 """
 
@@ -24,6 +25,7 @@ import numpy as np
 from . import checkpoint
 from .errors import ModelError, TrainingDiverged
 from .kernels import optim
+from .memory import Arena, plan_greedy
 
 
 @dataclass
@@ -68,6 +70,21 @@ class PhasedTrainer:
     Unset it costs one test per batch and layer; set, it is passed ints and floats only, never an array."""
 
     step_hook = None
+
+    def _lay_out(self, cfg, ds, progress, layout, plan):
+        """Set cfg, ds, progress (a do-nothing reporter when None), the seeded rng, the layout and
+        the arena of `plan`: the caller's memory plan of this layout, made here when None."""
+        self.cfg, self.ds = cfg, ds
+        self.progress = progress or (lambda total, desc: None)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.layout = layout
+        self.plan = plan or plan_greedy(layout.buffers)
+        if self.plan.buffers != layout.buffers:
+            raise ValueError("the plan given is not the plan of this config and data set")
+        self.arena = Arena(self.plan)
+
+    def _phase_epochs(self, keys):
+        return self.cfg.head_epochs if keys == ["head"] else self.cfg.epochs
 
     def fit(self, checkpoint=None, every=0, resume=None, run_meta=None, steps_per_phase=None):
         """Train every phase; with `every`, write a checkpoint to `checkpoint` each `every` steps

@@ -23,7 +23,6 @@ from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
 from .kernels import batch, norm, sff
 from .layers.scratch import Scratch
-from .memory import Arena, plan_greedy
 
 MARGIN = 1.0   # added to every wrong class's goodness in the loss (kernels/sff.py)
 
@@ -36,14 +35,7 @@ class ConvTrainer(PhasedTrainer):
     blocks keep those layers: they only run forward, and only their heads learn."""
 
     def __init__(self, cfg, ds, progress=None, plan=None, init=None):
-        self.cfg, self.ds = cfg, ds
-        self.progress = progress or (lambda total, desc: None)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.layout = layout_for_conv(cfg, ds)
-        self.plan = plan or plan_greedy(self.layout.buffers)
-        if self.plan.buffers != self.layout.buffers:
-            raise ValueError("the plan given is not the plan of this config and data set")
-        self.arena = Arena(self.plan)
+        self._lay_out(cfg, ds, progress, layout_for_conv(cfg, ds), plan)
         v, params = self.arena.view, self.layout.checkpoint_arrays(0)
         self.net = ConvNet.create(self.layout.in_shape, conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
                                   ds.num_classes, self.rng, alloc=lambda name, shape: v(params[name]))
@@ -84,9 +76,6 @@ class ConvTrainer(PhasedTrainer):
             self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
             self.views.append((layers, v(block.good), v(block.loss), v(block.out),
                                Scratch(*(v(b) if b else None for b in block.scratch))))
-
-    def _phase_epochs(self, blocks):
-        return self.cfg.epochs
 
     def _phase_label(self, blocks):
         return ""

@@ -19,7 +19,6 @@ from .kernels import batch, dense, ff_loss, norm, optim, overlay, softmax
 from .budget import layout_for
 from .fit_loop import Optimizer, Param, PhasedTrainer
 from .layers.net import GRAD_SUM_ROWS
-from .memory import Arena, plan_greedy
 from .model import EPS, FFNet, overlay_inverse_norm
 
 
@@ -33,15 +32,9 @@ class Trainer(PhasedTrainer):
     The step hook and the loop are PhasedTrainer's (edgeff/fit_loop.py)."""
 
     def __init__(self, cfg, ds, progress=None, plan=None, cache=False):
-        self.cfg, self.ds = cfg, ds
-        self.progress = progress or (lambda total, desc: None)
-        self.rng = np.random.default_rng(cfg.seed)
         _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-        self.layout = layout_for(cfg, in_width, ds.num_classes, cache_rows=len(ds.y_train) if cache else 0)
-        self.plan = plan or plan_greedy(self.layout.buffers)
-        if self.plan.buffers != self.layout.buffers:
-            raise ValueError("the plan given is not the plan of this config and data set")
-        self.arena = Arena(self.plan)
+        self._lay_out(cfg, ds, progress, layout_for(cfg, in_width, ds.num_classes,
+                                                    cache_rows=len(ds.y_train) if cache else 0), plan)
         v = self.arena.view
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
                                 image=ds.image_shape is not None,
@@ -269,9 +262,6 @@ class Trainer(PhasedTrainer):
 
     def _bind(self, p):
         self._bind_head() if p == len(self.layout.phases) else self._bind_phase(p)
-
-    def _phase_epochs(self, layers):
-        return self.cfg.head_epochs if layers == ["head"] else self.cfg.epochs
 
     def _phase_label(self, layers):
         n_layers = len(self.net.weights)

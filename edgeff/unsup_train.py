@@ -21,7 +21,7 @@ import numpy as np
 from .errors import UsageError
 from .fit_loop import Optimizer, PhasedTrainer
 from .kernels import batch, dense, ff_loss, hybrid, norm, softmax
-from .memory import Arena, plan_greedy
+from .memory import plan_greedy
 from .model import EPS
 from .train import Trainer
 from .unsup_layout import unsup_layout
@@ -61,14 +61,7 @@ class UnsupTrainer(PhasedTrainer):
     """Trains cfg's encoder on ds's images, then the probe, inside the arena of `plan`."""
 
     def __init__(self, cfg, ds, progress=None, plan=None):
-        self.cfg, self.ds = cfg, ds
-        self.progress = progress or (lambda total, desc: None)
-        self.rng = np.random.default_rng(cfg.seed)
-        self.layout = layout_of(cfg, ds)
-        self.plan = plan or plan_greedy(self.layout.buffers)
-        if self.plan.buffers != self.layout.buffers:
-            raise ValueError("the plan given is not the plan of this config and data set")
-        self.arena = Arena(self.plan)
+        self._lay_out(cfg, ds, progress, layout_of(cfg, ds), plan)
         v, lay = self.arena.view, self.layout
         alloc = lambda k: (v(lay.head.w), v(lay.head.b)) if k == "head" else (v(lay.params[k].w), v(lay.params[k].b))
         self.net = UnsupNet.create(cfg.sizes, ds.num_classes, self.rng, alloc, cfg.goodness == "mean")
@@ -102,14 +95,8 @@ class UnsupTrainer(PhasedTrainer):
 
     _bind_params = Trainer._bind_params    # (weights, bias) Params on this arena: the supervised trainer's
 
-    def _phase_epochs(self, keys):
-        return self.cfg.head_epochs if keys == ["head"] else self.cfg.epochs
-
     def _phase_label(self, keys):
-        n = len(self.net.weights)
-        if keys == ["head"]:
-            return "probe "
-        return f"layer {keys[0] + 1}/{n} " if len(keys) == 1 < n else ""
+        return "probe " if keys == ["head"] else Trainer._phase_label(self, keys)
 
     def _part(self, key):
         return "the probe" if key == "head" else f"layer {key + 1}/{len(self.net.weights)}"
