@@ -30,7 +30,7 @@ from .fileio import atomic_write, check_output_file, make_output_dir, npz_writer
 from .memory import fmt_bytes, parse_bytes
 from .runs import MODEL, load_metrics, load_run, save_run
 from .train import Trainer
-from .training import make_trainer, plan_run
+from .training import load_init, make_trainer, plan_run
 
 DATA_FILE = "data.npz"   # the labelled rows save() was given: what edgeff eval and export measure on
 ARRAYS = "X"             # the data set's name in messages, and in the config of a run trained on arrays
@@ -156,16 +156,12 @@ class FFClassifier:
                              f"estimator yet: use edgeff train --algo {self.algo}")
         init_net = init_cfg = None
         if self.init:
-            init_net, init_cfg = load_run(self.init)
-            if not isinstance(init_net, ConvNet):
-                raise UsageError(f"--init {self.init}: holds a dense net; --init starts conv nets from a conv run")
+            init_net, init_cfg = load_init(self.init)
         model = self.model or getattr(init_cfg, "model", None) or \
             "-".join([str(ds.x_train.shape[1]), *TrainConfig.model.split("-")[1:]])
         auto = self.batch_size == "auto"
         batch_size = 1 if auto else default_batch_size(model) if self.batch_size is None else self.batch_size
         budget = self._budget()
-        if auto and budget is None:
-            raise UsageError("--batch-size auto needs --memory-budget")
         options = SimpleNamespace(**{**self.get_params(), "model": model, "dataset": ds.name})
         cfg = config_from_options(options, batch_size, init_cfg, n_train=len(ds.y_train))
         if partial:

@@ -6,9 +6,10 @@ import dataclasses
 
 from . import tuning, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
-from .convnet import image_chw
+from .convnet import ConvNet, image_chw
 from .errors import UsageError
 from .model import FFNet
+from .runs import load_run
 from .sff_train import ConvTrainer, warm_up_conv
 from .train import Trainer, warm_up
 
@@ -24,6 +25,14 @@ class RunPlan:
     in_width: int | None        # dense: the first layer's input width with label inputs
     frozen_input: str | None    # layerwise: "cache" or "stream" (budget.choose_frozen_input)
     cache_bytes: int            # what that cache takes, or would take
+
+
+def load_init(run_dir):
+    """(ConvNet, its config) of the conv run --init starts from, or one UsageError line."""
+    net, cfg = load_run(run_dir)
+    if not isinstance(net, ConvNet):
+        raise UsageError(f"--init {run_dir}: holds a dense net; --init starts conv nets from a conv run")
+    return net, cfg
 
 
 def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_input=None, runtime=0):

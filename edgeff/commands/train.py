@@ -11,7 +11,6 @@ from ..callbacks import ProgressBar, progress_of
 from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS,
                       SAMPLES_SEEN, SCHEDULES, TrainConfig, config_from_options, default_batch_size, default_epochs)
 from ..conv_models import HYBRID, NETS
-from ..convnet import ConvNet
 from ..data import load_dataset
 from ..data_mmap import load_mapped
 from .. import checkpoint, tuning
@@ -21,8 +20,8 @@ from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..progress import progress_enabled
-from ..runs import MODEL, load_run, peak_rss_mib, rss_bytes, rss_mib, save_run
-from ..training import make_trainer, plan_run, warm_up_for
+from ..runs import MODEL, peak_rss_mib, rss_bytes, rss_mib, save_run
+from ..training import load_init, make_trainer, plan_run, warm_up_for
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
 
@@ -100,13 +99,16 @@ def add_arguments(p):
 
 @dataclasses.dataclass
 class Prepared:
-    cfg: TrainConfig
     ds: object
     run: object               # training.RunPlan: the settled config, memory plan and how frozen layers are fed
     load_seconds: float
     compile_seconds: float
     plan_args: tuple
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
+
+    @property
+    def cfg(self):
+        return self.run.cfg
 
 
 def prepare(args, resume_meta=None):
@@ -118,9 +120,7 @@ def prepare(args, resume_meta=None):
         args.limit_train = resume_meta.get("limit_train")
     init_net = init_cfg = None
     if args.init and resume_meta is None:
-        init_net, init_cfg = load_run(args.init)
-        if not isinstance(init_net, ConvNet):
-            raise UsageError(f"--init {args.init}: holds a dense net; --init starts conv nets from a conv run")
+        init_net, init_cfg = load_init(args.init)
     if args.batch_size is None:
         args.batch_size = str(default_batch_size(args.model or getattr(init_cfg, "model", _D.model)))
     auto = args.batch_size == "auto"
@@ -147,7 +147,7 @@ def prepare(args, resume_meta=None):
     resumed = resume_meta.get("frozen_input", "stream") if resume_meta else None   # older checkpoints streamed
     run = plan_run(cfg, ds, budget, auto, init_net, resumed, runtime)
     cfg = run.cfg
-    return Prepared(cfg, ds, run, load_seconds, compile_seconds,
+    return Prepared(ds, run, load_seconds, compile_seconds,
                     (run.plan, cfg.batch_size, data_bytes(ds), budget,
                      backprop_bytes(cfg, ds, run.in_width, cfg.batch_size), runtime, run.frozen_input,
                      run.cache_bytes), init_net)
