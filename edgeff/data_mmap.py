@@ -12,11 +12,11 @@ import os
 import numpy as np
 
 from .data import DataError, Dataset, cache_dir, load_dataset, locate, source_files, validate
+from .fields import field, is_kind
 from .fileio import atomic_write_files, atomic_write_text, sha256_file, write_error
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 META = "meta.json"
-
 
 
 def source_identity(path):
@@ -31,20 +31,27 @@ def prepared_dir(name, identity):
 
 def _open(directory, identity):
     """The prepared copy in `directory` as a memory-mapped Dataset, or None if it is missing, stale or damaged."""
+    path = os.path.join(directory, META)
     try:
-        with open(os.path.join(directory, META)) as f:
+        with open(path) as f:
             meta = json.load(f)
-        if meta["identity"] != identity or any(sha256_file(os.path.join(directory, f"{k}.npy")) != meta["sha256"][k]
-                                               for k in ARRAYS):
+        check = lambda key, kind, ok=None: field(path, meta, key, kind, ok, error=DataError)
+        sha256 = check("sha256", dict, lambda d: all(isinstance(d.get(k), str) for k in ARRAYS))
+        if check("identity", list) != identity or any(sha256_file(os.path.join(directory, f"{k}.npy")) != sha256[k]
+                                                      for k in ARRAYS):
             return None
+        num_classes = check("num_classes", int, lambda c: c >= 1)
+        image_shape = meta.get("image_shape") and check("image_shape", list, lambda s: len(s) in (2, 3) and all(
+            is_kind(d, int) and d >= 1 for d in s))
+        names = check("label_names", list, lambda n: len(n) == num_classes and all(isinstance(x, str) for x in n))
         x_train, x_test = (np.load(os.path.join(directory, f"{k}.npy"), mmap_mode="c", allow_pickle=False)
                            .view(np.ndarray) for k in ("x_train", "x_test"))    # copy-on-write: writable, as loaded
         y_train, y_test = (np.load(os.path.join(directory, f"{k}.npy"), allow_pickle=False) for k in ("y_train", "y_test"))
-    except (OSError, ValueError, KeyError, TypeError):
+        return validate(Dataset(check("name", str), x_train, y_train, x_test, y_test, num_classes,
+                                check("scale", float, lambda v: v > 0), tuple(image_shape) if image_shape else None,
+                                tuple(names), check("source", str)))
+    except (OSError, ValueError):    # missing, unreadable, damaged or crafted (DataError is a ValueError): made again
         return None
-    return validate(Dataset(meta["name"], x_train, y_train, x_test, y_test, meta["num_classes"], meta["scale"],
-                            tuple(meta["image_shape"]) if meta["image_shape"] else None, tuple(meta["label_names"]),
-                            meta["source"]))
 
 
 def _write(directory, ds, identity):

@@ -50,3 +50,20 @@ def test_the_copy_is_checked_and_remade_when_damaged_or_stale(tmp_path, monkeypa
     os.utime(data, ns=(1, 1))
     assert np.array_equal(load_mapped(data).x_train, load_dataset(data).x_train)
     assert len(os.listdir(tmp_path / "cache" / "edgeff" / "prepared")) == 2
+
+
+def test_a_crafted_record_of_the_copy_is_remade_not_trusted(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    data = str(digits(tmp_path / "d.npz"))
+    load_mapped(data)
+    record = os.path.join(prepared_dir("d.npz", source_identity(data)), "meta.json")
+    with open(record) as f:
+        good = json.load(f)
+    for key, bad in (("num_classes", "4"), ("num_classes", 1), ("scale", None), ("scale", -1.0),
+                     ("image_shape", 5), ("label_names", 3), ("name", 7), ("sha256", [1]), ("identity", {})):
+        with open(record, "w") as f:
+            json.dump(dict(good, **{key: bad}), f)
+        ds = load_mapped(data)                                              # no traceback: made again
+        assert (ds.num_classes, ds.scale, ds.label_names) == (4, 1 / 255, tuple(good["label_names"])), key
+        with open(record) as f:
+            assert json.load(f) == good, key
