@@ -86,7 +86,7 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
-    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them
+    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them (head_epochs 0: none)
     probe_labels: float = 1.0  # ff-unsup: share of the training labels the probe reads
 
     def validate(self):
@@ -126,12 +126,12 @@ class TrainConfig:
             raise UsageError("--classifier last (the last block's class goodness) is for conv nets; "
                              "dense nets have linear, goodness and first")
         _check_real("probe_labels", self.probe_labels, low=0, high=1, above_low=True)
-        if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear" or not self.head_epochs):
+        if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear"):    # head_epochs 0: no probe
             raise UsageError("--algo ff-unsup trains a dense --model and classifies with its linear probe: "
-                             "use a dense --model, --classifier linear and --head-epochs 1 or more")
+                             "use a dense --model and --classifier linear")
         if self.algo == "ff" and self.probe_labels != 1.0:
             raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup; leave it out")
-        if self.classifier == "linear" and self.head_epochs == 0:
+        if self.algo == "ff" and self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
 

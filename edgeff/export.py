@@ -164,7 +164,7 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
     if not conv and head == "last":
         raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear, "
                          "both or first")
-    if head in ("linear", "both") and net.head_w is None:
+    if head in ("linear", "both") and net.head_w is None and not isinstance(net, UnsupNet):   # an encoder: features
         raise ExportError("this model has no linear head: export with --head goodness, or train with --head-epochs 1+")
     if not MIN_OPSET <= opset <= max_opset():
         raise ExportError(f"--opset {opset} is outside what edgeff exports and onnxruntime runs "
@@ -255,7 +255,9 @@ def numpy_outputs(net, x, head):
             scores = net.scores(x, 1.0, "first" if head == "first" else "goodness")
         out["scores"] = scores
         out["goodness_label" if head == "both" else "label"] = scores.argmax(1)
-    if head in ("linear", "both"):
+    if isinstance(net, UnsupNet) and net.head_w is None:
+        out["features"] = net.feature_rows(x, 1.0)
+    elif head in ("linear", "both"):
         logits = net.head_logits(x, 1.0)
         e = np.exp(logits - logits.max(1, keepdims=True))
         out["probabilities"] = e / e.sum(1, keepdims=True)
@@ -271,7 +273,7 @@ def parity(sess, net, x, head):
     ref = numpy_outputs(net, x, head)
     got = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"x": x})))
     report = {"samples": int(len(x))}
-    for name in ("scores", "probabilities"):
+    for name in ("scores", "probabilities", "features"):
         if name in ref:
             diff = np.abs(got[name] - ref[name])
             report[f"{name}_max_abs_diff"] = float(diff.max())
@@ -343,7 +345,7 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
               "overlays the labels and length-normalises each layer's input")
     metadata = {
         "edgeff_version": __version__,
-        "head": head,
+        "head": "features" if isinstance(net, UnsupNet) and net.head_w is None else head,
         "config": cfg.to_json(),
         "dataset": info["dataset"],
         "test_error": {k: v for k, v in metrics.items() if k.startswith("test_error")},

@@ -8,7 +8,7 @@ import numpy as np
 
 from .errors import ExportError, UsageError
 from .fields import field
-from .runs import load_run
+from .runs import check_classifier, load_run
 
 DEFAULT_SCALE = 1 / 255  # runs saved before the model recorded its input scale held 8-bit pixels
 
@@ -23,9 +23,7 @@ class RunPredictor:
         self.scale = info.get("scale", DEFAULT_SCALE)
         self.label_names = info.get("label_names") or [str(c) for c in range(self.net.num_classes)]
         self.classifier = classifier or cfg.classifier
-        if self.classifier not in self.net.classifiers():
-            raise UsageError(f"{path}: has no {self.classifier} classifier; use --classifier "
-                             f"{' or '.join(self.net.classifiers())}")
+        check_classifier(path, self.net, self.classifier)
 
     def predict(self, rows):
         return self.net.predict(rows, 1.0, self.classifier)

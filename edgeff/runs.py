@@ -73,3 +73,14 @@ def load_run(run_dir):
                          f"{'conv' if isinstance(net, ConvNet) else 'dense'} net; it is damaged or not written by edgeff")
     net.check_config(cfg, path)
     return net, cfg
+
+
+def check_classifier(run_dir, net, classifier):
+    """UsageError unless net classifies with `classifier` ("all": with anything); an encoder alone
+    (FFEncoder's run) classifies with nothing."""
+    if not net.classifiers():
+        raise UsageError(f"{run_dir}: holds an encoder without a probe (FFEncoder's): it classifies nothing; read "
+                         "its features with FFEncoder.load(RUN_DIR).transform, or export them with edgeff export")
+    if classifier != "all" and classifier not in net.classifiers():
+        raise UsageError(f"{run_dir}: has no {classifier} classifier; use --classifier "
+                         f"{' or '.join(net.classifiers())}")

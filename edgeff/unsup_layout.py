@@ -5,7 +5,8 @@ length-normalised: no label inputs. Its steps are those of a supervised phase (s
 staging, then each layer's forward and update step), and its layers declare the same buffers
 (layers/dense.py). The last phase trains the softmax probe on the normalised activities of
 the last three hidden layers (all of them when there are fewer) for real images; every
-buffer of it lives throughout, like the linear head's (layers/head.py).
+buffer of it lives throughout, like the linear head's (layers/head.py). The encoder alone
+(FFEncoder, or --head-epochs 0) has no probe phase, and none of its buffers is planned.
 """
 
 from dataclasses import dataclass
@@ -63,13 +64,13 @@ class Probe:
         return dict(self.training.checkpoint_arrays(), head_w=self.w, head_b=self.b)
 
 
-def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, optimizer):
+def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, optimizer, probe=True):
     """Every buffer of an ff-unsup run: layers of these widths on rows of in_width features
-    (images of `pixels` pixels), then the probe; a layers/net.Layout."""
+    (images of `pixels` pixels), then the probe unless `probe` is False; a layers/net.Layout."""
     n_layers, rows, b = len(widths), 2 * batch_size, batch_size
     steps = 1 + 2 * n_layers
     groups = [list(range(n_layers))] if schedule == "simultaneous" else [[k] for k in range(n_layers)]
-    end = (len(groups) + 1) * steps - 1
+    end = (len(groups) + probe) * steps - 1
     d_in = [in_width] + list(widths[:-1])
     slots = 2 if optimizer == "adam" else 1
     params = [dense.params(k, d_in[k], widths[k], 0, end) for k in range(n_layers)]
@@ -84,9 +85,9 @@ def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, op
             [dense.activations(pre, k, rows, widths[k], ph) for k in range(layers[-1] + 1)],
             Buffer(f"{pre}good", (rows,), F32, ph.forward(0), ph.last, "activations"),
             Buffer(f"{pre}loss", (rows,), F32, ph.forward(0), ph.last, "activations")))
-    probe = _probe(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end))
+    top = _probe(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end)) if probe else None
     buffers = [buf for prm in params for buf in prm.buffers()] + [buf for ph in phases for buf in ph.buffers()]
-    return Layout(params, phases, probe, buffers + probe.buffers())
+    return Layout(params, phases, top, buffers + (top.buffers() if top else []))
 
 
 def _probe(widths, in_width, num_classes, batch, phase):

@@ -1,7 +1,8 @@
 """Unsupervised FF (--algo ff-unsup, Hinton 2022 section 3.1): the layers learn to tell real
 images (positives) from hybrid images (negatives, kernels/hybrid.py) with FF's goodness loss;
 no label is shown to them. Then a softmax probe learns the labels from the normalised
-activities of the last three hidden layers, with no gradient into the layers.
+activities of the last three hidden layers, with no gradient into the layers; with
+--head-epochs 0 (FFEncoder) there is no probe phase, and no buffer of it in the arena.
 
 Per batch of B images, in an FF phase:
     stage    x[:B] <- the images, x[B:] <- hybrids of them with random partners, every row
@@ -29,22 +30,19 @@ from .unsup_model import UnsupNet
 
 
 def check_data(cfg, ds):
-    """UsageError unless ds holds images hybrids can be made of, of more pixels than classes,
-    and cfg asks for nothing ff-unsup does not do."""
+    """UsageError unless ds holds images hybrids can be made of, and cfg asks for nothing ff-unsup
+    does not do."""
     if cfg.shift:
         raise UsageError("--shift moves the images of supervised FF; --algo ff-unsup does not use it: leave it out")
     if ds.image_shape is None or len(ds.image_shape) not in (2, 3):
         raise UsageError(f"--algo ff-unsup mixes images into hybrid negatives; {ds.name} holds "
                          f"{'flat rows' if ds.image_shape is None else ds.image_shape}: use --algo ff")
-    if ds.x_train.shape[1] <= ds.num_classes:
-        raise UsageError(f"--algo ff-unsup needs images of more pixels than classes; {ds.name} has "
-                         f"{ds.x_train.shape[1]} pixels and {ds.num_classes} classes")
 
 
 def layout_of(cfg, ds, batch_size=None):
     h, w = ds.image_shape[:2]
     return unsup_layout(list(cfg.sizes[1:]), cfg.sizes[0], h * w, ds.num_classes, batch_size or cfg.batch_size,
-                        cfg.schedule, cfg.optimizer)
+                        cfg.schedule, cfg.optimizer, probe=cfg.head_epochs > 0)
 
 
 def planner(cfg, ds):
@@ -58,19 +56,25 @@ def probe_rows(cfg, n_train):
 
 
 class UnsupTrainer(PhasedTrainer):
-    """Trains cfg's encoder on ds's images, then the probe, inside the arena of `plan`."""
+    """Trains cfg's encoder on ds's images, then the probe (none with cfg.head_epochs 0), inside the
+    arena of `plan`."""
 
     def __init__(self, cfg, ds, progress=None, plan=None):
         self._lay_out(cfg, ds, progress, layout_of(cfg, ds), plan)
         v, lay = self.arena.view, self.layout
-        alloc = lambda k: (v(lay.head.w), v(lay.head.b)) if k == "head" else (v(lay.params[k].w), v(lay.params[k].b))
-        self.net = UnsupNet.create(cfg.sizes, ds.num_classes, self.rng, alloc, cfg.goodness == "mean")
+
+        def alloc(k):
+            if k != "head":
+                return v(lay.params[k].w), v(lay.params[k].b)
+            return (v(lay.head.w), v(lay.head.b)) if lay.head else (None, None)
+
+        self.net = UnsupNet.create(cfg.sizes, self.rng, alloc, cfg.goodness == "mean")
         self.order = np.arange(len(ds.y_train), dtype=np.int64)
         self.y_train = ds.y_train.astype(np.int64)
         self.labelled = probe_rows(cfg, len(ds.y_train))
 
     def phases(self):
-        return [ph.layers for ph in self.layout.phases] + [["head"]]
+        return [ph.layers for ph in self.layout.phases] + ([["head"]] if self.layout.head else [])
 
     def _bind(self, p):
         v = self.arena.view

@@ -4,7 +4,7 @@ import json
 
 from ..data import load_dataset
 from ..errors import UsageError
-from ..runs import load_run
+from ..runs import check_classifier, load_run
 
 HELP = "reload a trained run directory and print its test error"
 
@@ -20,15 +20,13 @@ def add_arguments(p):
 
 def run(args):
     net, cfg = load_run(args.run_dir)
+    check_classifier(args.run_dir, net, args.classifier or cfg.classifier)
     ds = load_dataset(args.dataset or cfg.dataset, args.data_dir)
     if ds.x_test.shape[1] != net.in_features:
         raise UsageError(f"{ds.name} has {ds.x_test.shape[1]} features per example but the model takes {net.in_features}")
     if ds.num_classes > net.num_classes:
         raise UsageError(f"{ds.name} has {ds.num_classes} classes but the model knows {net.num_classes}")
     wanted = net.classifiers() if args.classifier == "all" else [args.classifier or cfg.classifier]
-    if wanted[0] not in net.classifiers():
-        raise UsageError(f"{args.run_dir}: has no {wanted[0]} classifier; use --classifier "
-                         f"{' or '.join(net.classifiers())}")
     errors = net.errors(ds.x_test, ds.y_test, ds.scale, wanted)
     if args.json:
         print(json.dumps({"test_error": errors[wanted[0]], **{f"test_error_{c}": e for c, e in errors.items()},

@@ -129,6 +129,9 @@ def prepare(args, resume_meta=None):
     except ValueError:
         raise UsageError(f"--batch-size must be a whole number or 'auto', got {args.batch_size!r}") from None
     cfg = config_from_options(args, batch_size, init_cfg)
+    if cfg.algo == "ff-unsup" and not cfg.head_epochs:
+        raise UsageError("--algo ff-unsup with --head-epochs 0 trains no probe to measure a test error with: use "
+                         "--head-epochs 1 or more (the encoder alone is edgeff.FFEncoder's, in Python)")
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
