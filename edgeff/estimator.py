@@ -12,36 +12,23 @@ only to put it in scikit-learn's pipelines and searches.
 """
 
 import dataclasses
-import functools
-import inspect
-import os
-import sys
-from types import SimpleNamespace
 
 import numpy as np
 
 from .arrays import classes_of, codes_of, rows_of
 from .callbacks import progress_of
-from .config import SETTLED_LATER, MAX_SEED, TrainConfig, config_from_options, default_batch_size
+from .config import MAX_SEED
 from .convnet import ConvNet
 from .data import Dataset, validate
-from .errors import DataError, ModelError, UsageError
-from .fileio import atomic_write, check_output_file, make_output_dir, npz_writer, remove_made_dirs, write_error
-from .memory import fmt_bytes, parse_bytes
-from .runs import MODEL, load_metrics, load_run, save_run
+from .errors import ModelError, UsageError
+from .estimator_base import ARRAYS, PARAMS, FFEstimator, init_signature, own_arrays
+from .memory import fmt_bytes
+from .runs import load_metrics
 from .train import Trainer
 from .training import load_init, make_trainer, plan_run
 
-DATA_FILE = "data.npz"   # the labelled rows save() was given: what edgeff eval and export measure on
-ARRAYS = "X"             # the data set's name in messages, and in the config of a run trained on arrays
-# the options: TrainConfig's fields as `edgeff train` takes them (the data comes to fit), the ones
-# the data and the net settle left None, as the command line leaves them; then the API's own
-OPTIONS = {f.name: None if f.name in SETTLED_LATER else f.default for f in dataclasses.fields(TrainConfig)
-           if f.name != "dataset"}
-PARAMS = {**OPTIONS, "memory_budget": None, "callbacks": None}
 
-
-class FFClassifier:
+class FFClassifier(FFEstimator):
     """A Forward-Forward net as a scikit-learn classifier: fit, predict, predict_proba, score,
     partial_fit, get_params/set_params, save/load (run directories), to_onnx.
 
@@ -61,42 +48,18 @@ class FFClassifier:
     Fitted attributes: net_ (the FFNet or ConvNet), config_ (its TrainConfig), classes_,
     n_features_in_, history_ (mean losses per epoch)."""
 
+    _params, _fit_call = PARAMS, "fit(X, y)"
+
     def __init__(self, **params):
-        unknown = sorted(set(params) - set(PARAMS))
-        if unknown:
-            raise UsageError(f"FFClassifier has no option {unknown[0]!r}; its options: {', '.join(PARAMS)}")
-        for name, default in PARAMS.items():
-            setattr(self, name, params.get(name, default))
+        super().__init__(**params)
 
-    __init__.__signature__ = inspect.Signature(
-        [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)] +
-        [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d) for name, d in PARAMS.items()])
-
-    def get_params(self, deep=True):
-        """{option: value} of every option (deep: no option is an estimator, so the same)."""
-        return {name: getattr(self, name) for name in PARAMS}
-
-    def set_params(self, **params):
-        """Set options by name; returns self. Checked when fit runs, as scikit-learn asks."""
-        for name, value in params.items():
-            if name not in PARAMS:
-                raise UsageError(f"FFClassifier has no option {name!r}; its options: {', '.join(PARAMS)}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self):
-        changed = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items() if v is not PARAMS[k] and v != PARAMS[k])
-        return f"FFClassifier({changed})"
+    __init__.__signature__ = init_signature(PARAMS)
 
     def __sklearn_tags__(self):
         """scikit-learn's description of this estimator (called by scikit-learn only, so it is there)."""
         from sklearn.utils import ClassifierTags, Tags, TargetTags
         return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
                     classifier_tags=ClassifierTags())
-
-    def __sklearn_is_fitted__(self):
-        """True once fit, partial_fit or load has given it a net."""
-        return hasattr(self, "net_")
 
     # ---- training ----
 
@@ -139,7 +102,7 @@ class FFClassifier:
         self._log(f"data: {len(codes)} rows, {rows.shape[1]} features, {len(classes)} classes")
         self._log(f"memory: arena {fmt_bytes(trainer.plan.arena_bytes)}, batch size {cfg.batch_size}")
         history = trainer.fit()
-        self.net_ = _own_arrays(trainer.net)
+        self.net_ = own_arrays(trainer.net)
         self.net_.describe_input(ds)
         self.classes_, self.n_features_in_ = classes, rows.shape[1]
         if start is None:
@@ -153,51 +116,16 @@ class FFClassifier:
         `edgeff train` makes them; a partial fit is one epoch per phase."""
         if self.algo != "ff":
             raise UsageError(f"FFClassifier trains supervised FF (algo='ff'); algo={self.algo!r} has no "
-                             f"estimator yet: use edgeff train --algo {self.algo}")
+                             f"classifier estimator: use edgeff train --algo {self.algo}, or FFEncoder")
         init_net = init_cfg = None
         if self.init:
             init_net, init_cfg = load_init(self.init)
-        model = self.model or getattr(init_cfg, "model", None) or \
-            "-".join([str(ds.x_train.shape[1]), *TrainConfig.model.split("-")[1:]])
-        auto = self.batch_size == "auto"
-        batch_size = 1 if auto else default_batch_size(model) if self.batch_size is None else self.batch_size
-        budget = self._budget()
-        options = SimpleNamespace(**{**self.get_params(), "model": model, "dataset": ds.name})
-        cfg = config_from_options(options, batch_size, init_cfg, n_train=len(ds.y_train))
+        cfg, auto = self._config(ds, init_cfg)
         if partial:
             cfg = dataclasses.replace(cfg, epochs=1, head_epochs=min(1, cfg.head_epochs))
-        return plan_run(cfg, ds, budget, auto, init_net), init_net
-
-    def _budget(self):
-        return None if self.memory_budget is None else parse_bytes(self.memory_budget)
-
-    def _log(self, message):
-        for cb in self.callbacks or ():
-            cb.log(message)
+        return plan_run(cfg, ds, self._budget(), auto, init_net), init_net
 
     # ---- using the net ----
-
-    def _fitted(self):
-        if not self.__sklearn_is_fitted__():
-            raise _not_fitted("this FFClassifier is not fitted yet; call fit(X, y) or load(run_dir) first")
-        return self.net_
-
-    def _check_features(self, rows, image_shape=None):
-        net = self._fitted()
-        if rows.shape[1] != net.in_features:
-            raise DataError(f"X has {rows.shape[1]} features, but FFClassifier is expecting {net.in_features} "
-                            "features as input; give rows like the ones it was fitted on")
-        fitted = (net.input_info or {}).get("image_shape")
-        if isinstance(net, ConvNet) and image_shape is not None and fitted and list(image_shape) != list(fitted):
-            raise DataError(f"X holds {image_shape} images but the net was fitted on {tuple(fitted)} images")
-
-    def _input(self, X):
-        """(stored rows of X, their scale): uint8 pixels at the fitted data's scale, other numbers as they are."""
-        self._fitted()
-        rows, image_shape = rows_of(X)
-        self._check_features(rows, image_shape)
-        scale = (self.net_.input_info or {}).get("scale", 1 / 255) if rows.dtype == np.uint8 else 1.0
-        return rows, scale
 
     def _scores(self, X):
         """(N, classes) scores of the configured classifier, whose argmax is the prediction."""
@@ -231,73 +159,40 @@ class FFClassifier:
         --out` does; with X, y (labelled rows, e.g. a held-out test set) also write them to run_dir/data.npz,
         name that file as the run's data set and record the test error on them, so `edgeff eval RUN_DIR`
         and `edgeff export RUN_DIR` work on the run. Returns run_dir."""
-        net, cfg = self._fitted(), self.config_
-        if os.path.exists(os.path.join(run_dir, MODEL)) and not overwrite:
-            raise UsageError(f"{run_dir} already holds a model; choose another directory or pass overwrite=True")
-        metrics = {"classes": self.classes_.tolist(), "classifier": cfg.classifier, "epoch_losses": self.history_,
-                   "model": cfg.model, "out": os.fspath(run_dir)}
-        made = make_output_dir(run_dir, "save")
-        try:
-            if X is not None:
-                cfg, errors = self._save_data(run_dir, X, y)
-                metrics.update(test_error=errors[cfg.classifier], **{f"test_error_{c}": e for c, e in errors.items()})
-            save_run(run_dir, cfg, net, dict(metrics, dataset=cfg.dataset))
-        except BaseException:
-            remove_made_dirs(made)
-            raise
-        return run_dir
+        self._fitted()
+        metrics = {"classes": self.classes_.tolist(), "classifier": self.config_.classifier}
+        return self._write_run(run_dir, overwrite, metrics, None if X is None else lambda: self._save_data(run_dir, X, y))
 
     def _save_data(self, run_dir, X, y):
-        """Write X, y to run_dir/data.npz (both splits: the file edgeff eval and export load); returns
-        (config naming it, {classifier: error on it})."""
+        """Write X, y to run_dir/data.npz; returns (config naming it, its test errors as metrics)."""
         rows, scale = self._input(X)
         codes = codes_of(y, len(rows), self.classes_)
-        shape = (self.net_.input_info or {}).get("image_shape")
-        path = os.path.abspath(os.path.join(run_dir, DATA_FILE))
-        images = rows.reshape(len(rows), *shape) if shape else rows
-        arrays = dict(x_train=images, y_train=codes, x_test=images, y_test=codes,
-                      label_names=np.array([str(c) for c in self.classes_]))
-        try:
-            atomic_write(path, npz_writer(arrays))
-        except OSError as exc:
-            raise write_error(path, exc) from None
-        return dataclasses.replace(self.config_, dataset=path), self.net_.errors(rows, codes, scale)
+        cfg = self._write_data(run_dir, rows, codes, [str(c) for c in self.classes_])
+        errors = self.net_.errors(rows, codes, scale)
+        return cfg, dict(test_error=errors[cfg.classifier], **{f"test_error_{c}": e for c, e in errors.items()})
 
     @classmethod
     def load(cls, run_dir):
         """The FFClassifier of a run directory (written by save or by `edgeff train`), ready to predict;
         its options are the run's config. A run trained by the command line has classes 0..C-1."""
-        net, cfg = load_run(run_dir)
+        clf, net = cls._from_run(run_dir)
+        if clf.config_.algo != "ff":
+            raise ModelError(f"{run_dir}: holds an {clf.config_.algo} run; FFClassifier loads supervised FF runs "
+                             "(an encoder alone: FFEncoder.load)")
         classes = load_metrics(run_dir).get("classes", list(range(net.num_classes)))
         if not (isinstance(classes, list) and len(classes) == net.num_classes and
                 all(isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in classes)):
             raise ModelError(f"{run_dir}: its metrics' classes are not a list of {net.num_classes} labels; "
                              "it is damaged or not written by edgeff")
-        clf = cls(**{name: getattr(cfg, name) for name in OPTIONS})
-        clf.net_, clf.config_, clf.classes_ = net, cfg, np.asarray(classes)
-        clf.n_features_in_, clf.history_, clf.partial_fits_ = net.in_features, [], 0
+        clf.classes_, clf.partial_fits_ = np.asarray(classes), 0
         return clf
 
     def to_onnx(self, path, X, head=None, opset=None):
         """Export the net to an ONNX file, checked with onnx's checker and compared with the NumPy forward
         under onnxruntime on rows X (as `edgeff export` does with its data set); head: as `edgeff export
         --head` (default: the classifier the net was fitted with). Returns the export report (parity)."""
-        from . import export
-        net = self._fitted()
-        if not os.fspath(path).lower().endswith(".onnx"):
-            raise UsageError(f"to_onnx {path}: name the file *.onnx")
-        check_output_file(path, "to_onnx")
-        rows, scale = self._input(X)
-        labels, shape = np.zeros(len(rows), np.int32), (net.input_info or {}).get("image_shape")
-        ds = Dataset(ARRAYS, rows, labels, rows, labels, len(self.classes_), scale, tuple(shape) if shape else None,
-                     tuple(str(c) for c in self.classes_), "")
-        data, _, report = export.export(net, self.config_, {}, ds, head or self.config_.classifier,
-                                        opset or export.DEFAULT_OPSET, parity_samples=len(rows))
-        try:
-            atomic_write(path, lambda f: f.write(data))
-        except OSError as exc:
-            raise write_error(path, exc) from None
-        return report
+        self._fitted()
+        return self._to_onnx(path, X, head or self.config_.classifier, opset, [str(c) for c in self.classes_])
 
 
 class _ContinuedTrainer(Trainer):
@@ -326,26 +221,3 @@ def _continued_trainer(run, ds, progress, start):
             for name, a in p_mine.items():
                 a[...] = p_theirs[name]
     return trainer
-
-
-def _own_arrays(net):
-    """net with its arrays copied out of the trainer's arena (which is then freed with the trainer)."""
-    if isinstance(net, ConvNet):
-        net.params = [[{n: a.copy() for n, a in p.items()} for p in block] for block in net.params]
-    else:
-        net.weights, net.biases = [w.copy() for w in net.weights], [b.copy() for b in net.biases]
-        if net.head_w is not None:
-            net.head_w, net.head_b = net.head_w.copy(), net.head_b.copy()
-    return net
-
-
-@functools.cache
-def _not_fitted_class(sklearn_exceptions):
-    """ModelError, and also scikit-learn's NotFittedError when scikit-learn is in use (its tools expect one)."""
-    if sklearn_exceptions is None:
-        return ModelError
-    return type("NotFittedError", (ModelError, sklearn_exceptions.NotFittedError), {"__module__": __name__})
-
-
-def _not_fitted(message):
-    return _not_fitted_class(sys.modules.get("sklearn.exceptions"))(message)
