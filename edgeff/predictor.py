@@ -52,6 +52,9 @@ class OnnxPredictor:
         # 'edgeff export' names them: label + probabilities (linear), label or goodness_label + scores
         # a conv net's export holds one vote: its metadata 'head' says which (goodness or last; dense: first)
         props = self.session.get_modelmeta().custom_metadata_map
+        if outputs == ["features"]:
+            raise UsageError(f"{path}: an encoder's features (FFEncoder's export): it classifies nothing; "
+                             "feed its features to a classifier")
         vote = props.get("head") if props.get("head") in ("last", "first") else "goodness"
         linear = "label" if "probabilities" in outputs else None
         goodness = "goodness_label" if "goodness_label" in outputs else None if linear else "label"

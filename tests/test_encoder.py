@@ -200,6 +200,9 @@ def test_save_load_and_the_cli_on_the_run(digits, fitted, tmp_path):
     exported = ok(edgeff("export", run, "-o", tmp_path / "m.onnx", "--json"))
     assert exported["parity"]["ok"] and exported["parity"]["samples"] == len(xt)
     one_line_error(edgeff("eval", run), "an encoder without a probe")
+    np.save(tmp_path / "rows.npy", xt[:3].reshape(3, -1))
+    one_line_error(edgeff("infer", run, tmp_path / "rows.npy"), "an encoder without a probe")
+    one_line_error(edgeff("infer", tmp_path / "m.onnx", tmp_path / "rows.npy"), "an encoder's features")
     with pytest.raises(EdgeFFError, match="already holds a model"):
         fitted.save(run)
     with pytest.raises(EdgeFFError, match="FFEncoder.load"):
