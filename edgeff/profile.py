@@ -313,12 +313,16 @@ def difference(m, arena, n_train, weights):
                           "arena pages were never touched")
 
 
-def setting_report(label, cfg, plan, in_width, held, budget, target, m):
+def setting_report(label, cfg, plan, in_width, held, budget, target, m, runtime=0):
     """Everything the report says about one setting, as plain JSON-ready values. target: None, or
-    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up). Dense nets
-    get a row per layer, conv nets a row per block."""
+    the device to fit against as data: {name, ram_bytes, ...} (the caller looks it up). runtime: the
+    process's resident memory before the data and the arena, which the budget covers too (as in edgeff
+    plan and train): planned, the whole process is runtime + arena + data; measured, runtime + the
+    growth of resident memory while training + data. Dense nets get a row per layer, conv nets a row
+    per block."""
     trainer = m["trainer"]
-    base = plan_report(plan, cfg.batch_size, held, budget, backprop_bytes(cfg, trainer.ds, in_width, cfg.batch_size))
+    base = plan_report(plan, cfg.batch_size, held, budget, backprop_bytes(cfg, trainer.ds, in_width, cfg.batch_size),
+                       runtime)
     if cfg.is_conv:
         rows, backprop, unit = block_rows(plan, trainer.layout, m), conv_backprop_estimate(cfg, trainer.ds), "block"
         schedule = negatives = None           # dense FF's options; conv nets have --hybrid and --width-mult
@@ -335,11 +339,12 @@ def setting_report(label, cfg, plan, in_width, held, budget, target, m):
     report = dict(
         setting=label, model=cfg.model, dataset=cfg.dataset, schedule=schedule, optimizer=cfg.optimizer,
         negatives=negatives, steps=int(len(st)), batch_rows=m["batch_rows"],
-        **{k: base[k] for k in ("arena_bytes", "naive_bytes", "data_bytes", "budget_bytes", "fits", "batch_size",
+        **{k: base[k] for k in ("arena_bytes", "naive_bytes", "data_bytes", "runtime_bytes", "budget_bytes", "fits",
+                                "batch_size",
                                 "ff_activation_bytes", "backprop_activation_bytes", "workspace_bytes")},
         weights_bytes=weights,
-        headroom_bytes=None if budget is None else budget - plan.arena_bytes - held,
-        fits_measured=None if budget is None else growth + held <= budget,
+        headroom_bytes=None if budget is None else budget - runtime - plan.arena_bytes - held,
+        fits_measured=None if budget is None else runtime + growth + held <= budget,
         rss_baseline_bytes=m["baseline"], rss_after_setup_bytes=m["after_setup"], peak_rss_bytes=m["peak"],
         rss_growth_bytes=growth, growth_over_arena=round(growth / plan.arena_bytes, 4), goal_ratio=GOAL_RATIO,
         meets_goal=growth <= GOAL_RATIO * plan.arena_bytes,

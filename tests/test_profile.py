@@ -24,12 +24,13 @@ SETTING = {
     "type": "object",
     "required": ["setting", "arena_bytes", "naive_bytes", "rss_baseline_bytes", "peak_rss_bytes",
                  "nrt_allocations_in_loop", "ff_activation_bytes", "backprop_activation_bytes", "budget_bytes", "fits",
-                 "layers", "data_bytes", "headroom_bytes", "growth_over_arena", "goal_ratio", "meets_goal",
+                 "layers", "data_bytes", "runtime_bytes", "headroom_bytes", "growth_over_arena", "goal_ratio", "meets_goal",
                  "python_heap_peak_bytes", "nrt", "difference", "timeline", "buffers", "target", "step_seconds"],
     "properties": {
         "setting": {"type": "string"},
         "arena_bytes": {"type": "integer", "minimum": 1}, "naive_bytes": {"type": "integer", "minimum": 1},
         "rss_baseline_bytes": {"type": "integer", "minimum": 1}, "peak_rss_bytes": {"type": "integer", "minimum": 1},
+        "runtime_bytes": {"type": "integer", "minimum": 1},
         "nrt_allocations_in_loop": INT, "ff_activation_bytes": INT, "backprop_activation_bytes": INT,
         "budget_bytes": NINT, "headroom_bytes": NINT, "fits": {"type": ["boolean", "null"]},
         "growth_over_arena": NUM, "goal_ratio": NUM, "meets_goal": BOOL, "python_heap_peak_bytes": INT,
@@ -135,17 +136,21 @@ def test_measured_figures(profiled):
 
 def test_fits_logic(profiled, blobs, tmp_path):
     _, r = profiled
-    need = r["arena_bytes"] + r["data_bytes"]
+    need = r["runtime_bytes"] + r["arena_bytes"] + r["data_bytes"]      # the whole process, as edgeff plan counts it
+    assert r["runtime_bytes"] > 10 * 2**20                               # the interpreter, NumPy, Numba: measured
     assert r["budget_bytes"] == 2**30 and r["fits"] is True and r["headroom_bytes"] == 2**30 - need
+    assert r["fits_measured"] == (r["runtime_bytes"] + r["rss_growth_bytes"] + r["data_bytes"] <= 2**30)
     t = r["target"]
     assert t["name"] == "rpi-zero2w" and t["ram_bytes"] == 512 * 2**20
     assert t["fits"] == (r["peak_rss_bytes"] <= t["ram_bytes"]) and t["headroom_bytes"] == t["ram_bytes"] - r["peak_rss_bytes"]
-    # a budget above the weights but below arena + data: reported, not refused
+    # a budget above arena + data but below the whole process: reported as not fitting, not refused
+    budget = r["arena_bytes"] + r["data_bytes"] + r["runtime_bytes"] // 2
     q = edgeff("profile", "--dataset", blobs, "--model", MODEL, "--batch-size", "32", "--steps", "2",
-               "--memory-budget", need - 1, "--format", "json", "-o", tmp_path, "--quiet")
+               "--memory-budget", budget, "--format", "json", "-o", tmp_path, "--quiet")
     assert q.returncode == 0, q.stderr
     low = json.loads((tmp_path / "report.json").read_text())
-    assert low["fits"] is False and low["headroom_bytes"] == -1 and low["budget_bytes"] == need - 1
+    assert low["fits"] is False and low["fits_measured"] is False and low["budget_bytes"] == budget
+    assert low["headroom_bytes"] == budget - low["runtime_bytes"] - low["arena_bytes"] - low["data_bytes"] < 0
     assert "does NOT fit" in q.stdout
 
 

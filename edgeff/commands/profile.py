@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..version import __version__
-from ..budget import layout_for_conv, planner
+from ..budget import data_bytes, layout_for_conv, planner
 from ..deploy.targets import PROFILES
 from ..errors import UsageError
 from ..memory import fmt_bytes, parse_bytes
@@ -43,8 +43,8 @@ class _TrainOptions:
             kw.update(default=None, help="examples per batch, or 'auto': the largest that fits the budget "
                                          f"(default: the run's, else {train._D.batch_size})")
         if dest == "memory_budget":
-            kw.update(help="memory training may use (arena + data), like 200MiB (default: the target's default "
-                           "budget with --target, else none)")
+            kw.update(help="memory the whole process may use (runtime measured at start-up + arena + data), like "
+                           "300MiB (default: the target's default budget with --target, else none)")
         self.parser.add_argument(*flags, **kw)
 
 
@@ -106,7 +106,8 @@ def apply_run_dir(args):
 
 
 def settings_of(args, budget):
-    """[(label, cfg, plan)], the data set and the first layer's input width; all checks before training."""
+    """([(label, cfg, plan)], the data set, the first layer's input width, the runtime's resident bytes
+    measured before the data was loaded, as edgeff plan and train measure it); all checks before training."""
     if args.batch_size is None:
         args.batch_size = str(train._D.batch_size)
     auto = args.batch_size == "auto"
@@ -119,7 +120,7 @@ def settings_of(args, budget):
         raise UsageError(f"edgeff profile measures supervised FF runs (--algo ff), not --algo {cfg.algo}")
     in_width = prepared.run.in_width
     if not args.sweep:
-        return [(f"batch={cfg.batch_size}", cfg, prepared.run.plan)], ds, in_width
+        return [(f"batch={cfg.batch_size}", cfg, prepared.run.plan)], ds, in_width, prepared.runtime
     field, values = parse_sweep(args.sweep)
     if field in (CONV_ONLY if not cfg.is_conv else DENSE_ONLY):
         raise UsageError(f"--sweep {field}: {cfg.model} is a {'conv' if cfg.is_conv else 'dense'} net and has no "
@@ -136,7 +137,7 @@ def settings_of(args, budget):
             out.append((label, c, planner(c, ds, in_width)(c.batch_size)))
         except ValueError as exc:          # a conv layer does not fit the image size
             raise UsageError(f"--sweep model {v} does not fit {ds.name}'s {ds.image_shape} images: {exc}") from None
-    return out, ds, in_width
+    return out, ds, in_width, prepared.runtime
 
 
 def check_budget(budget, plan, cfg, where):
@@ -159,7 +160,7 @@ def run(args):
     where = "--memory-budget"
     if budget is None and target is not None:
         budget, where = target["default_budget_bytes"], f"target {target['name']}'s default budget"
-    settings, ds, in_width = settings_of(args, budget)
+    settings, ds, in_width, runtime = settings_of(args, budget)
     for _, cfg, plan in settings:
         check_budget(budget, plan, cfg, where)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
@@ -174,7 +175,7 @@ def run(args):
     else:
         warm_up()
         warm_blas(in_width, settings[0][1].sizes[1])
-    held = sum(a.nbytes for a in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    held = data_bytes(ds)
     trainer_of = ConvTrainer if conv else Trainer
     reports = []
     for label, cfg, plan in settings:
@@ -183,7 +184,7 @@ def run(args):
         log(f"{label}: arena {fmt_bytes(plan.arena_bytes)}, {steps} batches")
         bars = (lambda total, desc, label=label: Progress(total, f"{label} {desc}")) if show else None
         m = measure(lambda cfg=cfg, plan=plan, bars=bars: trainer_of(cfg, ds, progress=bars, plan=plan), steps)
-        reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m))
+        reports.append(setting_report(label, cfg, plan, in_width, held, budget, target, m, runtime))
         del m
         settle()
     report = dict(reports[0], settings=reports, sweep=args.sweep, run_dir=args.run_dir, edgeff_version=__version__,

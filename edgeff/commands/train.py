@@ -104,6 +104,7 @@ class Prepared:
     load_seconds: float
     compile_seconds: float
     plan_args: tuple
+    runtime: int              # the process's resident memory before the data and the arena (the budget covers it)
     init_net: object = None   # --init's ConvNet (not on resume: the checkpoint holds every weight)
 
     @property
@@ -153,7 +154,7 @@ def prepare(args, resume_meta=None):
     return Prepared(ds, run, load_seconds, compile_seconds,
                     (run.plan, cfg.batch_size, data_bytes(ds), budget,
                      backprop_bytes(cfg, ds, run.in_width, cfg.batch_size), runtime, run.frozen_input,
-                     run.cache_bytes), init_net)
+                     run.cache_bytes), runtime, init_net)
 
 
 def run(args):
