@@ -34,7 +34,7 @@ ENCODER_PARAMS = {name: default for name, default in PARAMS.items() if name not 
 
 class FFEncoder(FFEstimator):
     """An unsupervised Forward-Forward encoder as a scikit-learn transformer: fit, transform,
-    fit_transform, get_params/set_params, save/load (run directories), to_onnx.
+    fit_transform, get_feature_names_out, get_params/set_params, save/load (run directories), to_onnx.
 
     The layers learn to tell real images from hybrid images (two real images mixed through a blurred
     random mask); no label is used. transform(X) returns, per image, the normalised activities of the
@@ -96,6 +96,15 @@ class FFEncoder(FFEstimator):
     def fit_transform(self, X, y=None):
         """fit(X), then transform(X)."""
         return self.fit(X, y).transform(X)
+
+    def get_feature_names_out(self, input_features=None):
+        """The names of transform's columns, as scikit-learn names a transformer's: ffencoder0, ffencoder1, ...
+        (input_features, the pixels' names, are only checked: every column mixes every pixel)."""
+        net = self._fitted()
+        if input_features is not None and len(input_features) != self.n_features_in_:
+            raise DataError(f"input_features should have length equal to n_features_in_ ({self.n_features_in_}), "
+                            f"got {len(input_features)}; give one name per pixel, or None")
+        return np.array([f"ffencoder{i}" for i in range(net.feature_width)], dtype=object)
 
     def _images(self, X):
         """(rows of X, its image shape), or one DataError line when X holds flat rows."""

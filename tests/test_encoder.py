@@ -12,7 +12,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import (check_get_feature_names_out_error,
+                                            check_transformer_get_feature_names_out, parametrize_with_checks)
 
 from edgeff import FFClassifier, FFEncoder
 from edgeff.callbacks import Callback
@@ -70,6 +71,12 @@ with warnings.catch_warnings():    # that it does not inherit from scikit-learn'
 @CHECKS
 def test_scikit_learn_checks(estimator, check):
     check(estimator)
+
+
+@pytest.mark.parametrize("check", [check_transformer_get_feature_names_out, check_get_feature_names_out_error])
+def test_feature_names_out(check):
+    """Two of scikit-learn's checks it runs only on its own estimators."""
+    check("RowsAsImages", RowsAsImages(epochs=1, batch_size=16))
 
 
 @pytest.fixture(scope="module")
