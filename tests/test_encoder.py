@@ -3,6 +3,7 @@ plan, the same encoder and features as `edgeff train --algo ff-unsup`, ONNX unde
 directories, and one-line errors."""
 
 import dataclasses
+import json
 import warnings
 
 import numpy as np
@@ -214,6 +215,22 @@ def test_save_load_and_the_cli_on_the_run(digits, fitted, tmp_path):
         fitted.save(run)
     with pytest.raises(EdgeFFError, match="FFEncoder.load"):
         FFClassifier.load(run)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda model, config: model.update(head_b=np.zeros(10, np.float32)), "has no array 'head_w'"),   # half a probe
+    (lambda model, config: config.update(head_epochs=3), "does not describe"),     # a probe the file does not hold
+])
+def test_a_damaged_encoder_run_is_one_line(digits, fitted, tmp_path, damage, message):
+    run = fitted.save(tmp_path / "run")
+    with np.load(run / "model.npz") as z:
+        model = {k: z[k] for k in z.files}
+    meta = json.loads(model["meta"].tobytes())
+    damage(model, meta["config"])
+    model["meta"] = np.frombuffer(json.dumps(meta).encode(), np.uint8)
+    np.savez(run / "model.npz", **model)
+    with pytest.raises(EdgeFFError, match=message):
+        FFEncoder.load(run)
 
 
 def test_load_refuses_a_classifiers_run(digits, tmp_path):
