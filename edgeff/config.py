@@ -94,7 +94,7 @@ class TrainConfig:
     probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
     learner: str = ""          # uff: what each layer is (LEARNERS)
     noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
-    temperature: float = 0.5   # uff contrastive: NT-Xent's temperature
+    temperature: float = 0.1   # uff contrastive: NT-Xent's temperature
 
     def validate(self):
         if not self.is_conv:
