@@ -131,7 +131,7 @@ class UffTrainer(UnsupTrainer):
         c = self._encode(k, src, b)
         r = work["out"][:b]
         np.matmul(c, pv.w, out=r)
-        r += pd.w
+        dense.add_bias(r, pd.w)
         uff_loss.mse_grad(r, x, self.loss[:b])
         return self._update(k, src, c, r, b)
 
@@ -142,7 +142,7 @@ class UffTrainer(UnsupTrainer):
         p, u, du = work["out"][:rows], work["unit"][:rows], work["dunit"][:rows]
         sim = work["sim"][:rows * rows].reshape(rows, rows)
         np.matmul(c, pq.w, out=p)
-        p += pe.w
+        dense.add_bias(p, pe.w)
         norm.length_normalise(p, u, EPS)
         np.matmul(u, u.T, out=sim)
         uff_loss.nt_xent_grad(sim, self.cfg.temperature, self.loss[:rows])
@@ -172,4 +172,5 @@ def warm_up_uff():
     uff_loss.relu_backward(a.copy(), a)
     uff_loss.nt_xent_grad(np.eye(2, dtype=np.float32), 0.5, np.zeros(2, np.float32))
     uff_loss.unit_rows_backward(a, a.copy(), EPS)
+    dense.add_bias(a, a[0])
     return time.perf_counter() - t0

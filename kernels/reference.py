@@ -18,6 +18,11 @@ def dense_forward(x, w, b, out):
     return out
 
 
+def add_bias(z, b):
+    z[...] = z + b.astype(np.float64)
+    return z
+
+
 def column_sum(dz, out):
     out[...] = dz.sum(axis=0, dtype=np.float64)
     return out
