@@ -17,7 +17,6 @@ from .memory import Buffer
 from .unsup_layout import declare_probe
 
 F32 = "float32"
-LEARNERS = ("ae", "dae", "contrastive")
 PROJECTION = 128     # contrastive: the projection head's width
 
 
@@ -91,7 +90,7 @@ def _learner(pre, k, learner, b, d_in, width, slots, ph):
 
 def uff_layout(widths, in_width, num_classes, batch_size, schedule, optimizer, learner):
     """Every buffer of a UFF run: layers of these widths on rows of in_width features, each
-    learning as `learner` (LEARNERS), then the probe; a layers/net.Layout."""
+    learning as `learner` (config.LEARNERS), then the probe; a layers/net.Layout."""
     n_layers, b = len(widths), batch_size
     rows = 2 * b if learner == "contrastive" else b
     steps = 1 + 2 * n_layers
