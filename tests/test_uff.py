@@ -58,24 +58,25 @@ def test_a_layer_step_makes_its_loss_gradient(images, learner, layer):
 
 # ---- resume, the CLI, export ----
 
-@pytest.mark.parametrize("learner", ["ae", "dae", "contrastive"])
-def test_resume_is_bitwise_in_every_phase(images, tmp_path, learner):
-    """A run stopped in each phase (two layers with their decoder or head, then the probe) and
-    resumed from its last checkpoint ends with the uninterrupted run's weights, bit for bit."""
+@pytest.mark.parametrize("learner,schedule", [("ae", "layerwise"), ("dae", "layerwise"), ("contrastive", "layerwise"),
+                                              ("dae", "simultaneous")])
+def test_resume_is_bitwise_in_every_phase(images, tmp_path, learner, schedule):
+    """A run stopped in each phase (layerwise: two layers with their decoder or head, then the probe)
+    and resumed from its last checkpoint ends with the uninterrupted run's weights, bit for bit."""
     ds = load_dataset(str(images))
-    cfg = small_cfg(images, learner=learner, model="64-20-10", probe_labels=0.4)
+    cfg = small_cfg(images, learner=learner, model="64-20-10", probe_labels=0.4, schedule=schedule)
     whole = UffTrainer(cfg, ds)
     whole.fit()
     batches = -(-len(ds.y_train) // cfg.batch_size)
     path = tmp_path / checkpoint.NAME
-    for phase in range(3):
+    for phase, keys in enumerate(whole.phases()):
         crashing = UffTrainer(cfg, ds)
         crashing.step_hook = CrashAt(phase * 2 * batches + batches + 3)     # epoch 2 of the phase, batch 4
         with pytest.raises(Crash):
             crashing.fit(path, 2, run_meta=dict(every=2, limit_train=None))
         arrays, meta = resume = checkpoint.load(path)
         assert meta["position"][0] == phase
-        assert (f"aux_w{phase}" in arrays) == (phase < 2)                 # the layer's decoder or head, while it learns
+        assert sorted(k for k in arrays if k.startswith("aux_w")) == [f"aux_w{k}" for k in keys if k != "head"]
         resumed = UffTrainer(cfg, ds)
         checkpoint.check_resume(path, *resume, resumed)
         resumed.fit(path, 2, resume, run_meta=dict(every=2, limit_train=None))
