@@ -90,7 +90,7 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
-    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them
+    algo: str = "ff"           # ff, or ff-unsup or uff: the layers see no label, a probe learns them
     probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
     learner: str = ""          # uff: what each layer is (LEARNERS)
     noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
