@@ -16,7 +16,11 @@ NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
 CLASSIFIERS = ("linear", "goodness", "first", "last")   # first: dense nets only; last: conv nets only
-ALGOS = ("ff", "ff-unsup")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py)
+ALGOS = ("ff", "ff-unsup", "uff")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py);
+                                    # uff: layerwise unsupervised learners + that probe (edgeff/uff_train.py)
+UNSUPERVISED = ("ff-unsup", "uff")
+LEARNERS = ("ae", "dae", "contrastive")     # uff's layer learners
+MAX_TEMPERATURE = 100.0
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -86,8 +90,12 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
-    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them (head_epochs 0: none)
-    probe_labels: float = 1.0  # ff-unsup: share of the training labels the probe reads
+    algo: str = "ff"           # ff, or ff-unsup or uff: the layers see no label, a probe learns them
+                               # (ff-unsup with head_epochs 0: the encoder alone, no probe)
+    probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
+    learner: str = ""          # uff: what each layer is (LEARNERS)
+    noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
+    temperature: float = 0.1   # uff contrastive: NT-Xent's temperature
 
     def validate(self):
         if not self.is_conv:
@@ -126,14 +134,34 @@ class TrainConfig:
             raise UsageError("--classifier last (the last block's class goodness) is for conv nets; "
                              "dense nets have linear, goodness and first")
         _check_real("probe_labels", self.probe_labels, low=0, high=1, above_low=True)
-        if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear"):    # head_epochs 0: no probe
-            raise UsageError("--algo ff-unsup trains a dense --model and classifies with its linear probe: "
+        if self.algo in UNSUPERVISED and (self.is_conv or self.classifier != "linear"):
+            raise UsageError(f"--algo {self.algo} trains a dense --model and classifies with its linear probe: "
                              "use a dense --model and --classifier linear")
         if self.algo == "ff" and self.probe_labels != 1.0:
-            raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup; leave it out")
-        if self.algo == "ff" and self.classifier == "linear" and self.head_epochs == 0:
+            raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup or uff; leave it out")
+        self._check_learner()
+        if self.algo != "ff-unsup" and self.classifier == "linear" and self.head_epochs == 0:   # ff-unsup: encoder
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
+
+    def _check_learner(self):
+        """--learner goes with --algo uff alone; --noise-rate and --temperature only with the learners using them."""
+        if self.algo == "uff" and self.learner not in LEARNERS:
+            raise UsageError(f"--algo uff needs --learner, one of: {', '.join(LEARNERS)}" if not self.learner else
+                             f"--learner {self.learner!r} is not one of: {', '.join(LEARNERS)}")
+        if self.algo != "uff" and self.learner:
+            raise UsageError(f"--learner is the layer learner of --algo uff (not {self.algo}): add --algo uff or "
+                             "leave it out")
+        _check_real("noise_rate", self.noise_rate, low=0, high=1)
+        if self.noise_rate >= 1:
+            raise UsageError(f"--noise-rate must be below 1 (it would mask every input), got {self.noise_rate!r}")
+        _check_real("temperature", self.temperature, low=0, high=MAX_TEMPERATURE, above_low=True)
+        defaults = TrainConfig()
+        if self.noise_rate != defaults.noise_rate and self.learner not in ("dae", "contrastive"):
+            raise UsageError("--noise-rate is the masking noise of --algo uff --learner dae or contrastive; "
+                             "leave it out")
+        if self.temperature != defaults.temperature and self.learner != "contrastive":
+            raise UsageError("--temperature is NT-Xent's, of --algo uff --learner contrastive; leave it out")
 
     @property
     def is_conv(self):

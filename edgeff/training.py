@@ -4,7 +4,7 @@ every check of the config against the data and the memory plan before anything i
 
 import dataclasses
 
-from . import tuning, unsup_train
+from . import tuning, uff_train, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
 from .convnet import ConvNet, image_chw
 from .errors import UsageError
@@ -12,6 +12,9 @@ from .model import FFNet
 from .runs import load_run
 from .sff_train import ConvTrainer, warm_up_conv
 from .train import Trainer, warm_up
+
+
+UNSUPERVISED_TRAINING = {"ff-unsup": unsup_train, "uff": uff_train}    # algo -> its check_data and planner
 
 
 def _holds(ds):
@@ -63,10 +66,10 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    unsup = cfg.algo == "ff-unsup"
+    unsup = UNSUPERVISED_TRAINING.get(cfg.algo)
     if unsup:
-        unsup_train.check_data(cfg, ds)
-    plan_of = unsup_train.planner(cfg, ds) if unsup else planner(cfg, ds, in_width)
+        unsup.check_data(cfg, ds)
+    plan_of = unsup.planner(cfg, ds) if unsup else planner(cfg, ds, in_width)
     try:
         plan, batch_size = fit_budget(plan_of, cfg.batch_size, ds, budget, auto, runtime)
     except UsageError as too_big:
@@ -95,6 +98,8 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
         return ConvTrainer(run.cfg, ds, progress, run.plan, init=init_net)
     if run.cfg.algo == "ff-unsup":
         return unsup_train.UnsupTrainer(run.cfg, ds, progress, run.plan)
+    if run.cfg.algo == "uff":
+        return uff_train.UffTrainer(run.cfg, ds, progress, run.plan)
     return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
 
 
@@ -102,4 +107,5 @@ def warm_up_for(cfg):
     """Compile, or load from Numba's cache, the kernels cfg's run uses; returns the seconds it took."""
     if cfg.is_conv:
         return warm_up_conv()
-    return warm_up() + (unsup_train.warm_up_unsup() if cfg.algo == "ff-unsup" else 0.0)
+    extra = {"ff-unsup": unsup_train.warm_up_unsup, "uff": uff_train.warm_up_uff}.get(cfg.algo)
+    return warm_up() + (extra() if extra else 0.0)

@@ -85,12 +85,13 @@ def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, op
             [dense.activations(pre, k, rows, widths[k], ph) for k in range(layers[-1] + 1)],
             Buffer(f"{pre}good", (rows,), F32, ph.forward(0), ph.last, "activations"),
             Buffer(f"{pre}loss", (rows,), F32, ph.forward(0), ph.last, "activations")))
-    top = _probe(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end)) if probe else None
+    top = declare_probe(widths, in_width, num_classes, b, WholePhase(len(groups) * steps, end)) if probe else None
     buffers = [buf for prm in params for buf in prm.buffers()] + [buf for ph in phases for buf in ph.buffers()]
     return Layout(params, phases, top, buffers + (top.buffers() if top else []))
 
 
-def _probe(widths, in_width, num_classes, batch, phase):
+def declare_probe(widths, in_width, num_classes, batch, phase):
+    """The probe's buffers, every one live through `phase` (its own, the last)."""
     def buf(name, shape, kind, dtype=F32):
         return Buffer(name, shape, dtype, phase.first, phase.last, kind)
     feat = sum(widths[k] for k in probe_layers(len(widths)))

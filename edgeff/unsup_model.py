@@ -5,7 +5,8 @@ the softmax probe on the normalised activities of its last three hidden layers.
     h_k    = relu(h_{k-1} @ w_k + b_k), normalised   each layer, as in supervised FF
     logits = [h_k for the probed layers] @ head_w + head_b
 
-Its model.npz holds w0.., b0.., head_w, head_b and meta "net": "ff-unsup". The forward
+Its model.npz holds w0.., b0.., head_w, head_b and meta "net": "ff-unsup", also for a net
+trained by --algo uff (edgeff/uff_train.py), whose encoder is this one. The forward
 runs the kernels of the supervised net (FFNet.forward); it is labelled only by the probe.
 The encoder alone (FFEncoder, trained with head_epochs 0) has no probe: no head_w, head_b;
 its output is the probe's input, feature_rows.
@@ -15,6 +16,7 @@ import json
 
 import numpy as np
 
+from .config import UNSUPERVISED
 from .errors import ModelError
 from .fields import array, field
 from .fileio import npz_writer
@@ -158,7 +160,7 @@ class UnsupNet:
 
     def check_config(self, cfg, source="model"):
         sizes = (self.in_features, *self.widths)
-        if cfg.algo != NET or cfg.sizes != sizes or (cfg.goodness == "mean") != self.mean_goodness or \
+        if cfg.algo not in UNSUPERVISED or cfg.sizes != sizes or (cfg.goodness == "mean") != self.mean_goodness or \
                 (cfg.head_epochs > 0) != (self.head_w is not None):
             raise ModelError(f"{source}: its config (--algo {cfg.algo} --model {cfg.model}) does not describe its "
                              f"{NET} net {'-'.join(map(str, sizes))}; it is damaged or not written by edgeff")

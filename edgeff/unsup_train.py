@@ -57,10 +57,13 @@ def probe_rows(cfg, n_train):
 
 class UnsupTrainer(PhasedTrainer):
     """Trains cfg's encoder on ds's images, then the probe (none with cfg.head_epochs 0), inside the
-    arena of `plan`."""
+    arena of `plan`. A subclass (edgeff/uff_train.py) replaces layout_of, _bind_phase and _ff_batch:
+    how the layers learn; the probe, its phase and the net stay these."""
+
+    layout_of = staticmethod(layout_of)
 
     def __init__(self, cfg, ds, progress=None, plan=None):
-        self._lay_out(cfg, ds, progress, layout_of(cfg, ds), plan)
+        self._lay_out(cfg, ds, progress, self.layout_of(cfg, ds), plan)
         v, lay = self.arena.view, self.layout
 
         def alloc(k):
@@ -77,19 +80,21 @@ class UnsupTrainer(PhasedTrainer):
         return [ph.layers for ph in self.layout.phases] + ([["head"]] if self.layout.head else [])
 
     def _bind(self, p):
-        v = self.arena.view
         self.phase, self.params, self.opts = p, {}, {}
-        if p == len(self.layout.phases):
-            top = self.layout.head
-            self.net.head_w[...] = 0.0
-            self.net.head_b[...] = 0.0
-            self.params["head"] = self._bind_params(top.training, self.net.head_w, self.net.head_b)
-            self.opts["head"] = Optimizer("adam", self.cfg.head_lr, 0.0)
-            self.idx, self.y, self.x, self.good, self.loss = v(top.idx), v(top.y), v(top.x), v(top.good), v(top.loss)
-            self.feats, self.logits = v(top.feats), v(top.logits)
-            self.zs, self.hs = [v(a.z) for a in top.acts], [v(a.h) for a in top.acts]
-            return
-        ph = self.layout.phases[p]
+        self._bind_probe() if p == len(self.layout.phases) else self._bind_phase(p)
+
+    def _bind_probe(self):
+        v, top = self.arena.view, self.layout.head
+        self.net.head_w[...] = 0.0
+        self.net.head_b[...] = 0.0
+        self.params["head"] = self._bind_params(top.training, self.net.head_w, self.net.head_b)
+        self.opts["head"] = Optimizer("adam", self.cfg.head_lr, 0.0)
+        self.idx, self.y, self.x, self.good, self.loss = v(top.idx), v(top.y), v(top.x), v(top.good), v(top.loss)
+        self.feats, self.logits = v(top.feats), v(top.logits)
+        self.zs, self.hs = [v(a.z) for a in top.acts], [v(a.h) for a in top.acts]
+
+    def _bind_phase(self, p):
+        v, ph = self.arena.view, self.layout.phases[p]
         self.idx, self.partner_u, self.masks, self.x = v(ph.idx), v(ph.partner_u), v(ph.masks), v(ph.x)
         self.zs, self.hs = [v(a.z) for a in ph.acts], [v(a.h) for a in ph.acts]
         self.good, self.loss = v(ph.good), v(ph.loss)

@@ -1,4 +1,4 @@
-"""Dense layer kernels: bias + ReLU in place, bias gradient.
+"""Dense layer kernels: bias + ReLU in place, bias add, bias gradient.
 
 The matrix products themselves go to numpy's BLAS (np.matmul with out=); what
 surrounds them is fused here so no temporaries are made.
@@ -16,6 +16,14 @@ def _bias_relu(z, b):
         for j in range(z.shape[1]):
             v = z[i, j] + b[j]
             z[i, j] = v if v > 0.0 else 0.0
+
+
+@njit(cache=True)
+def _add_bias(z, b):
+    # z: (B, D) float32, in place -> z + b; b: (D,) float32
+    for i in range(z.shape[0]):
+        for j in range(z.shape[1]):
+            z[i, j] += b[j]
 
 
 @njit(cache=True)
@@ -40,6 +48,16 @@ def dense_forward(x, w, b, out):
     np.matmul(x, w, out=out)
     _bias_relu(out, b)
     return out
+
+
+def add_bias(z, b):
+    """z: (B, D) in place <- z + b (D,): a linear layer's output with no temporary (numpy's
+    broadcast add allocates a buffer)."""
+    _check("z", z, 2), _check("b", b, 1)
+    if b.shape[0] != z.shape[1]:
+        raise ValueError(f"add_bias: shapes z{z.shape} b{b.shape} do not chain")
+    _add_bias(z, b)
+    return z
 
 
 def column_sum(dz, out):

@@ -18,6 +18,11 @@ def dense_forward(x, w, b, out):
     return out
 
 
+def add_bias(z, b):
+    z[...] = z + b.astype(np.float64)
+    return z
+
+
 def column_sum(dz, out):
     out[...] = dz.sum(axis=0, dtype=np.float64)
     return out
@@ -312,3 +317,44 @@ def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes=6):
     mask = np.repeat(mask, channels, axis=1)
     out[...] = np.where(mask, src[idx].astype(np.float64), src[partner].astype(np.float64)) * np.float32(scale)
     return out
+
+
+# kernels/uff_loss.py
+def mask_noise(x, m, rate, out):
+    out[...] = np.where(m >= np.float32(rate), x, 0.0)
+    return out
+
+
+def mse_grad(r, x, loss):
+    e = r.astype(np.float64) - x
+    loss[...] = (e * e).mean(axis=1)
+    r[...] = 2.0 * e / e.size
+    return r
+
+
+def relu_backward(dc, c):
+    dc[...] = np.where(c > 0, dc, 0.0)
+    return dc
+
+
+def nt_xent_grad(sim, tau, loss):
+    r = sim.shape[0]
+    s = sim.astype(np.float64) / tau
+    np.fill_diagonal(s, -np.inf)
+    lse = np.logaddexp.reduce(s, axis=1)
+    pos = (np.arange(r) + r // 2) % r
+    loss[...] = lse - s[np.arange(r), pos]
+    g = np.exp(s - lse[:, None])
+    g[np.arange(r), pos] -= 1.0
+    g /= r
+    sim[...] = (g + g.T) / tau
+    return sim
+
+
+def unit_rows_backward(p, du, eps):
+    p64 = p.astype(np.float64)
+    n = np.sqrt((p64 * p64).sum(axis=1, keepdims=True))
+    u = p64 / (n + eps)
+    along = np.divide((u * du).sum(axis=1, keepdims=True) * (n + eps), n, out=np.zeros_like(n), where=n > 0)
+    du[...] = (du - u * along) / (n + eps)
+    return du

@@ -37,6 +37,7 @@ def test_dense_forward_and_local_grad(shape, d_out, seed):
     close(gb, gb_r, rtol=1e-4, atol=1e-5)
     dense.column_sum(dz, gb)
     close(gb, ref.column_sum(dz, gb_r), rtol=1e-4, atol=1e-5)
+    close(dense.add_bias(dz.copy(), b), ref.add_bias(dz.astype(np.float64), b), rtol=1e-6, atol=1e-6)
 
 
 @SETTINGS

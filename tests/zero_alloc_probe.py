@@ -14,8 +14,9 @@ from numba.core.runtime import rtsys
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
-from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax
+from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax, uff_loss
 from edgeff.train import Trainer, warm_up
+from edgeff.uff_train import UffTrainer, warm_up_uff
 from edgeff.unsup_train import UnsupTrainer, warm_up_unsup
 
 
@@ -49,6 +50,12 @@ def kernel_calls():
         ("sgd_momentum_step", lambda: optim.sgd_momentum_step(b, b, f(30), 0.1), 3),
         ("softmax_xent_grad", lambda: softmax.softmax_xent_grad(f(64, 10), y, f(64)), 3),
         ("hybrid_images", lambda: hybrid.hybrid_images(x8[:, :49], idx, f(64), f(64, 49), (7, 7), 1.0, f(64, 49)), 5),
+        ("add_bias", lambda: dense.add_bias(z, b), 2),
+        ("mask_noise", lambda: uff_loss.mask_noise(z, h, 0.25, z), 3),
+        ("mse_grad", lambda: uff_loss.mse_grad(z, h, loss), 3),
+        ("relu_backward", lambda: uff_loss.relu_backward(z, h), 2),
+        ("nt_xent_grad", lambda: uff_loss.nt_xent_grad(f(128, 128), 0.1, loss), 2),
+        ("unit_rows_backward", lambda: uff_loss.unit_rows_backward(z, h, 1e-4), 2),
     ]
 
 
@@ -83,6 +90,16 @@ def unsup_loop_counts(ds, phase, batch_size, batches=40):
     return step_counts(t, t.phases()[p], f"ff-unsup {phase}", batch_size, batches)
 
 
+def uff_loop_counts(ds, learner, batch_size, batches=40):
+    """The loop of UFF: its last layer's phase (three frozen layers below), for a learner."""
+    cfg = TrainConfig(model="784-300-200-100-50", batch_size=batch_size, schedule="layerwise", algo="uff",
+                      learner=learner).validate()
+    t = UffTrainer(cfg, ds)
+    p = len(t.phases()) - 2
+    t._bind(p)
+    return step_counts(t, t.phases()[p], f"uff {learner}", batch_size, batches)
+
+
 def step_counts(t, layers, schedule, batch_size, batches):
     """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
@@ -110,6 +127,7 @@ def step_counts(t, layers, schedule, batch_size, batches):
 def main():
     warm_up()
     warm_up_unsup()
+    warm_up_uff()
     for name, call, n_arrays in kernel_calls():
         call()                                     # compile
         a0, _ = nrt()
@@ -126,6 +144,8 @@ def main():
         print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
     for phase in ("ff", "probe"):
         print(json.dumps(dict(loop=f"ff-unsup {phase}", runs=[unsup_loop_counts(ds, phase, bs) for bs in (32, 128)])))
+    for learner in ("ae", "dae", "contrastive"):
+        print(json.dumps(dict(loop=f"uff {learner}", runs=[uff_loop_counts(ds, learner, bs) for bs in (32, 128)])))
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ import sys
 import time
 
 from ..callbacks import ProgressBar, progress_of
-from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS,
-                      SAMPLES_SEEN, SCHEDULES, TrainConfig, config_from_options, default_batch_size, default_epochs)
+from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, LEARNERS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS,
+                      SAMPLES_SEEN, SCHEDULES, UNSUPERVISED, TrainConfig, config_from_options, default_batch_size,
+                      default_epochs)
 from ..conv_models import HYBRID, NETS
 from ..data import load_dataset
 from ..data_mmap import load_mapped
@@ -83,9 +84,19 @@ def add_arguments(p):
                         "and columns, drawn per example and batch (2-D images only; default: %(default)s)")
     p.add_argument("--algo", default=_D.algo, choices=ALGOS,
                    help="ff: supervised FF (labels overlaid); ff-unsup: unsupervised FF on real vs hybrid images, "
-                        "then a linear probe on the last three layers (default: %(default)s)")
+                        "then a linear probe on the last three layers; uff: each layer an unsupervised --learner, "
+                        "trained then frozen, then that probe (default: %(default)s)")
     p.add_argument("--probe-labels", type=float, default=_D.probe_labels, metavar="FRACTION",
-                   help="ff-unsup: share of the training labels the probe may use, in (0, 1] (default: %(default)s)")
+                   help="ff-unsup, uff: share of the training labels the probe may use, in (0, 1] "
+                        "(default: %(default)s)")
+    p.add_argument("--learner", default=_D.learner,
+                   help=f"uff: what each layer learns as: {', '.join(LEARNERS)} (auto-encoder, denoising "
+                        "auto-encoder, contrastive on two views of each image)")
+    p.add_argument("--noise-rate", type=float, default=_D.noise_rate, metavar="R",
+                   help="uff dae: share of each layer's inputs masked (set to 0); contrastive: of each view's pixels, "
+                        "in [0, 1) (default: %(default)s)")
+    p.add_argument("--temperature", type=float, default=_D.temperature,
+                   help="uff contrastive: NT-Xent's temperature, above 0 (default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -230,8 +241,10 @@ def _train(args, out, prepared, resume):
         "model": cfg.model,
         "out": out,
     }
-    if cfg.algo == "ff-unsup":
+    if cfg.algo in UNSUPERVISED:
         metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
+    if cfg.algo == "uff":
+        metrics.update(learner=cfg.learner)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))
