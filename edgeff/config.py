@@ -141,7 +141,7 @@ class TrainConfig:
             raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup or uff; leave it out")
         self._check_learner()
         if self.algo != "ff-unsup" and self.classifier == "linear" and self.head_epochs == 0:   # ff-unsup: encoder
-            raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
+            raise UsageError("--classifier linear needs --head-epochs 1 or more (or use --classifier goodness)")
         return self
 
     def _check_learner(self):
