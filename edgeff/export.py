@@ -341,11 +341,12 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
     if net.input_info is None:   # a run saved before models described their input
         net.describe_input(ds)
     info, conv = net.input_info, isinstance(net, ConvNet)
+    shown = "features" if isinstance(net, UnsupNet) and net.head_w is None else head   # an encoder: no classifier
     inside = ("reshapes each row to its (H, W, C) image" if conv else
               "overlays the labels and length-normalises each layer's input")
     metadata = {
         "edgeff_version": __version__,
-        "head": "features" if isinstance(net, UnsupNet) and net.head_w is None else head,
+        "head": shown,
         "config": cfg.to_json(),
         "dataset": info["dataset"],
         "test_error": {k: v for k, v in metrics.items() if k.startswith("test_error")},
@@ -364,7 +365,7 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
     if batch != "dynamic":
         x = x[:int(batch)]
     sess = session(data)
-    report = {"head": head, "opset": opset, "batch": batch, "parity": parity(sess, net, x, head)}
+    report = {"head": shown, "opset": opset, "batch": batch, "parity": parity(sess, net, x, head)}
     if not report["parity"]["ok"]:
         raise ExportError(f"onnxruntime's outputs differ from the NumPy forward ({json.dumps(report['parity'])}); "
                           "the model was not written; please report this")

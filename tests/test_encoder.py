@@ -206,7 +206,7 @@ def test_save_load_and_the_cli_on_the_run(digits, fitted, tmp_path):
     assert back.config_ == dataclasses.replace(fitted.config_, dataset=str(run / "data.npz"))   # the data written
     assert back.transform(xt).tobytes() == fitted.transform(xt).tobytes()
     exported = ok(edgeff("export", run, "-o", tmp_path / "m.onnx", "--json"))
-    assert exported["parity"]["ok"] and exported["parity"]["samples"] == len(xt)
+    assert exported["parity"]["ok"] and exported["parity"]["samples"] == len(xt) and exported["head"] == "features"
     one_line_error(edgeff("eval", run), "an encoder without a probe")
     np.save(tmp_path / "rows.npy", xt[:3].reshape(3, -1))
     one_line_error(edgeff("infer", run, tmp_path / "rows.npy"), "an encoder without a probe")

@@ -61,8 +61,9 @@ def run(args):
     par = report["parity"]
     diffs = ", ".join(f"max |d {k.split('_')[0]}| {v:.1e}" for k, v in par.items() if k.endswith("max_abs_diff"))
     agree = ", ".join(f"{k.removesuffix('_agreement')} agree {v:.2%}" for k, v in par.items() if k.endswith("agreement"))
-    print(f"wrote {args.output}: {fmt_bytes(report['bytes'])}, opset {args.opset}, head {head}, "
-          f"{report['export_seconds']:.1f} s; parity on {par['samples']} test rows: {agree}; {diffs}")
+    print(f"wrote {args.output}: {fmt_bytes(report['bytes'])}, opset {args.opset}, head {report['head']}, "
+          f"{report['export_seconds']:.1f} s; parity on {par['samples']} test rows: "
+          + "; ".join(part for part in (agree, diffs) if part))
     if args.quantize:
         print(f"int8 ({args.calibration}): {report['size_ratio']:.2f}x the float size; test error "
               f"{report['test_error_float']:.2%} -> {report['test_error_int8']:.2%} "
