@@ -16,7 +16,9 @@ NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
 CLASSIFIERS = ("linear", "goodness", "first", "last")   # first: dense nets only; last: conv nets only
-ALGOS = ("ff", "ff-unsup")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py)
+ALGOS = ("ff", "ff-unsup", "ffcl")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py);
+#                                      ffcl: separate label path, late labels, feedback (edgeff/ffcl_train.py)
+MAX_FEEDBACK_STEPS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -88,6 +90,9 @@ class TrainConfig:
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
     algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them
     probe_labels: float = 1.0  # ff-unsup: share of the training labels the probe reads
+    separate_labels: bool = False  # ffcl: a label vector per class at every layer, not the first only
+    late_labels: bool = False      # ffcl: the activity passed on carries no label; it meets it in the goodness
+    feedback_steps: int = 0        # ffcl: settling steps with each layer's activity fed back to the one below
 
     def validate(self):
         if not self.is_conv:
@@ -105,7 +110,7 @@ class TrainConfig:
         _check_real("weight_decay", self.weight_decay, low=0)
         _check_real("threshold", self.threshold)
         _check_real("label_value", self.label_value, low=0, high=MAX_LABEL_VALUE, above_low=True)
-        for name in ("lr_decay", "in_turn"):
+        for name in ("lr_decay", "in_turn", "separate_labels", "late_labels"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.in_turn and self.is_conv:
@@ -129,11 +134,34 @@ class TrainConfig:
         if self.algo == "ff-unsup" and (self.is_conv or self.classifier != "linear" or not self.head_epochs):
             raise UsageError("--algo ff-unsup trains a dense --model and classifies with its linear probe: "
                              "use a dense --model, --classifier linear and --head-epochs 1 or more")
-        if self.algo == "ff" and self.probe_labels != 1.0:
+        if self.algo != "ff-unsup" and self.probe_labels != 1.0:
             raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup; leave it out")
+        _check_whole("feedback_steps", self.feedback_steps, 0, MAX_FEEDBACK_STEPS)
+        self._check_ffcl()
         if self.classifier == "linear" and self.head_epochs == 0:
             raise UsageError("--classifier linear needs --head-epochs of 1 or more (or use --classifier goodness)")
         return self
+
+    def _check_ffcl(self):
+        """--algo ffcl's options go with it, and it with what it does (edgeff/ffcl_train.py)."""
+        if self.algo != "ffcl":
+            given = [f for f, on in (("--separate-labels", self.separate_labels), ("--late-labels", self.late_labels),
+                                     ("--feedback-steps", self.feedback_steps)) if on]
+            if given:
+                raise UsageError(f"{given[0]} is an FFCL option: add --algo ffcl")
+            return
+        if self.is_conv or self.schedule != "simultaneous" or self.in_turn or self.shift or self.init:
+            raise UsageError("--algo ffcl trains a dense --model, all layers at once: leave out --schedule layerwise, "
+                             "--in-turn, --shift and --init")
+        if self.classifier != "goodness" or self.head_epochs:
+            raise UsageError("--algo ffcl classifies by its layers' goodness over all labels: use --classifier "
+                             "goodness and --head-epochs 0 (its defaults)")
+        if self.late_labels and not self.separate_labels:
+            raise UsageError("--late-labels needs --separate-labels: without a label vector at every layer, the "
+                             "layers past the first see the label only through the activity it would no longer carry")
+        if self.feedback_steps and len(self.sizes) < 3:
+            raise UsageError(f"--feedback-steps feeds a layer's activity back to the one below: --model {self.model} "
+                             "has one layer; give it two or more")
 
     @property
     def is_conv(self):
@@ -186,7 +214,8 @@ def config_from_options(options, batch_size, init_cfg=None, n_train=None):
     if values["epochs"] is None:
         values["epochs"] = defaults.epochs if n_train is None else default_epochs(n_train)
     conv = is_conv_model(values["model"])
-    for name, conv_default in (("classifier", "last"), ("head_epochs", 0)):
+    ffcl = values.get("algo") == "ffcl"
+    for name, conv_default, ffcl_default in (("classifier", "last", "goodness"), ("head_epochs", 0, 0)):
         if values[name] is None:
-            values[name] = conv_default if conv else getattr(defaults, name)
+            values[name] = conv_default if conv else ffcl_default if ffcl else getattr(defaults, name)
     return TrainConfig(**values).validate()

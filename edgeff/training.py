@@ -4,7 +4,7 @@ every check of the config against the data and the memory plan before anything i
 
 import dataclasses
 
-from . import tuning, unsup_train
+from . import ffcl_train, tuning, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
 from .convnet import ConvNet, image_chw
 from .errors import UsageError
@@ -63,14 +63,15 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    unsup = cfg.algo == "ff-unsup"
+    unsup, own_plan = cfg.algo == "ff-unsup", cfg.algo in ("ff-unsup", "ffcl")
     if unsup:
         unsup_train.check_data(cfg, ds)
-    plan_of = unsup_train.planner(cfg, ds) if unsup else planner(cfg, ds, in_width)
+    plan_of = {"ff-unsup": unsup_train.planner, "ffcl": ffcl_train.planner}.get(cfg.algo)
+    plan_of = plan_of(cfg, ds) if plan_of else planner(cfg, ds, in_width)
     try:
         plan, batch_size = fit_budget(plan_of, cfg.batch_size, ds, budget, auto, runtime)
     except UsageError as too_big:
-        if budget is None or auto or cfg.is_conv or cfg.in_turn or unsup:
+        if budget is None or auto or cfg.is_conv or cfg.in_turn or own_plan:
             raise
         in_turn = dataclasses.replace(cfg, in_turn=True)   # the budget is tight: half the activations, same result
         try:
@@ -79,7 +80,7 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
             raise too_big from None
         cfg = in_turn
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    if unsup:
+    if own_plan:
         return RunPlan(cfg, plan, in_width, None, 0)
     plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input,
                                                          runtime)
@@ -95,6 +96,8 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
         return ConvTrainer(run.cfg, ds, progress, run.plan, init=init_net)
     if run.cfg.algo == "ff-unsup":
         return unsup_train.UnsupTrainer(run.cfg, ds, progress, run.plan)
+    if run.cfg.algo == "ffcl":
+        return ffcl_train.FFCLTrainer(run.cfg, ds, progress, run.plan)
     return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
 
 
