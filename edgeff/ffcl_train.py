@@ -1,10 +1,13 @@
 """FFCL training (--algo ffcl; the net and its formulas: edgeff/ffcl_model.py).
 
 Per batch of B data rows: x^ (no label), p = x^ @ W_0 once, the true labels y and a wrong
-label per row (hard: the one the first layer's goodness ranks highest, from p and L_0 alone,
-kernels/ff_loss.label_goodness), then FFCLNet.settle: K + 1 steps of every layer. At the last
-step each layer's local FF gradient is made right after its own forward, and every layer takes
-its optimiser step once the forward is done:
+label per row, then FFCLNet.settle: K + 1 steps of every layer. A hard negative is the wrong
+label scored highest: with early labels by the first layer's goodness at step 0, from p and
+L_0 alone (kernels/ff_loss.label_goodness), as the labels must be known before the forward;
+with late labels, after the label-free forward, by the net's own score (every layer's goodness
+at the last step, what the classifier ranks by). Each layer's local FF gradient is made at the
+last step (early labels: right after its own forward), and every layer takes its optimiser
+step once the forward is done:
     rows    2B goodness rows, B positives (label y) then B negatives (the wrong label)
     dz      FF's loss gradient of those rows' pre-activations (kernels/ff_loss.ff_loss_grad)
     dL_k[c] = sum of dz over rows of label c, db_k = sum of dz   (kernels/overlay.overlay_grad)
@@ -71,6 +74,8 @@ def ffcl_layout(cfg, in_width, num_classes, batch_size):
                 good=buf("good", (2 * b,), "activations"), loss=buf("loss", (2 * b,), "activations"))
     if cfg.negatives == "hard":
         work["scores"] = buf("hn_scores", (b, c), "activations", 0)
+        if cfg.late_labels:
+            work["layer_scores"] = buf("hn_layer_scores", (b, c), "activations")
     else:
         work["uniform"] = buf("uniform", (b,), "data", dtype="float64")
     acts = []
@@ -80,6 +85,8 @@ def ffcl_layout(cfg, in_width, num_classes, batch_size):
             a["t"] = buf(f"t{k}", (rows, w), "activations", k)
         if cfg.late_labels:
             a.update(zz=buf(f"zz{k}", (2 * b, w), "activations", k), hh=buf(f"hh{k}", (2 * b, w), "activations", k))
+            if "t" in a:
+                a["above"] = buf(f"above{k}", (b, widths[k + 1]), "activations", k)
         acts.append(a)
     buffers = [x for k in range(n) for x in (*params[k].values(), *grads[k].values(),
                                              *(s for slot in opt[k] for s in slot.values()))]
@@ -110,7 +117,8 @@ class FFCLTrainer(PhasedTrainer):
         self.work["ones"][...] = 1.0
         self.idx = self.work["idx"]
         self.acts = [{name: v(b) for name, b in a.items()} for a in lay.acts]
-        self._at_last = self._train_layer      # one bound method, made once: settle calls it per layer
+        # one bound method, made once: settle calls it per layer
+        self._at_last = self._keep_last_step if cfg.late_labels else self._train_layer
 
     def phases(self):
         return [list(range(len(self.net.weights)))]
@@ -152,10 +160,11 @@ class FFCLTrainer(PhasedTrainer):
         batch.gather_scaled(ds.x_train, idx, ds.scale, x)
         norm.length_normalise(x, x, EPS)
         np.matmul(x, net.weights[0], out=p)
-        if self.cfg.negatives == "hard":
+        hard = self.cfg.negatives == "hard"
+        if hard and not net.late:
             ff_loss.label_goodness(p, net.label_w[0], w["ones"][:b], net.biases[0], w["scores"][:b], net.mean_goodness)
             ff_loss.hardest_wrong_label(w["scores"][:b], y, neg)
-        else:
+        elif not hard:
             self.rng.random(out=w["uniform"][:b])
             ff_loss.random_wrong_label(y, w["uniform"][:b], net.num_classes, neg)
         self.batch_rows, self.totals = b, totals
@@ -163,8 +172,31 @@ class FFCLTrainer(PhasedTrainer):
         a = self.acts
         net.settle(p, labels, w["ones"], [ak["z"][:rows] for ak in a], [ak["h"][:rows] for ak in a],
                    [ak["t"][:rows] if "t" in ak else None for ak in a], w["good"], self._at_last)
-        for k in keys:       # after the whole forward: a late layer's activity is made after its gradient
+        if net.late:
+            if hard:
+                self._hardest_by_score(b, y, neg)
+            for k in keys:
+                self._train_layer(k)
+        for k in keys:       # after the whole forward: every activity was made with the batch's starting weights
             self.opts[k].step(self.params[k])
+
+    def _keep_last_step(self, k):
+        """Late labels, layer k at the last step: keep u_k (in hh) and the activity fed back to it (step K - 1's)."""
+        a, b = self.acts, self.batch_rows
+        np.copyto(a[k]["hh"][:b], a[k]["z"][:b])
+        if "above" in a[k]:
+            np.copyto(a[k]["above"][:b], a[k + 1]["h"][:b])
+
+    def _hardest_by_score(self, b, y, neg):
+        """Late labels: the wrong label the net itself scores highest (its classifier's score: every layer's
+        goodness over all labels at the last step, one product each from the kept u_k)."""
+        net, w = self.net, self.work
+        scores, part = w["scores"][:b], w["layer_scores"][:b]
+        scores[...] = 0.0
+        for k, ak in enumerate(self.acts):
+            ff_loss.label_goodness(ak["hh"][:b], net.label_w[k], w["ones"][:b], net.biases[k], part, net.mean_goodness)
+            scores += part
+        ff_loss.hardest_wrong_label(scores, y, neg)
 
     def _train_layer(self, k):
         """Layer k's loss and gradient at the last settling step (module docstring); _step steps them."""
@@ -172,14 +204,14 @@ class FFCLTrainer(PhasedTrainer):
         rows = b if net.late else 2 * b
         labels, good, loss = w["labels"][:2 * b], w["good"][:2 * b], w["loss"][:2 * b]
         g = self.grads[k]
-        if net.late:        # the goodness rows: u_k (not yet activated) + L_k[label]
+        if net.late:        # the goodness rows: u_k (kept) + L_k[label]
             dz = a[k]["zz"][:2 * b]
-            overlay.overlay_pre(a[k]["z"][:b], net.label_w[k], w["ones"][:b], labels, dz)
+            overlay.overlay_pre(a[k]["hh"][:b], net.label_w[k], w["ones"][:b], labels, dz)
             ff_loss.ff_activate(dz, net.biases[k], a[k]["hh"][:2 * b], good, net.mean_goodness, EPS)
         else:
             dz = a[k]["z"][:rows]
         ff_loss.ff_loss_grad(dz, good, b, self.cfg.threshold, loss, net.mean_goodness)
-        above = a[k + 1]["h"][:rows] if net.feeds_back(k) else None    # still step K - 1's
+        above = None if not net.feeds_back(k) else a[k]["above"][:b] if net.late else a[k + 1]["h"][:rows]
         if above is not None and not net.late:
             np.matmul(above.T, dz, out=g["f"])
         data_rows = b if net.late or k == 0 else 2 * b   # rows of distinct input: their goodness rows fold
