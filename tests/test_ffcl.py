@@ -4,6 +4,10 @@ bitwise resume, ONNX export parity for every combination of the three switches, 
 CLI end to end (train, eval, infer, export; bad combinations of flags)."""
 
 import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -211,6 +215,24 @@ def test_cli_trains_evaluates_infers_and_exports(images, tmp_path):
     assert len(run_labels.splitlines()) == 7
     one_line_error(edgeff("export", out, "--head", "first", "--output", tmp_path / "f.onnx"),
                    "an ffcl net classifies by its layers' goodness")
+
+
+def test_bench_infer_times_an_ffcl_run_beside_plain_ff(images, tmp_path):
+    runs = [tmp_path / "ff", tmp_path / "ffcl"]
+    ok(edgeff("train", "--dataset", images, "--model", "64-16-16", "--epochs", "1", "--classifier", "goodness",
+              "--head-epochs", "0", "--out", runs[0], "--json"))
+    ok(edgeff("train", "--dataset", images, "--algo", "ffcl", "--separate-labels", "--late-labels", "--model",
+              "64-16-16", "--epochs", "1", "--out", runs[1], "--json"))
+    tool = Path(__file__).resolve().parent.parent / "tools" / "bench_infer.py"
+    r = subprocess.run([sys.executable, str(tool), *map(str, runs), "--seconds", "0.05", "--json"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout.strip().splitlines()[-1])
+    ffcl = [row for row in rows if row["algo"] == "ffcl"]
+    assert [(row["head"], row["batch"]) for row in ffcl] == [("goodness", 1), ("goodness", 256)]
+    assert all(row["over_first_goodness"]["numpy"] > 0 and row["onnxruntime"] > 0 for row in ffcl)
+    first = [row for row in rows if row["algo"] == "ff" and row["head"] == "goodness"]
+    assert all(row["over_first_goodness"] == {"numpy": 1.0, "onnxruntime": 1.0} for row in first)
 
 
 @pytest.mark.parametrize("args,message", [

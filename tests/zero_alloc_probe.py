@@ -14,6 +14,7 @@ from numba.core.runtime import rtsys
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
+from edgeff.ffcl_train import FFCLTrainer
 from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax
 from edgeff.train import Trainer, warm_up
 from edgeff.unsup_train import UnsupTrainer, warm_up_unsup
@@ -83,6 +84,15 @@ def unsup_loop_counts(ds, phase, batch_size, batches=40):
     return step_counts(t, t.phases()[p], f"ff-unsup {phase}", batch_size, batches)
 
 
+def ffcl_loop_counts(ds, late, negatives, batch_size, batches=40):
+    """The loop of FFCL with a label vector at every layer and two feedback steps, late or early labels."""
+    cfg = TrainConfig(model="784-300-200-100", batch_size=batch_size, algo="ffcl", classifier="goodness", head_epochs=0,
+                      negatives=negatives, separate_labels=True, late_labels=late, feedback_steps=2).validate()
+    t = FFCLTrainer(cfg, ds)
+    t._bind(0)
+    return step_counts(t, t.phases()[0], f"ffcl {'late' if late else 'early'}", batch_size, batches)
+
+
 def step_counts(t, layers, schedule, batch_size, batches):
     """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
@@ -126,6 +136,9 @@ def main():
         print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
     for phase in ("ff", "probe"):
         print(json.dumps(dict(loop=f"ff-unsup {phase}", runs=[unsup_loop_counts(ds, phase, bs) for bs in (32, 128)])))
+    for late, negatives in ((True, "hard"), (False, "random")):
+        runs = [ffcl_loop_counts(ds, late, negatives, bs) for bs in (32, 128)]
+        print(json.dumps(dict(loop=f"ffcl {'late' if late else 'early'} {negatives}", runs=runs)))
 
 
 if __name__ == "__main__":
