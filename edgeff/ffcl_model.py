@@ -46,7 +46,7 @@ class FFCLNet:
     def create(cls, sizes, num_classes, rng, alloc, separate, late, feedback_steps, mean_goodness):
         """Weights as FFNet.create draws them into alloc(k)'s (w, b), then L_k and F_k (uniform in
         +-1/sqrt(fan_in) too, F_k's fan-in H_{k+1}) into alloc(('l', k)) and alloc(('f', k))."""
-        ff = FFNet.create(sizes, num_classes, 1.0, mean_goodness, rng, image=True, alloc=alloc)
+        ff = FFNet.create(sizes, 0, 1.0, mean_goodness, rng, alloc=alloc)    # no label inputs: any width of row
         n = len(ff.weights)
         label_w = [alloc(("l", k)) for k in range(n if separate else 1)]
         for k, lw in enumerate(label_w):

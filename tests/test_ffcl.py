@@ -14,7 +14,7 @@ import pytest
 
 from edgeff import checkpoint, export
 from edgeff.config import TrainConfig
-from edgeff.data import load_dataset
+from edgeff.data import Dataset, load_dataset
 from edgeff.ffcl_model import FFCLNet
 from edgeff.ffcl_train import FFCLTrainer
 from images import write_images_npz
@@ -144,6 +144,20 @@ def test_each_layer_steps_down_its_own_loss_gradient(images, separate, late, ste
                 p[i] = old
                 fd = (up - down) / 2e-5
                 assert abs(fd - grad[i]) <= 1e-3 * abs(fd) + 1e-7, (k, name, i, fd, grad[i])
+
+
+def test_rows_of_fewer_features_than_classes_train_and_export():
+    """No label inputs: a row of 3 features with 5 classes is a 3-wide input (plain FF would append 5)."""
+    rng = np.random.default_rng(1)
+    x = rng.random((96, 3)).astype(np.float32)
+    y = (x[:, 0] * 5).astype(np.int32)
+    ds = Dataset("flat", x, y, x[:20], y[:20], 5, 1.0, None, tuple("abcde"), "flat")
+    t = FFCLTrainer(TrainConfig(dataset="flat", model="3-8-6", algo="ffcl", classifier="goodness", head_epochs=0,
+                                batch_size=32, epochs=2, separate_labels=True, late_labels=True).validate(), ds)
+    t.fit()
+    assert t.net.weights[0].shape == (3, 8) and t.net.num_classes == 5
+    sess = export.session(export.check(export.build(t.net)).SerializeToString())
+    assert export.parity(sess, t.net, x, "goodness")["ok"]
 
 
 class Crash(Exception):
