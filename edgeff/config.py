@@ -88,7 +88,7 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
-    algo: str = "ff"           # ff, or ff-unsup: the layers see no label, a probe learns them
+    algo: str = "ff"           # ff; ff-unsup: the layers see no label, a probe learns them; ffcl: edgeff/ffcl_train.py
     probe_labels: float = 1.0  # ff-unsup: share of the training labels the probe reads
     separate_labels: bool = False  # ffcl: a label vector per class at every layer, not the first only
     late_labels: bool = False      # ffcl: the activity passed on carries no label; it meets it in the goodness
