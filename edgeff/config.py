@@ -16,11 +16,13 @@ NEGATIVES = ("hard", "random")
 OPTIMIZERS = ("adam", "sgd")
 GOODNESS = ("sum", "mean")
 CLASSIFIERS = ("linear", "goodness", "first", "last")   # first: dense nets only; last: conv nets only
-ALGOS = ("ff", "ff-unsup", "uff")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py);
-                                    # uff: layerwise unsupervised learners + that probe (edgeff/uff_train.py)
+ALGOS = ("ff", "ff-unsup", "uff", "ffcl")   # ff-unsup: unsupervised FF + a linear probe (edgeff/unsup_train.py);
+#   uff: layerwise unsupervised learners + that probe (edgeff/uff_train.py);
+#   ffcl: separate label path, late labels, feedback (edgeff/ffcl_train.py)
 UNSUPERVISED = ("ff-unsup", "uff")
 LEARNERS = ("ae", "dae", "contrastive")     # uff's layer learners
 MAX_TEMPERATURE = 100.0
+MAX_FEEDBACK_STEPS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -90,12 +92,15 @@ class TrainConfig:
     init: str = ""             # conv nets: the run whose blocks this one started from
     freeze: int = 0            # conv nets: blocks (from the first) whose layers --init's weights keep
     in_turn: bool = False      # dense FF: positives, then negatives, through the layers (B rows, not 2B)
-    algo: str = "ff"           # ff, or ff-unsup or uff: the layers see no label, a probe learns them
+    algo: str = "ff"           # ff, ffcl; or ff-unsup or uff: the layers see no label, a probe learns them
                                # (ff-unsup with head_epochs 0: the encoder alone, no probe)
     probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
     learner: str = ""          # uff: what each layer is (LEARNERS)
     noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
     temperature: float = 0.1   # uff contrastive: NT-Xent's temperature
+    separate_labels: bool = False  # ffcl: a label vector per class at every layer, not the first only
+    late_labels: bool = False      # ffcl: the activity passed on carries no label; it meets it in the goodness
+    feedback_steps: int = 0        # ffcl: settling steps with each layer's activity fed back to the one below
 
     def validate(self):
         if not self.is_conv:
@@ -113,7 +118,7 @@ class TrainConfig:
         _check_real("weight_decay", self.weight_decay, low=0)
         _check_real("threshold", self.threshold)
         _check_real("label_value", self.label_value, low=0, high=MAX_LABEL_VALUE, above_low=True)
-        for name in ("lr_decay", "in_turn"):
+        for name in ("lr_decay", "in_turn", "separate_labels", "late_labels"):
             if not isinstance(getattr(self, name), bool):
                 raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.in_turn and self.is_conv:
@@ -137,9 +142,11 @@ class TrainConfig:
         if self.algo in UNSUPERVISED and (self.is_conv or self.classifier != "linear"):
             raise UsageError(f"--algo {self.algo} trains a dense --model and classifies with its linear probe: "
                              "use a dense --model and --classifier linear")
-        if self.algo == "ff" and self.probe_labels != 1.0:
+        if self.algo not in UNSUPERVISED and self.probe_labels != 1.0:
             raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup or uff; leave it out")
         self._check_learner()
+        _check_whole("feedback_steps", self.feedback_steps, 0, MAX_FEEDBACK_STEPS)
+        self._check_ffcl()
         if self.algo != "ff-unsup" and self.classifier == "linear" and self.head_epochs == 0:   # ff-unsup: encoder
             raise UsageError("--classifier linear needs --head-epochs 1 or more (or use --classifier goodness)")
         return self
@@ -162,6 +169,27 @@ class TrainConfig:
                              "leave it out")
         if self.temperature != defaults.temperature and self.learner != "contrastive":
             raise UsageError("--temperature is NT-Xent's, of --algo uff --learner contrastive; leave it out")
+
+    def _check_ffcl(self):
+        """--algo ffcl's options go with it, and it with what it does (edgeff/ffcl_train.py)."""
+        if self.algo != "ffcl":
+            given = [f for f, on in (("--separate-labels", self.separate_labels), ("--late-labels", self.late_labels),
+                                     ("--feedback-steps", self.feedback_steps)) if on]
+            if given:
+                raise UsageError(f"{given[0]} is an FFCL option: add --algo ffcl")
+            return
+        if self.is_conv or self.schedule != "simultaneous" or self.in_turn or self.shift or self.init:
+            raise UsageError("--algo ffcl trains a dense --model, all layers at once: leave out --schedule layerwise, "
+                             "--in-turn, --shift and --init")
+        if self.classifier != "goodness" or self.head_epochs:
+            raise UsageError("--algo ffcl classifies by its layers' goodness over all labels: use --classifier "
+                             "goodness and --head-epochs 0 (its defaults)")
+        if self.late_labels and not self.separate_labels:
+            raise UsageError("--late-labels needs --separate-labels: without a label vector at every layer, the "
+                             "layers past the first see the label only through the activity it would no longer carry")
+        if self.feedback_steps and len(self.sizes) < 3:
+            raise UsageError(f"--feedback-steps feeds a layer's activity back to the one below: --model {self.model} "
+                             "has one layer; give it two or more")
 
     @property
     def is_conv(self):
@@ -214,7 +242,8 @@ def config_from_options(options, batch_size, init_cfg=None, n_train=None):
     if values["epochs"] is None:
         values["epochs"] = defaults.epochs if n_train is None else default_epochs(n_train)
     conv = is_conv_model(values["model"])
-    for name, conv_default in (("classifier", "last"), ("head_epochs", 0)):
+    ffcl = values.get("algo") == "ffcl"
+    for name, conv_default, ffcl_default in (("classifier", "last", "goodness"), ("head_epochs", 0, 0)):
         if values[name] is None:
-            values[name] = conv_default if conv else getattr(defaults, name)
+            values[name] = conv_default if conv else ffcl_default if ffcl else getattr(defaults, name)
     return TrainConfig(**values).validate()

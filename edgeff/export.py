@@ -33,11 +33,12 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import export_conv, export_unsup
+from . import export_conv, export_ffcl, export_unsup
 from .version import __version__
 from .convnet import ConvNet
 from .errors import ExportError, UsageError
 from .model import EPS
+from .ffcl_model import FFCLNet
 from .unsup_model import UnsupNet
 
 DEFAULT_OPSET = 17
@@ -161,6 +162,9 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
                          "goodness); leave --head out or use --head goodness or last")
     if isinstance(net, UnsupNet) and head != "linear":
         raise UsageError(f"--head {head}: an ff-unsup net classifies with its linear probe only; use --head linear")
+    if isinstance(net, FFCLNet) and head != "goodness":
+        raise UsageError(f"--head {head}: an ffcl net classifies by its layers' goodness over all labels; "
+                         "use --head goodness")
     if not conv and head == "last":
         raise UsageError("--head last (the last block's vote) is for conv nets; a dense net has goodness, linear, "
                          "both or first")
@@ -173,6 +177,7 @@ def build(net, head="goodness", opset=DEFAULT_OPSET, batch="dynamic", metadata=N
     n_dim = "N" if batch == "dynamic" else int(batch)
     inputs, outputs, doc = (export_conv.build_graph(g, net, n_dim, head) if conv else
                             export_unsup.build_graph(g, net, n_dim) if isinstance(net, UnsupNet) else
+                            export_ffcl.build_graph(g, net, n_dim) if isinstance(net, FFCLNet) else
                             _dense_graph(g, net, head, n_dim))
     graph = helper.make_graph(g.nodes, "edgeff_ff", inputs, outputs, g.inits)
     model = helper.make_model(graph, producer_name="edgeff", producer_version=__version__, model_version=1,
@@ -343,7 +348,8 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
     info, conv = net.input_info, isinstance(net, ConvNet)
     shown = "features" if isinstance(net, UnsupNet) and net.head_w is None else head   # an encoder: no classifier
     inside = ("reshapes each row to its (H, W, C) image" if conv else
-              "overlays the labels and length-normalises each layer's input")
+              "adds each layer's label vectors and length-normalises each layer's input" if isinstance(net, FFCLNet)
+              else "overlays the labels and length-normalises each layer's input")
     metadata = {
         "edgeff_version": __version__,
         "head": shown,

@@ -9,6 +9,7 @@ from .errors import ModelError, UsageError
 from .fileio import atomic_write_files, write_error
 from .convnet import ConvNet
 from .model import FFNet, read_model_file
+from .ffcl_model import NET as FFCL_NET, FFCLNet
 from .unsup_model import NET as UNSUP_NET, UnsupNet
 
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
@@ -62,7 +63,7 @@ def load_run(run_dir):
     if not os.path.exists(path):
         raise ModelError(f"{run_dir}: no {MODEL} here; train one with 'edgeff train --out {run_dir}'")
     arrays, meta = read_model_file(path)
-    kind = {"conv": ConvNet, UNSUP_NET: UnsupNet}.get(meta.get("net"), FFNet)
+    kind = {"conv": ConvNet, UNSUP_NET: UnsupNet, FFCL_NET: FFCLNet}.get(meta.get("net"), FFNet)
     net, stored = kind.from_arrays(path, arrays, meta)
     try:
         cfg = TrainConfig.from_dict(stored)

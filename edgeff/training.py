@@ -4,9 +4,10 @@ every check of the config against the data and the memory plan before anything i
 
 import dataclasses
 
-from . import tuning, uff_train, unsup_train
+from . import ffcl_train, tuning, uff_train, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
 from .convnet import ConvNet, image_chw
+from .config import UNSUPERVISED
 from .errors import UsageError
 from .model import FFNet
 from .runs import load_run
@@ -14,7 +15,8 @@ from .sff_train import ConvTrainer, warm_up_conv
 from .train import Trainer, warm_up
 
 
-UNSUPERVISED_TRAINING = {"ff-unsup": unsup_train, "uff": uff_train}    # algo -> its check_data and planner
+# algo -> the module of its own planner (and, for the unsupervised ones, of its check_data)
+OWN_PLANNER = {"ff-unsup": unsup_train, "uff": uff_train, "ffcl": ffcl_train}
 
 
 def _holds(ds):
@@ -66,14 +68,14 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    unsup = UNSUPERVISED_TRAINING.get(cfg.algo)
-    if unsup:
-        unsup.check_data(cfg, ds)
-    plan_of = unsup.planner(cfg, ds) if unsup else planner(cfg, ds, in_width)
+    own = OWN_PLANNER.get(cfg.algo)
+    if cfg.algo in UNSUPERVISED:
+        own.check_data(cfg, ds)
+    plan_of = own.planner(cfg, ds) if own else planner(cfg, ds, in_width)
     try:
         plan, batch_size = fit_budget(plan_of, cfg.batch_size, ds, budget, auto, runtime)
     except UsageError as too_big:
-        if budget is None or auto or cfg.is_conv or cfg.in_turn or unsup:
+        if budget is None or auto or cfg.is_conv or cfg.in_turn or own:
             raise
         in_turn = dataclasses.replace(cfg, in_turn=True)   # the budget is tight: half the activations, same result
         try:
@@ -82,7 +84,7 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
             raise too_big from None
         cfg = in_turn
     cfg = dataclasses.replace(cfg, batch_size=batch_size)
-    if unsup:
+    if own:
         return RunPlan(cfg, plan, in_width, None, 0)
     plan, frozen_input, cache_bytes = choose_frozen_input(cfg, ds, in_width, plan, budget, resumed_frozen_input,
                                                          runtime)
@@ -100,6 +102,8 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
         return unsup_train.UnsupTrainer(run.cfg, ds, progress, run.plan)
     if run.cfg.algo == "uff":
         return uff_train.UffTrainer(run.cfg, ds, progress, run.plan)
+    if run.cfg.algo == "ffcl":
+        return ffcl_train.FFCLTrainer(run.cfg, ds, progress, run.plan)
     return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
 
 

@@ -14,6 +14,7 @@ from numba.core.runtime import rtsys
 
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
+from edgeff.ffcl_train import FFCLTrainer
 from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax, uff_loss
 from edgeff.train import Trainer, warm_up
 from edgeff.uff_train import UffTrainer, warm_up_uff
@@ -100,6 +101,15 @@ def uff_loop_counts(ds, learner, batch_size, batches=40):
     return step_counts(t, t.phases()[p], f"uff {learner}", batch_size, batches)
 
 
+def ffcl_loop_counts(ds, late, negatives, batch_size, batches=40):
+    """The loop of FFCL with a label vector at every layer and two feedback steps, late or early labels."""
+    cfg = TrainConfig(model="784-300-200-100", batch_size=batch_size, algo="ffcl", classifier="goodness", head_epochs=0,
+                      negatives=negatives, separate_labels=True, late_labels=late, feedback_steps=2).validate()
+    t = FFCLTrainer(cfg, ds)
+    t._bind(0)
+    return step_counts(t, t.phases()[0], f"ffcl {'late' if late else 'early'}", batch_size, batches)
+
+
 def step_counts(t, layers, schedule, batch_size, batches):
     """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
@@ -146,6 +156,9 @@ def main():
         print(json.dumps(dict(loop=f"ff-unsup {phase}", runs=[unsup_loop_counts(ds, phase, bs) for bs in (32, 128)])))
     for learner in ("ae", "dae", "contrastive"):
         print(json.dumps(dict(loop=f"uff {learner}", runs=[uff_loop_counts(ds, learner, bs) for bs in (32, 128)])))
+    for late, negatives in ((True, "hard"), (False, "random")):
+        runs = [ffcl_loop_counts(ds, late, negatives, bs) for bs in (32, 128)]
+        print(json.dumps(dict(loop=f"ffcl {'late' if late else 'early'} {negatives}", runs=runs)))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """Inference throughput of an exported model: onnxruntime against edgeff's NumPy/Numba forward.
 
-    python tools/bench_infer.py RUN_DIR [--seconds 2] [--json]
+    python tools/bench_infer.py RUN_DIR [RUN_DIR ...] [--seconds 2] [--json]
 
-For each head the run has (linear, goodness, first; a conv run: goodness, every block's vote, and last) and
-batch size (1, 256): rows/s of the NumPy/Numba forward (FFNet.predict, ConvNet.predict)
-and of onnxruntime on the exported graph (float32, and int8 dynamic for the linear head
-and for conv nets), all measured in this one run on random rows. A benchmark, not a
-test: nothing is asserted.
+For each run, each head it has (linear, goodness, first; a conv run: goodness, every block's vote,
+and last; an ffcl run: goodness, its one classifier) and batch size (1, 256): rows/s of the
+NumPy/Numba forward (FFNet.predict, ConvNet.predict, FFCLNet.predict) and of onnxruntime on the
+exported graph (float32, and int8 dynamic for the linear head and for conv nets), all measured in
+this one run on random rows. With several runs, each row also holds its speed over the first
+run's goodness head at the same batch size and engine ("over_first_goodness": e.g. an ffcl run
+with late labels against plain FF's C-pass classifier, timed side by side on a shared machine).
+A benchmark, not a test: nothing is asserted.
 """
 
 import argparse
@@ -31,16 +34,11 @@ def rows_per_second(fn, x, seconds):
     return n * len(x) / (time.perf_counter() - t0)
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("run_dir")
-    p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args()
-    net, _ = load_run(args.run_dir)
+def bench_run(run_dir, seconds, rng):
+    """The rows of one run (module docstring)."""
+    net, cfg = load_run(run_dir)
     conv = isinstance(net, ConvNet)
     warm_up_conv() if conv else warm_up()
-    rng = np.random.default_rng(0)
     results = []
     for head in net.classifiers():
         model = export.build(net, head).SerializeToString()
@@ -51,16 +49,35 @@ def main():
             engines["onnxruntime-int8"] = lambda x, q=q: q.run(["label"], {"x": x})
         for batch in (1, 256):
             x = rng.random((batch, net.in_features)).astype(np.float32)
-            row = {"head": head, "batch": batch}
-            row.update({name: rows_per_second(fn, x, args.seconds) for name, fn in engines.items()})
+            row = {"run": run_dir, "algo": cfg.algo, "head": head, "batch": batch}
+            row.update({name: rows_per_second(fn, x, seconds) for name, fn in engines.items()})
             row["onnxruntime_over_numpy"] = row["onnxruntime"] / row["numpy"]
             results.append(row)
-            if not args.json:
-                print(f"{head:8s} batch {batch:3d}: " + ", ".join(
-                    f"{k} {v:,.0f} rows/s" for k, v in row.items() if k not in ("head", "batch", "onnxruntime_over_numpy"))
-                    + f"; onnxruntime/numpy {row['onnxruntime_over_numpy']:.2f}x")
+    return results
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args()
+    rng = np.random.default_rng(0)
+    results = [row for run_dir in args.run_dirs for row in bench_run(run_dir, args.seconds, rng)]
+    if len(args.run_dirs) > 1:
+        base = {r["batch"]: r for r in results if r["run"] == args.run_dirs[0] and r["head"] == "goodness"}
+        for r in results:
+            if r["batch"] in base:
+                r["over_first_goodness"] = {e: r[e] / base[r["batch"]][e] for e in ("numpy", "onnxruntime")}
     if args.json:
         print(json.dumps(results))
+        return
+    for r in results:
+        speeds = ", ".join(f"{k} {r[k]:,.0f} rows/s" for k in ("numpy", "onnxruntime", "onnxruntime-int8") if k in r)
+        over = r.get("over_first_goodness")
+        print(f"{r['run']} ({r['algo']}) {r['head']:8s} batch {r['batch']:3d}: {speeds}; onnxruntime/numpy "
+              f"{r['onnxruntime_over_numpy']:.2f}x" + (f"; over the first run's goodness: numpy {over['numpy']:.2f}x, "
+                                                      f"onnxruntime {over['onnxruntime']:.2f}x" if over else ""))
 
 
 if __name__ == "__main__":

@@ -8,9 +8,9 @@ import sys
 import time
 
 from ..callbacks import ProgressBar, progress_of
-from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, LEARNERS, MAX_EPOCHS, NEGATIVES, OPTIMIZERS,
-                      SAMPLES_SEEN, SCHEDULES, UNSUPERVISED, TrainConfig, config_from_options, default_batch_size,
-                      default_epochs)
+from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, LEARNERS, MAX_EPOCHS, MAX_FEEDBACK_STEPS,
+                      NEGATIVES, OPTIMIZERS, SAMPLES_SEEN, SCHEDULES, UNSUPERVISED, TrainConfig,
+                      config_from_options, default_batch_size, default_epochs)
 from ..conv_models import HYBRID, NETS
 from ..data import load_dataset
 from ..data_mmap import load_mapped
@@ -85,7 +85,8 @@ def add_arguments(p):
     p.add_argument("--algo", default=_D.algo, choices=ALGOS,
                    help="ff: supervised FF (labels overlaid); ff-unsup: unsupervised FF on real vs hybrid images, "
                         "then a linear probe on the last three layers; uff: each layer an unsupervised --learner, "
-                        "trained then frozen, then that probe (default: %(default)s)")
+                        "trained then frozen, then that probe; ffcl: FF with a label path of its own "
+                        "(--separate-labels, --late-labels, --feedback-steps) (default: %(default)s)")
     p.add_argument("--probe-labels", type=float, default=_D.probe_labels, metavar="FRACTION",
                    help="ff-unsup, uff: share of the training labels the probe may use, in (0, 1] "
                         "(default: %(default)s)")
@@ -97,6 +98,15 @@ def add_arguments(p):
                         "in [0, 1) (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=_D.temperature,
                    help="uff contrastive: NT-Xent's temperature, above 0 (default: %(default)s)")
+    p.add_argument("--separate-labels", action="store_true",
+                   help="ffcl: a label vector per class at every layer, added where its goodness is computed "
+                        "(without: at the first layer only)")
+    p.add_argument("--late-labels", action="store_true",
+                   help="ffcl (with --separate-labels): the activity passed on carries no label; labels meet the "
+                        "features only in each layer's goodness, so classifying is one pass plus a per-label term")
+    p.add_argument("--feedback-steps", type=int, default=_D.feedback_steps, metavar="K",
+                   help="ffcl: K more settling steps with each layer's activity fed back to the layer below "
+                        f"(0 to {MAX_FEEDBACK_STEPS}; default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -245,6 +255,9 @@ def _train(args, out, prepared, resume):
         metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
     if cfg.algo == "uff":
         metrics.update(learner=cfg.learner)
+    if cfg.algo == "ffcl":
+        metrics.update(algo=cfg.algo, separate_labels=cfg.separate_labels, late_labels=cfg.late_labels,
+                       feedback_steps=cfg.feedback_steps)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))
