@@ -6,8 +6,8 @@ import dataclasses
 
 from . import ffcl_train, tuning, uff_train, unsup_train
 from .budget import choose_frozen_input, fit_budget, planner
-from .convnet import ConvNet, image_chw
 from .config import UNSUPERVISED
+from .convnet import ConvNet, image_chw
 from .errors import UsageError
 from .model import FFNet
 from .runs import load_run
