@@ -190,6 +190,10 @@ class TrainConfig:
         if self.feedback_steps and len(self.sizes) < 3:
             raise UsageError(f"--feedback-steps feeds a layer's activity back to the one below: --model {self.model} "
                              "has one layer; give it two or more")
+        if self.feedback_steps and not self.late_labels and self.negatives == "hard":
+            raise UsageError("--feedback-steps with early labels picks hard negatives before the feedback settles, "
+                             "and the net learns the wrong ones (58.8 % test error measured): add --separate-labels "
+                             "--late-labels, or --negatives random")
 
     @property
     def is_conv(self):

@@ -30,6 +30,8 @@ def images(tmp_path_factory):
 
 
 def ffcl_cfg(images, **kw):
+    if kw.get("feedback_steps") and not kw.get("late_labels"):
+        kw.setdefault("negatives", "random")        # early labels with feedback refuse hard negatives
     return TrainConfig(**dict(dataset=str(images), algo="ffcl", classifier="goodness", head_epochs=0, **kw)).validate()
 
 
@@ -258,6 +260,7 @@ def test_bench_infer_times_an_ffcl_run_beside_plain_ff(images, tmp_path):
     (["--algo", "ffcl", "--schedule", "layerwise"], "all layers at once"),
     (["--algo", "ffcl", "--feedback-steps", "9"], "--feedback-steps must be a whole number from 0 to 8"),
     (["--algo", "ffcl", "--feedback-steps", "1", "--model", "64-10"], "has one layer"),
+    (["--algo", "ffcl", "--feedback-steps", "1"], "add --separate-labels --late-labels, or --negatives random"),
 ])
 def test_bad_combinations_are_one_line_errors(images, tmp_path, args, message):
     argv = ["train", "--dataset", images, "--model", "64-10-10", "--epochs", "1", "--out", tmp_path / "r", *args]
