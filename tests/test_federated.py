@@ -4,6 +4,7 @@ server killed and started again, bad clients left out of the aggregate; partitio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -112,3 +113,55 @@ def test_without_flower_the_error_names_the_extra(tmp_path):
     r = subprocess.run([sys.executable, "-c", hide, "federate", "--clients", "2", "--out", str(tmp_path / "f")],
                        capture_output=True, text=True)
     one_line_error(r, 'pip install "edgeff[fed-sim]"')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port, process):
+    while process.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the SuperLink ended: {process.communicate()}")
+
+
+def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
+    """Flower's own deployment, as on real machines: a SuperLink, one SuperNode per device (here 3
+    processes on 127.0.0.1), and `flwr run` of the Flower App that `edgeff federate --flower-app` writes."""
+    env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
+    link_port = _free_port()
+    os.makedirs(env["FLWR_HOME"])
+    with open(os.path.join(env["FLWR_HOME"], "config.toml"), "w") as f:
+        f.write(f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link_port}"\n'
+                'insecure = true\n')
+    out, app = tmp_path / "fed", tmp_path / "app"
+    settings = dict(SMALL, rounds=1)
+    assert edgeff("federate", *_options(settings), "--out", out, "--flower-app", app).returncode == 0
+    bin_dir = os.path.dirname(sys.executable)
+    started = []
+
+    def start(*cmd):
+        started.append(subprocess.Popen([os.path.join(bin_dir, cmd[0]), *cmd[1:]], env=env, cwd=tmp_path,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        return started[-1]
+
+    try:
+        _wait_for_port(link_port, start("flower-superlink", "--insecure", "--port", str(link_port)))
+        for i in range(3):
+            start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}", "--port",
+                  str(_free_port()), "--node-config", f"partition-id={i} num-partitions=3")
+        r = subprocess.run([os.path.join(bin_dir, "flwr"), "run", str(app), "here", "--stream"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    history = _federation(str(out))["history"]
+    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(1, 3, 0), (2, 3, 0)]
+    assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(history[-1]["test_error"])

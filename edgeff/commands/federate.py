@@ -1,10 +1,11 @@
 """edgeff federate: federated FF on one machine, N clients in Flower's simulation (edgeff/federated/)."""
 
+import dataclasses
 import json
 import os
 import sys
 
-from ..fileio import make_output_dir, remove_made_dirs
+from ..fileio import atomic_write_text, make_output_dir, remove_made_dirs, write_error
 from ..runs import load_metrics
 
 HELP = "train a dense FF net federated over N simulated clients with Flower, layer by layer"
@@ -41,6 +42,8 @@ def add_arguments(p):
                    "every client's data order (default: %(default)s)")
     p.add_argument("--out", required=True, metavar="DIR", help="run directory of the global model, saved every "
                    "round; when it holds this federation's model, training continues after its last round")
+    p.add_argument("--flower-app", metavar="DIR", help="write a Flower App directory that runs these settings on a "
+                   "real deployment (flwr run DIR SUPERLINK; --out made absolute) and stop")
     p.add_argument("--quiet", action="store_true", help="only warnings (refused updates) and errors from Flower")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
 
@@ -50,6 +53,8 @@ def run(args):
     from ..federated.settings import FederationConfig
     names = [f for f in FederationConfig.__dataclass_fields__]
     settings = FederationConfig(**{name: getattr(args, name) for name in names}).validate()
+    if args.flower_app:
+        return _write_flower_app(dataclasses.replace(settings, out=os.path.abspath(settings.out)), args.flower_app)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")    # Flower reports usage to its makers unless told not to
     require_flower(simulation=True)
     from ..federated.server_app import GlobalModel
@@ -78,4 +83,16 @@ def run(args):
     else:
         print(f"test error {summary['test_error']:.2%} after {summary['rounds']} rounds; "
               f"{summary['bytes_sent']:,} bytes of arrays sent; saved {settings.out}")
+    return 0
+
+
+def _write_flower_app(settings, directory):
+    from ..federated.settings import flower_app_toml
+    make_output_dir(directory, "--flower-app")
+    path = os.path.join(directory, "pyproject.toml")
+    try:
+        atomic_write_text(path, flower_app_toml(settings))
+    except OSError as exc:
+        raise write_error(path, exc) from None
+    print(f"wrote {path}; run it with: flwr run {directory} SUPERLINK --stream")
     return 0

@@ -3,6 +3,7 @@ holds them (`flwr run`: [tool.flwr.app.config] in pyproject.toml, dashes in the 
 server sends them to the clients in every message's ConfigRecord."""
 
 import dataclasses
+import json
 import math
 
 from ..config import MAX_SEED, TrainConfig, _check_whole
@@ -105,3 +106,27 @@ def parse_partition(text):
                          "dirichlet:0.3 (smaller: more label skew)")
     raise UsageError(f"--partition {text!r} is not iid or dirichlet:ALPHA (like dirichlet:0.3)")
 
+
+
+def flower_app_toml(settings):
+    """pyproject.toml of a Flower App that runs these settings on a real deployment (`flwr run DIR
+    SUPERLINK`): edgeff's ServerApp and ClientApp, the settings as its run config (values in TOML)."""
+    def value(v):
+        return json.dumps(v) if isinstance(v, str) else repr(v)
+    config = "\n".join(f"{key} = {value(v)}" for key, v in settings.to_record().items())
+    return f"""# Flower App of an edgeff federation: edgeff[fed] is installed on the server and on every device
+[project]
+name = "edgeff-federation"
+version = "1.0.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "edgeff"
+
+[tool.flwr.app.components]
+serverapp = "edgeff.federated.server_app:app"
+clientapp = "edgeff.federated.client_app:app"
+
+[tool.flwr.app.config]
+{config}
+"""
