@@ -81,6 +81,33 @@ def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):
     assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in zip(net.weights, net.biases))
 
 
+def test_an_update_counts_only_as_sent_finite_and_with_its_weight():
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from edgeff.federated.records import layers_record, update_problem
+    sent = layers_record({1: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})
+    shapes = {name: a.numpy().shape for name, a in sent.items()}
+
+    def problem(arrays=sent, metrics=None, **more):
+        metrics = MetricRecord(metrics or {"num-examples": 5, "loss": 0.5})
+        return update_problem(RecordDict({"arrays": arrays, "metrics": metrics, **more}), shapes)
+
+    assert problem() is None
+    garbled = ArrayRecord({"w2": Array(dtype="float32", shape=(3, 2), stype="numpy.ndarray", data=b"junk"),
+                           "b2": sent["b2"]})
+    nan = layers_record({1: (np.full((3, 2), np.nan, np.float32), np.zeros(2, np.float32))})
+    for kind, found in [(problem(arrays=garbled), "w2 is not a NumPy array"),
+                        (problem(arrays=nan), "w2 holds NaN or Inf"),
+                        (problem(arrays=layers_record({1: (np.ones((3, 2)), np.zeros(2, np.float32))})),
+                         "w2 is float64 (3, 2), not float32 (3, 2)"),
+                        (problem(arrays=layers_record({0: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})),
+                         "its arrays are ['b1', 'w1'], not the ['b2', 'w2'] sent"),
+                        (problem(extra=sent), "2 array records"),
+                        (problem(metrics={"num-examples": 5, "loss": 0.5, "more": 1.0}), "metrics are not one record"),
+                        (problem(metrics={"num-examples": 0, "loss": 0.5}), "num-examples is 0"),
+                        (problem(metrics={"num-examples": 5, "loss": float("inf")}), "loss is inf")]:
+        assert kind is not None and found in kind, (found, kind)
+
+
 def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
     labels = np.repeat(np.arange(10), 300)
     iid = partition(labels, 5, "iid", 0)

@@ -12,7 +12,7 @@ from flwr.clientapp import ClientApp
 
 from ..errors import ModelError, UsageError
 from .local import client_data, round_seed, train_phase
-from .records import ARRAYS, FROZEN, METRICS, NUM_EXAMPLES, digest, layers_record, record_layers
+from .records import ARRAYS, FROZEN, LOSS, METRICS, NUM_EXAMPLES, digest, layers_record, record_layers
 from .settings import FederationConfig
 
 app = ClientApp()
@@ -32,7 +32,7 @@ def train(msg: Message, context: Context) -> Message:
               **record_layers(msg.content[ARRAYS])}
     ds = client_data(settings, partition_id)
     trained, loss = train_phase(settings, ds, phase, layers, round_seed(settings.seed, config[GLOBAL_ROUND], partition_id))
-    metrics = MetricRecord({NUM_EXAMPLES: len(ds.y_train), "loss": loss})
+    metrics = MetricRecord({NUM_EXAMPLES: len(ds.y_train), LOSS: loss})
     return Message(content=RecordDict({ARRAYS: layers_record(trained), METRICS: metrics}), reply_to=msg)
 
 

@@ -2,16 +2,18 @@
 
 A layer k (0-based) travels as two arrays named w{k+1} (weights, float32 (D_in, D_out)) and b{k+1}
 (bias, float32 (D_out,)). Every byte of a reply is hostile until checked (DESIGN.md, trust model):
-an update counts only with exactly the arrays sent, each float32 of the global layer's shape and
-finite, and a whole positive num-examples."""
+an update counts only with one ArrayRecord holding exactly the arrays sent, each float32 of the global
+layer's shape and finite, and one MetricRecord of a whole positive num-examples and a finite loss
+(anything else would also stop Flower's aggregation for every client)."""
 
 import hashlib
+import math
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord
 
 ARRAYS, METRICS, FROZEN = "arrays", "metrics", "frozen"   # the keys of a message's records
-NUM_EXAMPLES = "num-examples"                              # FedAvg's weight of each update
+NUM_EXAMPLES, LOSS = "num-examples", "loss"                 # a reply's metrics: FedAvg's weight, the mean loss
 
 
 def layers_record(layers):
@@ -42,8 +44,11 @@ def update_problem(content, shapes):
     """Why a client's reply content may not count in the aggregate, or None when it may;
     shapes: {array name: shape} of what was sent."""
     record, metrics = content.get(ARRAYS), content.get(METRICS)
-    if not isinstance(record, ArrayRecord):
-        return "it holds no arrays"
+    if len(content.array_records) != 1 or not isinstance(record, ArrayRecord):
+        return f"it holds {len(content.array_records)} array records, not one named {ARRAYS!r}"
+    if len(content.metric_records) != 1 or not isinstance(metrics, MetricRecord) or \
+            sorted(metrics) != sorted((NUM_EXAMPLES, LOSS)):
+        return f"its metrics are not one record of {NUM_EXAMPLES} and {LOSS}"
     if sorted(record) != sorted(shapes):
         return f"its arrays are {sorted(record)}, not the {sorted(shapes)} sent"
     for name, a in record.items():
@@ -55,7 +60,9 @@ def update_problem(content, shapes):
             return f"{name} is {value.dtype} {value.shape}, not float32 {tuple(shapes[name])}"
         if not np.isfinite(value).all():
             return f"{name} holds NaN or Inf"
-    examples = metrics.get(NUM_EXAMPLES) if isinstance(metrics, MetricRecord) else None
+    examples, loss = metrics[NUM_EXAMPLES], metrics[LOSS]
     if isinstance(examples, bool) or not isinstance(examples, int) or examples < 1:
         return f"its {NUM_EXAMPLES} is {examples!r}, not a whole number above 0"
+    if isinstance(loss, bool) or not isinstance(loss, (int, float)) or not math.isfinite(loss):
+        return f"its {LOSS} is {loss!r}, not a finite number"
     return None

@@ -5,11 +5,13 @@ layer k to the clients and back, and the frozen layers go down once, in the phas
 Simultaneous, one phase ships every layer every round. After every round the server evaluates the
 global net on the held-out test set and saves it atomically as an ordinary run directory
 (settings.out: model.npz, config.json, metrics.json; edgeff eval and export take it); metrics.json's
-"federation" holds the settings, the rounds done, the bytes sent and a line per round. A server
+"federation" holds the settings, the rounds done, the bytes sent and a line per round (its test
+error, bytes each way, updates counted and refused, seconds from sending to saved). A server
 started again on that directory with the same settings continues after the last round saved.
 """
 
 import os
+import time
 from logging import INFO, WARNING
 
 import numpy as np
@@ -45,6 +47,7 @@ class GlobalModel:
                                    bytes_down=0, bytes_up=0, history=[])
             self._save(self._test_error())
         self.traffic = {"down": 0, "up": 0, "updates": 0, "rejected": 0}   # of the round under way
+        self.round_started = time.perf_counter()
 
     def _resumed(self):
         out = self.settings.out
@@ -79,7 +82,8 @@ class GlobalModel:
         f["bytes_down"] += t["down"]
         f["bytes_up"] += t["up"]
         f["history"].append(dict(round=f["round"], test_error=error, bytes_down=t["down"], bytes_up=t["up"],
-                                 updates=t["updates"], rejected=t["rejected"]))
+                                 updates=t["updates"], rejected=t["rejected"],
+                                 seconds=round(time.perf_counter() - self.round_started, 3)))
         self.traffic = dict.fromkeys(t, 0)
         self._save(error)
         log(INFO, "edgeff: round %d/%d: test error %.2f%%, saved %s", f["round"], f["total_rounds"], 100 * error,
@@ -108,6 +112,7 @@ class CheckedUpdates:
 
     def configure_train(self, server_round, arrays, config, grid):
         config[GLOBAL_ROUND] = self.model.round + 1
+        self.model.round_started = time.perf_counter()
         messages = list(super().configure_train(server_round, arrays, config, grid))
         for message in messages:
             if server_round == 1:
