@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from edgeff.data import load_dataset
 from edgeff.federated.partition import partition
 from edgeff.runs import load_run
 from run_cli import edgeff, ok, one_line_error
@@ -159,7 +160,9 @@ def _wait_for_port(port, process):
 
 def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
     """Flower's own deployment, as on real machines: a SuperLink, one SuperNode per device (here 3
-    processes on 127.0.0.1), and `flwr run` of the Flower App that `edgeff federate --flower-app` writes."""
+    processes on 127.0.0.1), and `flwr run` of the Flower App that `edgeff federate --flower-app` writes.
+    Two nodes train on partitions of the shared set, the third on a data file of its own; the second
+    round of each layer runs on the frozen layers the nodes kept from the first."""
     env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
     link_port = _free_port()
     os.makedirs(env["FLWR_HOME"])
@@ -167,7 +170,11 @@ def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
         f.write(f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link_port}"\n'
                 'insecure = true\n')
     out, app = tmp_path / "fed", tmp_path / "app"
-    settings = dict(SMALL, rounds=1)
+    own = tmp_path / "own.npz"
+    fashion = load_dataset("fashion-mnist")
+    np.savez(own, x_train=fashion.x_train[-500:].reshape(-1, 28, 28), y_train=fashion.y_train[-500:],
+             x_test=fashion.x_test[:10].reshape(-1, 28, 28), y_test=fashion.y_test[:10])
+    settings = SMALL
     assert edgeff("federate", *_options(settings), "--out", out, "--flower-app", app).returncode == 0
     bin_dir = os.path.dirname(sys.executable)
     started = []
@@ -179,9 +186,10 @@ def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
 
     try:
         _wait_for_port(link_port, start("flower-superlink", "--insecure", "--port", str(link_port)))
-        for i in range(3):
+        for node_config in ("partition-id=0 num-partitions=3", "partition-id=1 num-partitions=3",
+                            f'data-file="{own}"'):
             start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}", "--port",
-                  str(_free_port()), "--node-config", f"partition-id={i} num-partitions=3")
+                  str(_free_port()), "--node-config", node_config)
         r = subprocess.run([os.path.join(bin_dir, "flwr"), "run", str(app), "here", "--stream"], env=env,
                            capture_output=True, text=True, timeout=600)
     finally:
@@ -190,5 +198,6 @@ def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
             process.wait()
     assert r.returncode == 0, r.stdout + r.stderr
     history = _federation(str(out))["history"]
-    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(1, 3, 0), (2, 3, 0)]
+    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 3, 0) for r in (1, 2, 3, 4)], r.stdout
+    assert history[-1]["test_error"] < 0.85
     assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(history[-1]["test_error"])

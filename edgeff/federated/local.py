@@ -23,6 +23,10 @@ class PhaseTrainer(Trainer):
         super().__init__(cfg, ds, progress, plan=plan, cache=cache)
         self.trained_phase = phase
         for k, (w, b) in (layers or {}).items():
+            if w.shape != self.net.weights[k].shape:
+                raise UsageError(f"the federation's layer {k + 1} is {w.shape[0]}x{w.shape[1]}, but {ds.name} makes it "
+                                 f"{self.net.weights[k].shape[0]}x{self.net.weights[k].shape[1]}: give this node rows "
+                                 "like the federation's (images of the same shape, or the same flat features)")
             self.net.weights[k][...] = w
             self.net.biases[k][...] = b
 
