@@ -51,8 +51,8 @@ def add_arguments(p):
 def run(args):
     from ..federated import require_flower
     from ..federated.settings import FederationConfig
-    names = [f for f in FederationConfig.__dataclass_fields__]
-    settings = FederationConfig(**{name: getattr(args, name) for name in names}).validate()
+    settings = FederationConfig(**{name: getattr(args, name) for name in FederationConfig.__dataclass_fields__})
+    settings.validate()
     if args.flower_app:
         return _write_flower_app(dataclasses.replace(settings, out=os.path.abspath(settings.out)), args.flower_app)
     os.environ.setdefault("FLWR_TELEMETRY_ENABLED", "0")    # Flower reports usage to its makers unless told not to
