@@ -36,7 +36,8 @@ def _dirichlet(labels, clients, alpha, rng):
         parts = [[] for _ in range(clients)]
         for rows in by_class:
             rows = rng.permutation(rows)
-            cuts = (np.cumsum(rng.dirichlet(np.full(clients, alpha)))[:-1] * len(rows)).astype(np.int64)
+            shares = np.nan_to_num(rng.dirichlet(np.full(clients, alpha)))   # a tiny ALPHA can underflow to NaN
+            cuts = (np.cumsum(shares)[:-1] * len(rows)).astype(np.int64).clip(0, len(rows))
             for part, share in zip(parts, np.split(rows, cuts)):
                 part.append(share)
         sizes = [sum(len(s) for s in part) for part in parts]

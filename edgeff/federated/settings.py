@@ -112,7 +112,7 @@ def flower_app_toml(settings):
     """pyproject.toml of a Flower App that runs these settings on a real deployment (`flwr run DIR
     SUPERLINK`): edgeff's ServerApp and ClientApp, the settings as its run config (values in TOML)."""
     def value(v):
-        return json.dumps(v) if isinstance(v, str) else repr(v)
+        return json.dumps(v, allow_nan=False) if isinstance(v, str) else repr(v)
     config = "\n".join(f"{key} = {value(v)}" for key, v in settings.to_record().items())
     return f"""# Flower App of an edgeff federation: edgeff[fed] is installed on the server and on every device
 [project]
