@@ -91,9 +91,10 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
     return RunPlan(cfg, plan, in_width, frozen_input, cache_bytes)
 
 
-def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
-    """The trainer of a RunPlan's net on ds (dense FF: train.Trainer, conv: sff_train.ConvTrainer);
-    progress(total, desc) makes an epoch's progress reporter or None (fit_loop.PhasedTrainer).
+def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None, dense=Trainer):
+    """The trainer of a RunPlan's net on ds (dense FF: `dense`, train.Trainer or a subclass taking its
+    arguments, conv: sff_train.ConvTrainer); progress(total, desc) makes an epoch's progress reporter
+    or None (fit_loop.PhasedTrainer).
     This machine's tuning is applied first (edgeff/tuning.py; blas_threads: a resumed run's own count)."""
     tuning.apply(tuning.tuned()[0], blas_threads)
     if run.cfg.is_conv:
@@ -104,7 +105,7 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None):
         return uff_train.UffTrainer(run.cfg, ds, progress, run.plan)
     if run.cfg.algo == "ffcl":
         return ffcl_train.FFCLTrainer(run.cfg, ds, progress, run.plan)
-    return Trainer(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
+    return dense(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
 
 
 def warm_up_for(cfg):

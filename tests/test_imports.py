@@ -7,7 +7,7 @@ import json
 import importlib
 import os
 
-PACKAGES = ("edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy")
+PACKAGES = ("edgeff", "edgeff.commands", "edgeff.kernels", "edgeff.deploy", "edgeff.federated")
 
 
 def modules():

@@ -1,0 +1,184 @@
+"""The Flower ServerApp: FedAvg (or FedAdam) over the layers of a dense FF net, phase by phase.
+
+Layerwise, phase k federates layer k for `rounds` rounds with the layers below frozen: a round ships
+layer k to the clients and back, and the frozen layers go down once, in the phase's first round.
+Simultaneous, one phase ships every layer every round. After every round the server evaluates the
+global net on the held-out test set and saves it atomically as an ordinary run directory
+(settings.out: model.npz, config.json, metrics.json; edgeff eval and export take it); metrics.json's
+"federation" holds the settings, the rounds done, the bytes sent and a line per round (its test
+error, bytes each way, updates counted and refused, seconds from sending to saved). A server
+started again on that directory with the same settings continues after the last round saved.
+"""
+
+import os
+import time
+from logging import INFO, WARNING
+
+import numpy as np
+from flwr.app import ConfigRecord, Context, MetricRecord
+from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import FedAdam, FedAvg
+from flwr.supercore import log
+
+from ..errors import UsageError
+from ..model import FFNet
+from ..runs import MODEL, load_metrics, load_run, save_run
+from .client_app import FROZEN_SHA256, GLOBAL_ROUND, PHASE
+from .local import training_set
+from .records import ARRAYS, FROZEN, digest, layers_record, record_layers, update_problem
+from .settings import FederationConfig
+
+
+class GlobalModel:
+    """The federation's global net in its run directory, with what the rounds so far did."""
+
+    def __init__(self, settings):
+        self.settings, self.cfg = settings, settings.train_config()
+        ds = training_set(settings.dataset, settings.data_dir, settings.limit_train)
+        self.test = (ds.x_test, ds.y_test, ds.scale)
+        self.wanted = {k: v for k, v in settings.to_record().items() if k != "out"}
+        if os.path.exists(os.path.join(settings.out, MODEL)):
+            self.net, self.federation = self._resumed()
+        else:
+            self.net = FFNet.create(self.cfg.sizes, ds.num_classes, self.cfg.label_value, self.cfg.goodness == "mean",
+                                    np.random.default_rng(self.cfg.seed), image=ds.image_shape is not None)
+            self.net.describe_input(ds)
+            self.federation = dict(settings=self.wanted, round=0, total_rounds=settings.total_rounds,
+                                   bytes_down=0, bytes_up=0, history=[])
+            self._save(self._test_error())
+        self.traffic = {"down": 0, "up": 0, "updates": 0, "rejected": 0}   # of the round under way
+        self.round_started = time.perf_counter()
+
+    def _resumed(self):
+        out = self.settings.out
+        federation = load_metrics(out).get("federation")
+        if not isinstance(federation, dict) or federation.get("settings") != self.wanted:
+            raise UsageError(f"{out} holds a model that is not this federation's (other settings, or not a "
+                             "federation); give the same settings to resume it, or another --out")
+        net, _ = load_run(out)
+        return net, federation
+
+    @property
+    def round(self):
+        return self.federation["round"]
+
+    def layers(self, ks):
+        return {k: (self.net.weights[k], self.net.biases[k]) for k in ks}
+
+    def shapes(self, ks):
+        return {name: a.shape for name, a in layers_record(self.layers(ks)).items()}
+
+    def after_round(self, server_round, arrays):
+        """Flower's evaluate_fn: take the round's aggregate into the global net, measure it on the
+        test set, save it; returns the round's metrics (None before the phase's first round)."""
+        if server_round == 0:
+            return None
+        for k, (w, b) in record_layers(arrays).items():
+            self.net.weights[k][...] = w
+            self.net.biases[k][...] = b
+        error = self._test_error()
+        f, t = self.federation, self.traffic
+        f["round"] += 1
+        f["bytes_down"] += t["down"]
+        f["bytes_up"] += t["up"]
+        f["history"].append(dict(round=f["round"], test_error=error, bytes_down=t["down"], bytes_up=t["up"],
+                                 updates=t["updates"], rejected=t["rejected"],
+                                 seconds=round(time.perf_counter() - self.round_started, 3)))
+        self.traffic = dict.fromkeys(t, 0)
+        self._save(error)
+        log(INFO, "edgeff: round %d/%d: test error %.2f%%, saved %s", f["round"], f["total_rounds"], 100 * error,
+            self.settings.out)
+        return MetricRecord({"test-error": error})
+
+    def _test_error(self):
+        return self.net.error(*self.test, self.cfg.classifier)
+
+    def _save(self, error):
+        f = self.federation
+        metrics = dict(test_error=error, classifier=self.cfg.classifier, dataset=self.cfg.dataset,
+                       model=self.cfg.model, out=self.settings.out, rounds=f["round"],
+                       bytes_sent=f["bytes_down"] + f["bytes_up"], federation=f)
+        save_run(self.settings.out, self.cfg, self.net, metrics)
+
+
+class CheckedUpdates:
+    """A strategy's rounds as edgeff federates them: the frozen layers shipped in a phase's first round,
+    the bytes of arrays counted each way, and every update that records.update_problem refuses left
+    out of the aggregate, with a log line. Mixed in before a Flower strategy."""
+
+    def __init__(self, model, frozen, shapes, **kwargs):
+        super().__init__(**kwargs)
+        self.model, self.frozen, self.shapes = model, frozen, shapes
+
+    def configure_train(self, server_round, arrays, config, grid):
+        config[GLOBAL_ROUND] = self.model.round + 1
+        self.model.round_started = time.perf_counter()
+        messages = list(super().configure_train(server_round, arrays, config, grid))
+        for message in messages:
+            if server_round == 1:
+                message.content[FROZEN] = self.frozen
+            self.model.traffic["down"] += message.content[ARRAYS].count_bytes() + \
+                (self.frozen.count_bytes() if server_round == 1 else 0)
+        return messages
+
+    def configure_evaluate(self, server_round, arrays, config, grid):
+        return []                              # the server evaluates the global net itself (GlobalModel)
+
+    def aggregate_train(self, server_round, replies):
+        counted, traffic = [], self.model.traffic
+        for reply in replies:
+            if reply.has_error():
+                counted.append(reply)          # Flower logs it and leaves it out
+                continue
+            arrays = reply.content.get(ARRAYS)
+            traffic["up"] += arrays.count_bytes() if hasattr(arrays, "count_bytes") else 0
+            problem = update_problem(reply.content, self.shapes)
+            if problem:
+                traffic["rejected"] += 1
+                log(WARNING, "edgeff: round %d: the update of node %d is left out of the aggregate: %s",
+                    self.model.round + 1, reply.metadata.src_node_id, problem)
+            else:
+                traffic["updates"] += 1
+                counted.append(reply)
+        return super().aggregate_train(server_round, counted)
+
+
+class CheckedFedAvg(CheckedUpdates, FedAvg):
+    """FedAvg (McMahan et al. 2017) with edgeff's checks."""
+
+
+class CheckedFedAdam(CheckedUpdates, FedAdam):
+    """FedAdam (Reddi et al. 2021: Adam on the server over the clients' mean change) with edgeff's checks."""
+
+
+STRATEGIES = {"fedavg": CheckedFedAvg, "fedadam": CheckedFedAdam}
+
+
+def federate(grid, model):
+    """Run every round not yet done: each phase's remaining rounds with a strategy of its own."""
+    s = model.settings
+    for phase, trained in enumerate(s.phases):
+        left = min(s.rounds, (phase + 1) * s.rounds - model.round)
+        if left <= 0:
+            continue
+        frozen = layers_record(model.layers(range(trained[0])))
+        options = dict(eta=s.lr) if s.strategy == "fedadam" else {}   # the server's step: a client's own rate
+        strategy = STRATEGIES[s.strategy](model, frozen, model.shapes(trained), min_train_nodes=s.clients,
+                                          min_available_nodes=s.clients, **options)
+        config = ConfigRecord({**s.to_record(), PHASE: phase, FROZEN_SHA256: digest(frozen)})
+        strategy.start(grid, layers_record(model.layers(trained)), num_rounds=left, train_config=config,
+                       evaluate_fn=model.after_round)
+
+
+def server_app(model=None):
+    """The ServerApp of a GlobalModel, or (model None, as `flwr run` starts it) of the run config's settings."""
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        federate(grid, model or GlobalModel(FederationConfig.from_record(context.run_config)))
+
+    return app
+
+
+app = server_app()

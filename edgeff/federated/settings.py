@@ -1,0 +1,132 @@
+"""FederationConfig: one federation's settings, as `edgeff federate` takes them, as Flower's run config
+holds them (`flwr run`: [tool.flwr.app.config] in pyproject.toml, dashes in the names) and as the
+server sends them to the clients in every message's ConfigRecord."""
+
+import dataclasses
+import json
+import math
+
+from ..config import MAX_SEED, TrainConfig, _check_whole
+from ..errors import UsageError
+from ..memory import parse_bytes
+
+SCHEDULES = ("layerwise", "simultaneous")
+STRATEGIES = ("fedavg", "fedadam")
+CLASSIFIERS = ("goodness", "first")   # the classifiers that need no linear head (the head is not federated yet)
+_D = TrainConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class FederationConfig:
+    clients: int = 2                 # partitions of the training set, one per client (SuperNode)
+    rounds: int = 3                  # rounds of each phase: of each layer when layerwise, in all when simultaneous
+    partition: str = "iid"           # iid, or dirichlet:ALPHA (label skew; partition.py)
+    schedule: str = "layerwise"
+    strategy: str = "fedavg"
+    dataset: str = _D.dataset
+    data_dir: str = ""
+    limit_train: int = 0             # the first N training rows only (0: all), before partitioning
+    model: str = _D.model
+    local_epochs: int = 1            # epochs over its partition a client trains each round
+    batch_size: int = _D.batch_size
+    lr: float = _D.lr
+    classifier: str = "goodness"
+    seed: int = _D.seed
+    memory_budget: str = ""          # what a client process may use, like 300MiB ("": no limit)
+    out: str = ""                    # the run directory the server keeps the global model in
+
+    def validate(self):
+        for name in ("clients", "rounds", "local_epochs", "batch_size"):
+            _check_whole(name, getattr(self, name), 1)
+        _check_whole("limit_train", self.limit_train, 0)
+        _check_whole("seed", self.seed, 0, MAX_SEED)
+        for name, allowed in (("schedule", SCHEDULES), ("strategy", STRATEGIES), ("classifier", CLASSIFIERS)):
+            if getattr(self, name) not in allowed:
+                raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
+        parse_partition(self.partition)
+        if self.memory_budget:
+            parse_bytes(self.memory_budget)
+        if not self.out:
+            raise UsageError("a federation needs a run directory for its global model: give --out DIR")
+        self.train_config()
+        return self
+
+    def train_config(self):
+        """The TrainConfig of the global model and of every client's round (seed: the federation's;
+        a client's round gets its own, local.round_seed)."""
+        return TrainConfig(dataset=self.dataset, model=self.model, schedule=self.schedule, epochs=self.local_epochs,
+                           batch_size=self.batch_size, lr=self.lr, lr_decay=False, head_epochs=0,
+                           classifier=self.classifier, seed=self.seed).validate()
+
+    @property
+    def phases(self):
+        """The layers trained in each phase: one layer each when layerwise, all of them at once when simultaneous."""
+        n_layers = len(self.train_config().sizes) - 1
+        return [[k] for k in range(n_layers)] if self.schedule == "layerwise" else [list(range(n_layers))]
+
+    @property
+    def total_rounds(self):
+        return self.rounds * len(self.phases)
+
+    def to_record(self):
+        """{dashed-name: value}: a Flower run config or ConfigRecord (str, int, float values only)."""
+        return {f.name.replace("_", "-"): getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_record(cls, record):
+        """The FederationConfig of a run config or ConfigRecord (names with dashes; missing ones take
+        the defaults), checked; a value of the wrong kind is one UsageError line."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            key = f.name.replace("_", "-")
+            if key in record:
+                value = record[key]
+                kind = type(f.default)
+                if kind is float and isinstance(value, int) and not isinstance(value, bool):
+                    value = float(value)
+                if type(value) is not kind:
+                    raise UsageError(f"federation setting {key} is {value!r}, not a {kind.__name__}")
+                values[f.name] = value
+        return cls(**values).validate()
+
+
+def parse_partition(text):
+    """'iid' -> ('iid', None); 'dirichlet:0.3' -> ('dirichlet', 0.3); else one UsageError line."""
+    if text == "iid":
+        return "iid", None
+    kind, _, alpha = str(text).partition(":")
+    if kind == "dirichlet":
+        try:
+            value = float(alpha)
+        except ValueError:
+            value = math.nan
+        if math.isfinite(value) and value > 0:
+            return "dirichlet", value
+        raise UsageError(f"--partition {text}: the Dirichlet concentration must be a number above 0, like "
+                         "dirichlet:0.3 (smaller: more label skew)")
+    raise UsageError(f"--partition {text!r} is not iid or dirichlet:ALPHA (like dirichlet:0.3)")
+
+
+
+def flower_app_toml(settings):
+    """pyproject.toml of a Flower App that runs these settings on a real deployment (`flwr run DIR
+    SUPERLINK`): edgeff's ServerApp and ClientApp, the settings as its run config (values in TOML)."""
+    def value(v):
+        return json.dumps(v, allow_nan=False) if isinstance(v, str) else repr(v)
+    config = "\n".join(f"{key} = {value(v)}" for key, v in settings.to_record().items())
+    return f"""# Flower App of an edgeff federation: edgeff[fed] is installed on the server and on every device
+[project]
+name = "edgeff-federation"
+version = "1.0.0"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "edgeff"
+
+[tool.flwr.app.components]
+serverapp = "edgeff.federated.server_app:app"
+clientapp = "edgeff.federated.client_app:app"
+
+[tool.flwr.app.config]
+{config}
+"""

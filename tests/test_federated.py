@@ -1,0 +1,203 @@
+"""Federated FF on Flower (edgeff/federated/): real simulations of a few clients on this machine, a
+server killed and started again, bad clients left out of the aggregate; partitions; refused settings."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgeff.data import load_dataset
+from edgeff.federated.partition import partition
+from edgeff.runs import load_run
+from run_cli import edgeff, ok, one_line_error
+
+pytest.importorskip("ray")     # Flower's simulation engine (edgeff[fed-sim])
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# a tiny net that learns in a few short rounds: 3 clients of 500 Fashion-MNIST rows, 2 rounds per layer
+SMALL = dict(clients=3, rounds=2, model="784-64-64", limit_train=1500, batch_size=32, lr=0.03)
+
+
+def _options(settings):
+    return [f"--{k.replace('_', '-')}={v}" for k, v in settings.items()]
+
+
+def _federation(out):
+    with open(os.path.join(out, "metrics.json")) as f:
+        return json.load(f)["federation"]
+
+
+def test_a_killed_server_resumes_and_the_federation_lowers_the_test_error(tmp_path):
+    out = str(tmp_path / "fed")
+    cmd = [sys.executable, "-m", "edgeff.cli", "federate", *_options(SMALL), "--out", out, "--json"]
+    server = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        while server.poll() is None and not (os.path.exists(os.path.join(out, "metrics.json"))
+                                             and _federation(out)["round"] >= 1):
+            time.sleep(0.1)
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)     # the server and its simulated clients, mid-federation
+        server.communicate()
+    killed_at = _federation(out)["round"]
+    assert 1 <= killed_at < 4
+    load_run(out)                                   # what it saved after round 1 is a whole run directory
+
+    r = edgeff("federate", *_options(SMALL), "--out", out, "--json")
+    result = ok(r)
+    assert f"holds round {killed_at} of 4; continuing" in r.stderr
+    history = result["history"]
+    assert [h["round"] for h in history] == [1, 2, 3, 4] and result["rounds"] == 4
+    assert all(h["updates"] == 3 and h["rejected"] == 0 for h in history)
+    # layerwise: the phase's first round ships the frozen layer 1 too; layer 2 (64x64) is far smaller
+    assert history[2]["bytes_down"] > history[3]["bytes_down"] == history[3]["bytes_up"]
+    assert result["bytes_sent"] == sum(h["bytes_down"] + h["bytes_up"] for h in history)
+    assert result["test_error"] < 0.85           # a random net is at chance (0.9)
+    net, cfg = load_run(out)
+    assert cfg.model == "784-64-64" and all(np.isfinite(w).all() for w in net.weights)
+    evaluated = ok(edgeff("eval", out, "--json"))
+    assert evaluated["test_error"] == pytest.approx(result["test_error"])
+
+    done = ok(edgeff("federate", *_options(SMALL), "--out", out, "--json"))   # nothing left: no round more
+    assert done["rounds"] == 4 and done["test_error"] == result["test_error"]
+    one_line_error(edgeff("federate", *_options(dict(SMALL, rounds=3)), "--out", out), "not this federation's")
+
+
+def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):
+    out = str(tmp_path / "fed")
+    settings = dict(SMALL, rounds=1, schedule="simultaneous")
+    r = subprocess.run([sys.executable, os.path.join(HERE, "fed_bad_clients.py"), out,
+                        *[f"{k}={v}" for k, v in settings.items()]], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    refused = [line for line in r.stderr.splitlines() if "is left out of the aggregate" in line]
+    assert len(refused) == 2
+    assert "holds NaN or Inf" in " ".join(refused) and "w2 is float32 (64, 63), not float32 (64, 64)" in " ".join(refused)
+    assert [(h["updates"], h["rejected"]) for h in _federation(out)["history"]] == [(1, 2)]
+    net, _ = load_run(out)
+    assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in zip(net.weights, net.biases))
+
+
+def test_an_update_counts_only_as_sent_finite_and_with_its_weight():
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from edgeff.federated.records import layers_record, update_problem
+    sent = layers_record({1: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})
+    shapes = {name: a.numpy().shape for name, a in sent.items()}
+
+    def problem(arrays=sent, metrics=None, **more):
+        metrics = MetricRecord(metrics or {"num-examples": 5, "loss": 0.5})
+        return update_problem(RecordDict({"arrays": arrays, "metrics": metrics, **more}), shapes)
+
+    assert problem() is None
+    garbled = ArrayRecord({"w2": Array(dtype="float32", shape=(3, 2), stype="numpy.ndarray", data=b"junk"),
+                           "b2": sent["b2"]})
+    nan = layers_record({1: (np.full((3, 2), np.nan, np.float32), np.zeros(2, np.float32))})
+    for kind, found in [(problem(arrays=garbled), "w2 is not a NumPy array"),
+                        (problem(arrays=nan), "w2 holds NaN or Inf"),
+                        (problem(arrays=layers_record({1: (np.ones((3, 2)), np.zeros(2, np.float32))})),
+                         "w2 is float64 (3, 2), not float32 (3, 2)"),
+                        (problem(arrays=layers_record({0: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})),
+                         "its arrays are ['b1', 'w1'], not the ['b2', 'w2'] sent"),
+                        (problem(extra=sent), "2 array records"),
+                        (problem(metrics={"num-examples": 5, "loss": 0.5, "more": 1.0}), "metrics are not one record"),
+                        (problem(metrics={"num-examples": 0, "loss": 0.5}), "num-examples is 0"),
+                        (problem(metrics={"num-examples": 5, "loss": float("inf")}), "loss is inf")]:
+        assert kind is not None and found in kind, (found, kind)
+
+
+def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
+    labels = np.repeat(np.arange(10), 300)
+    iid = partition(labels, 5, "iid", 0)
+    assert sorted(np.concatenate(iid).tolist()) == list(range(3000)) and {len(p) for p in iid} == {600}
+    skewed = partition(labels, 5, "dirichlet:0.3", 0)
+    assert [p.tolist() for p in skewed] == [p.tolist() for p in partition(labels, 5, "dirichlet:0.3", 0)]
+    assert sorted(np.concatenate(skewed).tolist()) == list(range(3000)) and min(map(len, skewed)) >= 10
+    share = lambda parts: np.mean([np.bincount(labels[p], minlength=10).max() / len(p) for p in parts])
+    assert share(iid) < 0.15 < 0.3 < share(skewed)      # the largest class's share of a client's rows
+    assert [p.tolist() for p in skewed] != [p.tolist() for p in partition(labels, 5, "dirichlet:0.3", 1)]
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (["--clients", "0"], ["--clients must be a whole number at least 1"]),
+    (["--clients", "2", "--rounds", "0"], ["--rounds must be a whole number at least 1"]),
+    (["--clients", "2", "--partition", "dirichlet:-1"], ["above 0"]),
+    (["--clients", "2", "--partition", "dirichlet:x"], ["above 0"]),
+    (["--clients", "2", "--partition", "shards"], ["not iid or dirichlet:ALPHA"]),
+    (["--clients", "2", "--model", "100-10"], ["takes 100 inputs"]),
+    (["--clients", "60", "--limit-train", "50"], ["60 clients need at least 60 training rows"]),
+])
+def test_bad_settings_are_one_line(tmp_path, args, fragments):
+    out = tmp_path / "fed"
+    one_line_error(edgeff("federate", *args, "--out", out), *fragments)
+    assert not out.exists()
+
+
+def test_without_flower_the_error_names_the_extra(tmp_path):
+    hide = "import sys; sys.modules['flwr'] = None; from edgeff.cli import main; sys.exit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", hide, "federate", "--clients", "2", "--out", str(tmp_path / "f")],
+                       capture_output=True, text=True)
+    one_line_error(r, 'pip install "edgeff[fed-sim]"')
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for_port(port, process):
+    while process.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"the SuperLink ended: {process.communicate()}")
+
+
+def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
+    """Flower's own deployment, as on real machines: a SuperLink, one SuperNode per device (here 3
+    processes on 127.0.0.1), and `flwr run` of the Flower App that `edgeff federate --flower-app` writes.
+    Two nodes train on partitions of the shared set, the third on a data file of its own; the second
+    round of each layer runs on the frozen layers the nodes kept from the first."""
+    env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
+    link_port = _free_port()
+    os.makedirs(env["FLWR_HOME"])
+    with open(os.path.join(env["FLWR_HOME"], "config.toml"), "w") as f:
+        f.write(f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link_port}"\n'
+                'insecure = true\n')
+    out, app = tmp_path / "fed", tmp_path / "app"
+    own = tmp_path / "own.npz"
+    fashion = load_dataset("fashion-mnist")
+    np.savez(own, x_train=fashion.x_train[-500:].reshape(-1, 28, 28), y_train=fashion.y_train[-500:],
+             x_test=fashion.x_test[:10].reshape(-1, 28, 28), y_test=fashion.y_test[:10])
+    settings = SMALL
+    assert edgeff("federate", *_options(settings), "--out", out, "--flower-app", app).returncode == 0
+    bin_dir = os.path.dirname(sys.executable)
+    started = []
+
+    def start(*cmd):
+        started.append(subprocess.Popen([os.path.join(bin_dir, cmd[0]), *cmd[1:]], env=env, cwd=tmp_path,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
+        return started[-1]
+
+    try:
+        _wait_for_port(link_port, start("flower-superlink", "--insecure", "--port", str(link_port)))
+        for node_config in ("partition-id=0 num-partitions=3", "partition-id=1 num-partitions=3",
+                            f'data-file="{own}"'):
+            start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}", "--port",
+                  str(_free_port()), "--node-config", node_config)
+        r = subprocess.run([os.path.join(bin_dir, "flwr"), "run", str(app), "here", "--stream"], env=env,
+                           capture_output=True, text=True, timeout=600)
+    finally:
+        for process in started:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert r.returncode == 0, r.stdout + r.stderr
+    history = _federation(str(out))["history"]
+    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 3, 0) for r in (1, 2, 3, 4)], r.stdout
+    assert history[-1]["test_error"] < 0.85
+    assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(history[-1]["test_error"])
