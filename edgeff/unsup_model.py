@@ -69,6 +69,11 @@ class UnsupNet:
             feats[:r, col:col + hs[k].shape[1]] = hs[k][:r]
             col += hs[k].shape[1]
 
+    def fold_standardisation(self, mean, scale):
+        """A probe trained on (feature - mean) * scale becomes the same probe on the features."""
+        self.head_w *= scale[:, None]
+        self.head_b -= mean @ self.head_w
+
     def head_logits(self, x, scale, chunk=1000):
         """(N, C) probe logits of rows x (stored value * scale = feature)."""
         n, rows = x.shape[0], min(chunk, x.shape[0])
