@@ -182,9 +182,7 @@ class UnsupTrainer(PhasedTrainer):
         np.remainder(idx, self.labelled, out=idx)
         np.take(self.y_train, idx, out=y, mode="clip")
         self.net.features(self.ds.x_train, self.ds.scale, idx, self.x, self.zs, self.hs, self.good, self.feats)
-        feats = self.feats[:b]
-        np.subtract(feats, self.mean, out=feats)
-        np.multiply(feats, self.scale, out=feats)
+        feats = norm.standardise(self.feats[:b], self.mean, self.scale)
         np.matmul(feats, self.net.head_w, out=logits)
         logits += self.net.head_b
         softmax.softmax_xent_grad(logits, y, self.loss[:b])
@@ -200,4 +198,5 @@ def warm_up_unsup():
     for src in (np.zeros((2, 12), np.uint8), np.zeros((2, 12), np.float32)):
         hybrid.hybrid_images(src, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros((2, 4), np.float32),
                              (2, 2), 1.0, np.zeros((2, 12), np.float32))
+    norm.standardise(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.ones(3, np.float32))
     return time.perf_counter() - t0
