@@ -13,10 +13,11 @@ rows are the shuffled order taken modulo that count, so it takes as many steps w
 share. It learns on standardised features: before its first step, one pass over the first
 STATS_ROWS training images (no labels) gives each feature's mean m and variance v, and the
 probe sees (f - m) * s with s = 1 / sqrt(v + mean of v) (a unit silent on those images gets
-the typical scale, not a huge one). The unit-length activities are otherwise tiny and
-far from centred, which left Adam's probe far from converged in a few epochs. When training
+the typical scale, not a huge one). The unit-length activities are otherwise tiny and far
+from centred, which left Adam's probe far from converged in a few epochs. When training
 ends, s and m are folded into the probe (head_w * s, head_b - m @ that), so the saved model
-is a plain linear probe on the activities. Every buffer is a view into one arena (edgeff/unsup_layout.py); the loop allocates nothing.
+is a plain linear probe on the activities. Every buffer is a view into one arena
+(edgeff/unsup_layout.py); the loop allocates nothing.
 """
 
 import math
