@@ -4,7 +4,8 @@ An FF phase stages 2B rows per batch, B real images then B hybrid images (kernel
 length-normalised: no label inputs. Its steps are those of a supervised phase (step 0 the
 staging, then each layer's forward and update step), and its layers declare the same buffers
 (layers/dense.py). The last phase trains the softmax probe on the normalised activities of
-the last three hidden layers (all of them when there are fewer) for real images; every
+the last three hidden layers (all of them when there are fewer) for real images, each
+feature centred and scaled by the probe's mean and scale (edgeff/unsup_train.py); every
 buffer of it lives throughout, like the linear head's (layers/head.py). The encoder alone
 (FFEncoder, or --head-epochs 0) has no probe phase, and none of its buffers is planned.
 """
@@ -55,10 +56,13 @@ class Probe:
     loss: Buffer
     feats: Buffer        # (B, sum of the probed widths)
     logits: Buffer
+    mean: Buffer         # (sum of the probed widths,) each feature's mean over the training images
+    scale: Buffer        # (sum of the probed widths,) what the probe multiplies each centred feature by
 
     def buffers(self):
         out = [self.w, self.b] + self.training.buffers() + [self.idx, self.y, self.x]
-        return out + [buf for a in self.acts for buf in a.buffers()] + [self.good, self.loss, self.feats, self.logits]
+        return out + [buf for a in self.acts for buf in a.buffers()] + [self.good, self.loss, self.feats, self.logits,
+                                                                         self.mean, self.scale]
 
     def checkpoint_arrays(self):
         return dict(self.training.checkpoint_arrays(), head_w=self.w, head_b=self.b)
@@ -104,4 +108,5 @@ def declare_probe(widths, in_width, num_classes, batch, phase):
                  buf("h/x", (batch, in_width), "data"),
                  [dense.activations("h/", k, batch, w, phase) for k, w in enumerate(widths)],
                  buf("h/good", (batch,), "activations"), buf("h/loss", (batch,), "activations"),
-                 buf("h/feats", (batch, feat), "head"), buf("h/logits", (batch, num_classes), "head"))
+                 buf("h/feats", (batch, feat), "head"), buf("h/logits", (batch, num_classes), "head"),
+                 buf("h/mean", (feat,), "head"), buf("h/scale", (feat,), "head"))

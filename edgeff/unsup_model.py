@@ -78,6 +78,11 @@ class UnsupNet:
             feats[:r, col:col + hs[k].shape[1]] = hs[k][:r]
             col += hs[k].shape[1]
 
+    def fold_standardisation(self, mean, scale):
+        """A probe trained on (feature - mean) * scale becomes the same probe on the features."""
+        self.head_w *= scale[:, None]
+        self.head_b -= mean @ self.head_w
+
     def feature_chunks(self, x, scale, chunk=1000):
         """(start, feats) for each chunk of rows x (stored value * scale = feature): feats, (r, feature_width)
         float32, is what the probe reads for rows start..start+r-1, in a buffer the next chunk reuses."""

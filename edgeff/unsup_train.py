@@ -11,7 +11,14 @@ Per batch of B images, in an FF phase:
              (the supervised kernels: kernels/ff_loss.py, dense.py, optim.py)
 The probe's phase reads only the first ceil(probe_labels * N) training rows' labels: batch
 rows are the shuffled order taken modulo that count, so it takes as many steps whatever the
-share. Every buffer is a view into one arena (edgeff/unsup_layout.py); the loop allocates nothing.
+share. It learns on standardised features: before its first step, one pass over the first
+STATS_ROWS training images (no labels) gives each feature's mean m and variance v, and the
+probe sees (f - m) * s with s = 1 / sqrt(v + mean of v) (a unit silent on those images gets
+the typical scale, not a huge one). The unit-length activities are otherwise tiny and far
+from centred, which left Adam's probe far from converged in a few epochs. When training
+ends, s and m are folded into the probe (head_w * s, head_b - m @ that), so the saved model
+is a plain linear probe on the activities. Every buffer is a view into one arena
+(edgeff/unsup_layout.py); the loop allocates nothing.
 """
 
 import math
@@ -27,6 +34,8 @@ from .model import EPS
 from .train import Trainer
 from .unsup_layout import unsup_layout
 from .unsup_model import UnsupNet
+
+STATS_ROWS = 10000   # training images the probe's feature means and variances are taken over
 
 
 def check_data(cfg, ds):
@@ -92,6 +101,8 @@ class UnsupTrainer(PhasedTrainer):
         self.idx, self.y, self.x, self.good, self.loss = v(top.idx), v(top.y), v(top.x), v(top.good), v(top.loss)
         self.feats, self.logits = v(top.feats), v(top.logits)
         self.zs, self.hs = [v(a.z) for a in top.acts], [v(a.h) for a in top.acts]
+        self.mean, self.scale = v(top.mean), v(top.scale)
+        self._feature_stats()
 
     def _bind_phase(self, p):
         v, ph = self.arena.view, self.layout.phases[p]
@@ -112,6 +123,35 @@ class UnsupTrainer(PhasedTrainer):
 
     def _lr_option(self, key):
         return ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
+
+    def fit(self, *args, **kwargs):
+        history = super().fit(*args, **kwargs)
+        if self.layout.head:                 # the encoder alone has no probe
+            self.net.fold_standardisation(self.mean, self.scale)
+        return history
+
+    def _restore(self, arrays, meta):
+        position = super()._restore(arrays, meta)
+        if self.phase == len(self.layout.phases):
+            self._feature_stats()    # of the checkpoint's layers, restored only now
+        return position
+
+    def _feature_stats(self):
+        """mean, scale <- the probed features' means and 1 / sqrt(variance + mean variance) over the
+        first STATS_ROWS training images (sums in float64, chunks of the batch size)."""
+        n, bsz = min(STATS_ROWS, len(self.ds.y_train)), self.cfg.batch_size
+        sums, squares = np.zeros(self.feats.shape[1]), np.zeros(self.feats.shape[1])
+        for start in range(0, n, bsz):
+            idx = self.idx[:min(bsz, n - start)]
+            idx[:] = np.arange(start, start + len(idx))
+            self.net.features(self.ds.x_train, self.ds.scale, idx, self.x, self.zs, self.hs, self.good, self.feats)
+            feats = self.feats[:len(idx)]
+            sums += feats.sum(axis=0, dtype=np.float64)
+            squares += np.square(feats, dtype=np.float64).sum(axis=0)
+        mean = sums / n
+        var = np.maximum(squares / n - mean * mean, 0.0)
+        self.mean[...] = mean
+        self.scale[...] = 1.0 / np.sqrt(var + var.mean())
 
     # ---- one batch ----
 
@@ -153,11 +193,12 @@ class UnsupTrainer(PhasedTrainer):
         np.remainder(idx, self.labelled, out=idx)
         np.take(self.y_train, idx, out=y, mode="clip")
         self.net.features(self.ds.x_train, self.ds.scale, idx, self.x, self.zs, self.hs, self.good, self.feats)
-        np.matmul(self.feats[:b], self.net.head_w, out=logits)
+        feats = norm.standardise(self.feats[:b], self.mean, self.scale)
+        np.matmul(feats, self.net.head_w, out=logits)
         logits += self.net.head_b
         softmax.softmax_xent_grad(logits, y, self.loss[:b])
         pw, pb = self.params["head"]
-        dense.local_grad(self.feats[:b], logits, pw.g, pb.g)
+        dense.local_grad(feats, logits, pw.g, pb.g)
         self.opts["head"].step(self.params["head"])
         totals[0] += self.loss[:b].mean()
 
@@ -168,4 +209,5 @@ def warm_up_unsup():
     for src in (np.zeros((2, 12), np.uint8), np.zeros((2, 12), np.float32)):
         hybrid.hybrid_images(src, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros((2, 4), np.float32),
                              (2, 2), 1.0, np.zeros((2, 12), np.float32))
+    norm.standardise(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.ones(3, np.float32))
     return time.perf_counter() - t0

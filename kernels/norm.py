@@ -1,4 +1,5 @@
-"""Length normalisation of each row: x / (||x|| + eps), as Hinton's FF does between layers."""
+"""Length normalisation of each row: x / (||x|| + eps), as Hinton's FF does between layers;
+layer norm of each row; standardisation of each column by given statistics."""
 
 import numpy as np
 from numba import njit
@@ -48,3 +49,22 @@ def layer_norm(x, out, eps=1e-5):
         raise ValueError(f"layer_norm: need two float32 (B, D) arrays of one shape, got {x.shape} {out.shape}")
     _layer_norm(x, out, np.float32(eps))
     return out
+
+
+@njit(cache=True, fastmath={"reassoc", "contract", "nsz", "arcp"})
+def _standardise(x, mean, scale):
+    # x: (B, D) float32 <- (x - mean) * scale column by column, in place; mean, scale: (D,) float32
+    for i in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] = (x[i, j] - mean[j]) * scale[j]
+
+
+def standardise(x, mean, scale):
+    """x <- (x - mean) * scale, each column by its own mean and scale, in place (NumPy's
+    broadcast ufuncs would take a 32 KiB buffer a call)."""
+    if x.dtype != np.float32 or x.ndim != 2 or any(a.dtype != np.float32 or a.shape != (x.shape[1],)
+                                                   for a in (mean, scale)):
+        raise ValueError(f"standardise: need float32 (B, D), (D,), (D,) arrays, got {x.shape} {mean.shape} "
+                         f"{scale.shape}")
+    _standardise(x, mean, scale)
+    return x

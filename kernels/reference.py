@@ -227,6 +227,10 @@ def layer_norm(x, out, eps=1e-5):
     return out
 
 
+def standardise(x, mean, scale):
+    return (x.astype(np.float64) - mean) * scale
+
+
 # kernels/sff.py
 def class_goodness(o, good):
     good[...] = (o.astype(np.float64) ** 2).mean(axis=2)

@@ -54,6 +54,15 @@ def test_length_normalise(shape, seed):
 
 
 @SETTINGS
+@given(shapes, st.integers(0, 2**31))
+def test_standardise(shape, seed):
+    rng = np.random.default_rng(seed)
+    x, mean, scale = rand(rng, *shape), rand(rng, shape[1]), rand(rng, shape[1], scale=30.0)
+    want = ref.standardise(x, mean, scale)
+    close(norm.standardise(x, mean, scale), want, rtol=1e-5, atol=1e-4)
+
+
+@SETTINGS
 @given(shapes, st.booleans(), st.floats(0.0, 5.0), st.integers(0, 2**31))
 def test_ff_activate_and_loss_grad(shape, mean, theta, seed):
     rng = np.random.default_rng(seed)

@@ -8,7 +8,8 @@ from edgeff import checkpoint, export
 from edgeff.config import TrainConfig
 from edgeff.data import load_dataset
 from edgeff.unsup_model import UnsupNet
-from edgeff.unsup_train import UnsupTrainer
+from edgeff.model import EPS
+from edgeff.unsup_train import STATS_ROWS, UnsupTrainer
 from images import write_images_npz, write_rgb_npz
 from run_cli import edgeff, ok, one_line_error
 
@@ -43,6 +44,38 @@ def test_the_probe_reads_only_its_share_of_the_labels(images):
     y = ds.y_train.copy()
     y[:n // 2] = (y[:n // 2] + 1) % 3
     assert not np.array_equal(trained(y).head_w, base.head_w)
+
+
+def test_the_probe_standardises_with_the_features_statistics(images):
+    """mean and scale are the probed features' statistics over the first STATS_ROWS images (a
+    NumPy twin in float64), and a silent unit gets a finite scale."""
+    ds = load_dataset(str(images))
+    trainer = UnsupTrainer(small_cfg(images), ds)
+    trainer.fit()
+    net, mean, scale = trainer.net, trainer.mean, trainer.scale
+    rows = ds.x_train[:STATS_ROWS].astype(np.float64) * ds.scale
+    h = rows / (np.linalg.norm(rows, axis=1, keepdims=True) + EPS)
+    feats = []
+    for k, (w, b) in enumerate(zip(net.weights, net.biases)):
+        h = np.maximum(h @ w + b, 0)
+        h = h / (np.linalg.norm(h, axis=1, keepdims=True) + EPS)
+        feats += [h] if k in net.probed else []
+    feats = np.concatenate(feats, axis=1)
+    var = feats.var(axis=0)
+    np.testing.assert_allclose(mean, feats.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(scale, 1 / np.sqrt(var + var.mean()), rtol=1e-3)
+    assert np.isfinite(scale).all() and (var == 0).any()       # this tiny net has silent units
+
+
+def test_folding_the_standardisation_keeps_the_logits():
+    """A probe (w, b) on (f - mean) * scale, folded, gives the same logits on f."""
+    r = np.random.default_rng(0)
+    w, b = r.standard_normal((12, 4)).astype(np.float32), r.standard_normal(4).astype(np.float32)
+    mean, scale = r.random(12).astype(np.float32), (r.random(12) * 50 + 1).astype(np.float32)
+    feats = r.random((30, 12)).astype(np.float32)
+    net = UnsupNet([np.zeros((5, 12), np.float32)], [np.zeros(12, np.float32)], w.copy(), b.copy())
+    net.fold_standardisation(mean, scale)
+    np.testing.assert_allclose(feats @ net.head_w + net.head_b, ((feats - mean) * scale) @ w + b, rtol=1e-5, atol=1e-3)
 
 
 class Crash(Exception):

@@ -38,6 +38,7 @@ def kernel_calls():
         ("gather_shifted", lambda: batch.gather_shifted(x8[:, :49], idx, r.random(128), 2, (7, 7), 1.0, f(64, 50)), 4),
         ("overlay_labels", lambda: batch.overlay_labels(z, np.zeros(128, np.int64), 0, 10, 1.0), 2),
         ("length_normalise", lambda: norm.length_normalise(z, h), 2),
+        ("standardise", lambda: norm.standardise(z, b, b), 3),
         ("ff_activate", lambda: ff_loss.ff_activate(z, b, h, g), 4),
         ("ff_loss_grad", lambda: ff_loss.ff_loss_grad(z, g, 64, 1.0, loss), 3),
         ("label_goodness", lambda: ff_loss.label_goodness(z[:64], f(10, 30), g[:64], b, f(64, 10)), 5),
