@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields, replace
 from .layers import dense
 from .layers.net import FFPhase, Layout, WholePhase
 from .memory import Buffer
-from .unsup_layout import declare_probe
+from .unsup_layout import declare_probe, layer_frame
 
 F32 = "float32"
 PROJECTION = 128     # contrastive: the projection head's width
@@ -91,14 +91,9 @@ def _learner(pre, k, learner, b, d_in, width, slots, ph):
 def uff_layout(widths, in_width, num_classes, batch_size, schedule, optimizer, learner):
     """Every buffer of a UFF run: layers of these widths on rows of in_width features, each
     learning as `learner` (config.LEARNERS), then the probe; a layers/net.Layout."""
-    n_layers, b = len(widths), batch_size
+    b = batch_size
     rows = 2 * b if learner == "contrastive" else b
-    steps = 1 + 2 * n_layers
-    groups = [list(range(n_layers))] if schedule == "simultaneous" else [[k] for k in range(n_layers)]
-    end = (len(groups) + 1) * steps - 1
-    d_in = [in_width] + list(widths[:-1])
-    slots = 2 if optimizer == "adam" else 1
-    params = [dense.params(k, d_in[k], widths[k], 0, end) for k in range(n_layers)]
+    steps, groups, end, d_in, slots, params = layer_frame(widths, in_width, schedule, optimizer, True)
     phases = []
     for p, layers in enumerate(groups):
         ph, pre = FFPhase(p * steps, steps), f"p{p}/"

@@ -68,16 +68,24 @@ class Probe:
         return dict(self.training.checkpoint_arrays(), head_w=self.w, head_b=self.b)
 
 
-def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, optimizer, probe=True):
-    """Every buffer of an ff-unsup run: layers of these widths on rows of in_width features
-    (images of `pixels` pixels), then the probe unless `probe` is False; a layers/net.Layout."""
-    n_layers, rows, b = len(widths), 2 * batch_size, batch_size
+def layer_frame(widths, in_width, schedule, optimizer, probe):
+    """What the layouts of unsupervised runs (this one, edgeff/uff_layout.py) share: steps per
+    phase, the groups of layers trained together, the last step (with the probe's phase after
+    the layers' when `probe`), each layer's input width, optimiser slots and the layers' params."""
+    n_layers = len(widths)
     steps = 1 + 2 * n_layers
     groups = [list(range(n_layers))] if schedule == "simultaneous" else [[k] for k in range(n_layers)]
     end = (len(groups) + probe) * steps - 1
     d_in = [in_width] + list(widths[:-1])
-    slots = 2 if optimizer == "adam" else 1
     params = [dense.params(k, d_in[k], widths[k], 0, end) for k in range(n_layers)]
+    return steps, groups, end, d_in, 2 if optimizer == "adam" else 1, params
+
+
+def unsup_layout(widths, in_width, pixels, num_classes, batch_size, schedule, optimizer, probe=True):
+    """Every buffer of an ff-unsup run: layers of these widths on rows of in_width features
+    (images of `pixels` pixels), then the probe unless `probe` is False; a layers/net.Layout."""
+    rows, b = 2 * batch_size, batch_size
+    steps, groups, end, d_in, slots, params = layer_frame(widths, in_width, schedule, optimizer, probe)
     phases = []
     for p, layers in enumerate(groups):
         ph, pre = FFPhase(p * steps, steps), f"p{p}/"

@@ -19,6 +19,7 @@ from edgeff.ffcl_model import FFCLNet
 from edgeff.ffcl_train import FFCLTrainer
 from images import write_images_npz
 from run_cli import edgeff, ok, one_line_error
+from test_unsup import Crash, CrashAt
 
 # (separate labels, late labels, feedback steps): every combination the config allows
 SWITCHES = [(s, late, k) for s, late, k in itertools.product((False, True), (False, True), (0, 2)) if s or not late]
@@ -160,25 +161,6 @@ def test_rows_of_fewer_features_than_classes_train_and_export():
     assert t.net.weights[0].shape == (3, 8) and t.net.num_classes == 5
     sess = export.session(export.check(export.build(t.net)).SerializeToString())
     assert export.parity(sess, t.net, x, "goodness")["ok"]
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    def __init__(self, at):
-        self.at = at
-
-    def batch_begins(self, phase, step):
-        if step == self.at:
-            raise Crash
-
-    def layer_done(self, k, seconds):
-        pass
-
-    def batch_done(self, seconds):
-        pass
 
 
 @pytest.mark.parametrize("separate,late,steps", [(True, True, 2), (False, False, 1)])
