@@ -19,7 +19,6 @@ import ctypes
 import gc
 import math
 import os
-import resource
 import threading
 import time
 import tracemalloc
@@ -29,7 +28,7 @@ import numpy as np
 from .budget import backprop_bytes, backprop_cfg, layout_for_conv
 from .memory import backprop_activation_bytes, peak_live_bytes
 from .plan_report import plan_report
-from .runs import rss_bytes
+from .runs import peak_rss_bytes, rss_bytes
 
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
 
@@ -348,7 +347,7 @@ def setting_report(label, cfg, plan, in_width, held, budget, target, m, runtime=
         rss_baseline_bytes=m["baseline"], rss_after_setup_bytes=m["after_setup"], peak_rss_bytes=m["peak"],
         rss_growth_bytes=growth, growth_over_arena=round(growth / plan.arena_bytes, 4), goal_ratio=GOAL_RATIO,
         meets_goal=growth <= GOAL_RATIO * plan.arena_bytes,
-        process_peak_rss_bytes=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+        process_peak_rss_bytes=peak_rss_bytes(),
         python_heap_peak_bytes=m["python_heap_peak"], python_heap_growth_bytes=m["python_heap_growth"],
         nrt_allocations_in_loop=nrt["allocs"] - nrt["argument_wrappers"],
         nrt=dict(nrt, unfreed=nrt["allocs"] - nrt["frees"]),

@@ -15,8 +15,22 @@ from .unsup_model import NET as UNSUP_NET, UnsupNet
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
 
 
+def peak_rss_bytes():
+    """This process image's peak resident memory: /proc's VmHWM where there is one. Not
+    getrusage's ru_maxrss, which Linux carries over exec from the image before it, so a
+    process started by a large one (a test runner forking it) would report the parent's peak."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
+
+
 def peak_rss_mib():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return peak_rss_bytes() / 2**20
 
 
 def rss_bytes():

@@ -197,3 +197,17 @@ def test_a_plan_larger_than_this_machine_is_refused_before_allocating(tmp_path, 
     r = edgeff("train", *args, *(["--dry-run"] if dry_run else []), "--out", tmp_path / "r")
     one_line_error(r, message, "smaller --model" if "--model" in args else "would fit")
     assert not (tmp_path / "r").exists()
+
+
+def test_peak_rss_is_this_process_not_the_one_that_started_it():
+    """A process started by a large one (this test runner holds 300 MiB more) reports its own peak:
+    getrusage's ru_maxrss carries the parent's over fork and exec, /proc's VmHWM does not."""
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])          # touched: resident
+    r = subprocess.run([sys.executable, "-c", "from edgeff.runs import peak_rss_mib; print(peak_rss_mib())"],
+                       capture_output=True, text=True, timeout=120, check=True)
+    child_peak = float(r.stdout)
+    with open("/proc/self/status") as f:
+        parent_rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:")) / 1024
+    assert child_peak < parent_rss - 250, (child_peak, parent_rss)
+    del ballast
