@@ -20,7 +20,7 @@ setup(
     # (and a server a SuperLink and ServerApp); fed-sim adds Ray, Flower's simulation engine, which
     # `edgeff federate` runs N clients on (no wheels for 32-bit ARM; far more than a device needs)
     extras_require={"test": ["pytest>=7", "hypothesis>=6", "matplotlib", "cryptography>=42", "scikit-learn>=1.6",
-                             "flwr[simulation]==1.42.0"],
+                             "flwr[simulation]==1.42.0; python_version >= '3.11'"],   # Flower 1.42: 3.11+
                     "report": ["matplotlib"], "sign": ["cryptography>=42"],
                     "fed": ["flwr==1.42.0"], "fed-sim": ["flwr[simulation]==1.42.0"]},
     entry_points={"console_scripts": ["edgeff = edgeff.cli:main"]},
