@@ -31,3 +31,11 @@ def write_rgb_npz(path, n_train, n_test, side, label_names=None, seed=0):
     extra = {"label_names": np.array(label_names)} if label_names else {}
     np.savez(path, x_train=xt, y_train=yt, x_test=xs, y_test=ys, **extra)
     return path
+
+
+def write_flat_npz(path, n_train=40, n_test=10, features=12, seed=0):
+    """Rows of `features` floats, not images, of 3 classes (random: for refusals and plumbing)."""
+    rng = np.random.default_rng(seed)
+    np.savez(path, x_train=rng.random((n_train, features)).astype(np.float32), y_train=rng.integers(0, 3, n_train),
+             x_test=rng.random((n_test, features)).astype(np.float32), y_test=rng.integers(0, 3, n_test))
+    return path

@@ -19,7 +19,7 @@ from edgeff.ffcl_model import FFCLNet
 from edgeff.ffcl_train import FFCLTrainer
 from images import write_images_npz
 from run_cli import edgeff, ok, one_line_error
-from test_unsup import Crash, CrashAt
+from crash_hook import Crash, CrashAt
 
 # (separate labels, late labels, feedback steps): every combination the config allows
 SWITCHES = [(s, late, k) for s, late, k in itertools.product((False, True), (False, True), (0, 2)) if s or not late]

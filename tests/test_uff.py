@@ -8,10 +8,10 @@ from edgeff import checkpoint
 from edgeff.config import TrainConfig
 from edgeff.data import load_dataset
 from edgeff.uff_train import UffTrainer
-from images import write_images_npz
+from images import write_flat_npz, write_images_npz
 from run_cli import edgeff, ok, one_line_error
 from test_uff_kernels import finite_difference, mse, nt_xent
-from test_unsup import CrashAt, Crash
+from crash_hook import Crash, CrashAt
 
 
 @pytest.fixture(scope="module")
@@ -152,10 +152,7 @@ def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
 
 
 def test_contrastive_needs_2d_images_and_ae_takes_flat_rows(tmp_path):
-    path = tmp_path / "flat.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.random((40, 12)).astype(np.float32), y_train=rng.integers(0, 3, 40),
-             x_test=rng.random((10, 12)).astype(np.float32), y_test=rng.integers(0, 3, 10))
+    path = write_flat_npz(tmp_path / "flat.npz")
     base = ["train", "--dataset", path, "--algo", "uff", "--model", "12-8", "--epochs", "1", "--batch-size", "8"]
     one_line_error(edgeff(*base, "--learner", "contrastive", "--out", tmp_path / "r"), "shifting 2-D images",
                    "flat rows", "use --learner ae or dae")

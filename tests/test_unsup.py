@@ -10,7 +10,8 @@ from edgeff.data import load_dataset
 from edgeff.unsup_model import UnsupNet
 from edgeff.model import EPS
 from edgeff.unsup_train import STATS_ROWS, UnsupTrainer
-from images import write_images_npz, write_rgb_npz
+from crash_hook import Crash, CrashAt
+from images import write_flat_npz, write_images_npz, write_rgb_npz
 from run_cli import edgeff, ok, one_line_error
 
 
@@ -76,27 +77,6 @@ def test_folding_the_standardisation_keeps_the_logits():
     net = UnsupNet([np.zeros((5, 12), np.float32)], [np.zeros(12, np.float32)], w.copy(), b.copy())
     net.fold_standardisation(mean, scale)
     np.testing.assert_allclose(feats @ net.head_w + net.head_b, ((feats - mean) * scale) @ w + b, rtol=1e-5, atol=1e-3)
-
-
-class Crash(Exception):
-    pass
-
-
-class CrashAt:
-    """A step hook that stops training before step `at` (a crash that loses the work since the last checkpoint)."""
-
-    def __init__(self, at):
-        self.at = at
-
-    def batch_begins(self, phase, step):
-        if step == self.at:
-            raise Crash
-
-    def layer_done(self, k, seconds):
-        pass
-
-    def batch_done(self, seconds):
-        pass
 
 
 def test_resume_is_bitwise_in_every_phase(images, tmp_path):
@@ -194,10 +174,7 @@ def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
 
 
 def test_flat_rows_are_refused(tmp_path):
-    path = tmp_path / "flat.npz"
-    rng = np.random.default_rng(0)
-    np.savez(path, x_train=rng.random((40, 12)).astype(np.float32), y_train=rng.integers(0, 3, 40),
-             x_test=rng.random((10, 12)).astype(np.float32), y_test=rng.integers(0, 3, 10))
+    path = write_flat_npz(tmp_path / "flat.npz")
     one_line_error(edgeff("train", "--dataset", path, "--algo", "ff-unsup", "--model", "12-8", "--out", tmp_path / "r"),
                    "hybrid negatives", "flat rows")
 

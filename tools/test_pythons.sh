@@ -5,7 +5,7 @@
 #     tools/test_pythons.sh [VERSION ...]     (default: 3.10 3.11 3.12 3.13)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-TESTS=(tests/test_kernels.py tests/test_conv_kernels.py tests/test_conv_ff.py tests/test_data_idx.py tests/test_data_npz.py
+TESTS=(tests/test_kernels.py tests/test_conv_kernels.py tests/test_conv_ff.py tests/test_uff_kernels.py tests/test_data_idx.py tests/test_data_npz.py
        tests/test_data_fetch.py tests/test_memory.py
        tests/test_checkpoint.py tests/test_export.py)
 versions=("$@")
