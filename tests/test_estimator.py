@@ -132,7 +132,7 @@ def test_save_load_and_the_cli_on_the_run(digits, tmp_path):
     run = tmp_path / "run"
     clf.save(run, xt, labels[yt])
     back = FFClassifier.load(run)
-    assert back.get_params() == {**clf.get_params(), "head_epochs": 3,
+    assert back.get_params() == {**clf.get_params(), "head_epochs": 3, "head_lr": 0.01,
                                  "classifier": "linear", "width_mult": 1.0, "hybrid": "none"}
     assert np.array_equal(back.predict(xt), clf.predict(xt)) and back.predict(xt)[0] in labels
     measured = ok(edgeff("eval", run, "--json"))

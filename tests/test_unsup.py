@@ -1,11 +1,13 @@
 """Unsupervised FF (--algo ff-unsup): the probe's share of labels, bitwise resume in every
 phase, ONNX export parity, and the CLI end to end (the hybrid kernel: test_kernels.py)."""
 
+import argparse
+
 import numpy as np
 import pytest
 
 from edgeff import checkpoint, export
-from edgeff.config import TrainConfig
+from edgeff.config import TrainConfig, config_from_options
 from edgeff.data import load_dataset
 from edgeff.unsup_model import UnsupNet
 from edgeff.model import EPS
@@ -193,3 +195,17 @@ def test_plan_holds_the_hybrid_buffers_and_the_probe(images):
     shapes = {b["name"]: tuple(b["shape"]) for b in report["buffers"]}
     assert shapes["p0/masks"] == (16, 64) and shapes["p0/x"] == (32, 64) and shapes["head_w"] == (30, 3)
     assert report["arena_bytes"] < report["naive_bytes"]         # the FF phases and the probe share bytes
+
+
+@pytest.mark.parametrize("algo, model, epochs, lr", [("ff-unsup", "784-50", 10, 0.003), ("uff", "784-50", 10, 0.003),
+                                                     ("ff", "784-50", 3, 0.01), ("ffcl", "784-50", 0, 0.01),
+                                                     ("ff", "conv-small", 0, 0.01)])
+def test_the_probe_and_the_head_default_by_algo(algo, model, epochs, lr):
+    """Left out, --head-epochs and --head-lr are the algo's (the probe's: 10 at 0.003); given, they are kept."""
+    options = argparse.Namespace(model=model, algo=algo, epochs=1, head_epochs=None, head_lr=None, classifier=None,
+                                 learner="ae" if algo == "uff" else "", width_mult=None, hybrid=None)
+    cfg = config_from_options(options, 16)
+    assert (cfg.head_epochs, cfg.head_lr) == (epochs, lr)
+    if epochs:
+        given = config_from_options(argparse.Namespace(**dict(vars(options), head_epochs=2, head_lr=0.5)), 16)
+        assert (given.head_epochs, given.head_lr) == (2, 0.5)

@@ -71,9 +71,9 @@ def add_arguments(p):
     p.add_argument("--negatives", default=_D.negatives, choices=NEGATIVES,
                    help="wrong label for negative data: hard (most positive to the first layer) or random")
     p.add_argument("--label-value", type=float, default=_D.label_value, help="brightness of the overlaid label")
-    p.add_argument("--head-epochs", type=int, help=f"epochs of the linear head (0: none; default: {_D.head_epochs}, "
-                   "conv nets 0)")
-    p.add_argument("--head-lr", type=float, default=_D.head_lr)
+    p.add_argument("--head-epochs", type=int, help=f"epochs of the linear head or probe (0: none; default: "
+                   f"{_D.head_epochs}, conv nets and ffcl 0, ff-unsup and uff 10)")
+    p.add_argument("--head-lr", type=float, help=f"its Adam learning rate (default: {_D.head_lr}, ff-unsup and uff 0.003)")
     p.add_argument("--classifier", choices=CLASSIFIERS,
                    help="how test error is measured: dense nets: linear head (one pass), goodness over all labels, or "
                         "first (the first layer's goodness over all labels: about one pass); "
