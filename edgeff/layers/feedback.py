@@ -87,10 +87,15 @@ def reference(link, weight, above):
     return np.repeat(np.repeat(t, link.fh, axis=2), link.fw, axis=3)
 
 
-def onnx_nodes(g, link, weight_name, above, pre):
-    """pre + Resize(Conv(above, F_k)), nearest, as ONNX nodes on graph g (export.Graph); returns its name."""
+def onnx_nodes(g, link, weight_name, scales_name, above, pre):
+    """pre + Resize(Conv(above, F_k), scales), nearest, as ONNX nodes on graph g (export.Graph; scales_name:
+    an initializer of scales_of(link)); returns its output's name."""
     t = g.op("Conv", above, weight_name, kernel_shape=[1, 1])
-    scales = g.const(f"{link.name}.scales", np.array([1, 1, link.fh, link.fw], np.float32))
-    up = g.op("Resize", t, "", scales, mode="nearest", coordinate_transformation_mode="asymmetric",
+    up = g.op("Resize", t, "", scales_name, mode="nearest", coordinate_transformation_mode="asymmetric",
               nearest_mode="floor")
     return g.op("Add", pre, up)
+
+
+def scales_of(link):
+    """Resize's scales: (1, 1, fh, fw)."""
+    return np.array([1, 1, link.fh, link.fw], np.float32)
