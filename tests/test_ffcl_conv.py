@@ -231,7 +231,7 @@ def test_cli_trains_evaluates_infers_exports_and_bundles(images, tmp_path):
     out = tmp_path / "run"
     m = ok(edgeff("train", "--dataset", images, "--model", "cnn:4p/8p-8", "--algo", "ffcl", "--feedback-steps", "2",
                   "--epochs", "2", "--out", out, "--json"))
-    assert m["algo"] == "ffcl" and m["feedback_steps"] == 2 and m["classifier"] == "last"
+    assert m["algo"] == "ffcl" and m["feedback_steps"] == 2 and m["classifier"] == "last" and "late_labels" not in m
     assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(m["test_error"])
     r = ok(edgeff("export", out, "--output", tmp_path / "last.onnx", "--json"))
     assert r["parity"]["ok"] and r["parity"]["label_agreement"] == 1.0

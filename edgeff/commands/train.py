@@ -255,9 +255,10 @@ def _train(args, out, prepared, resume):
         metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
     if cfg.algo == "uff":
         metrics.update(learner=cfg.learner)
-    if cfg.algo == "ffcl":
-        metrics.update(algo=cfg.algo, separate_labels=cfg.separate_labels, late_labels=cfg.late_labels,
-                       feedback_steps=cfg.feedback_steps)
+    if cfg.algo == "ffcl":        # a conv net's labels are separate and late by construction: no switches
+        metrics.update(algo=cfg.algo, feedback_steps=cfg.feedback_steps)
+        if not cfg.is_conv:
+            metrics.update(separate_labels=cfg.separate_labels, late_labels=cfg.late_labels)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))
