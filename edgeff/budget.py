@@ -25,12 +25,12 @@ def layout_for(cfg, in_width, num_classes, batch_size=None, cache_rows=0):
 def layout_for_conv(cfg, ds, batch_size=None):
     """Every buffer of a conv FF run of cfg on data set ds (layers/blocks.py), as objects."""
     return block_layout(image_chw(ds.image_shape), conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
-                        ds.num_classes, batch_size or cfg.batch_size, cfg.optimizer, cfg.freeze)
+                        ds.num_classes, batch_size or cfg.batch_size, cfg.optimizer, cfg.freeze, cfg.feedback_steps)
 
 
 def backprop_cfg(cfg):
-    """The same conv net trained end to end by backprop: one block (--hybrid net), nothing frozen."""
-    return dataclasses.replace(cfg, hybrid="net", freeze=0)
+    """The same conv net trained end to end by backprop: one block (--hybrid net), nothing frozen, no feedback."""
+    return dataclasses.replace(cfg, hybrid="net", freeze=0, algo="ff", feedback_steps=0)
 
 
 def plan_for(cfg, in_width, num_classes, batch_size=None):

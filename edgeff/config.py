@@ -183,9 +183,11 @@ class TrainConfig:
             if given:
                 raise UsageError(f"{given[0]} is an FFCL option: add --algo ffcl")
             return
-        if self.is_conv or self.schedule != "simultaneous" or self.in_turn or self.shift or self.init:
-            raise UsageError("--algo ffcl trains a dense --model, all layers at once: leave out --schedule layerwise, "
-                             "--in-turn, --shift and --init")
+        if self.is_conv:
+            return self._check_conv_ffcl()
+        if self.schedule != "simultaneous" or self.in_turn or self.shift or self.init:
+            raise UsageError("--algo ffcl trains all layers at once from fresh weights: leave out --schedule "
+                             "layerwise, --in-turn, --shift (dense nets) and --init")
         if self.classifier != "goodness" or self.head_epochs:
             raise UsageError("--algo ffcl classifies by its layers' goodness over all labels: use --classifier "
                              "goodness and --head-epochs 0 (its defaults)")
@@ -199,6 +201,22 @@ class TrainConfig:
             raise UsageError("--feedback-steps with early labels picks hard negatives before the feedback settles, "
                              "and the net learns the wrong ones (58.8 % test error measured): add --separate-labels "
                              "--late-labels, or --negatives random")
+
+    def _check_conv_ffcl(self):
+        """A conv net's blocks already keep the label out of the features and score every class in one pass
+        (their class heads): --algo ffcl adds the feedback, over blocks of one conv each."""
+        if self.separate_labels or self.late_labels:
+            raise UsageError("--separate-labels and --late-labels are how a conv net already works (no label in the "
+                             "image, one class head per block scoring every class): leave them out")
+        if self.schedule != "simultaneous" or self.init:
+            raise UsageError("--algo ffcl trains all blocks at once from fresh weights: leave out --schedule "
+                             "layerwise and --init")
+        if self.feedback_steps and self.hybrid != "none":
+            raise UsageError(f"--feedback-steps feeds each block's output back to the one conv of the block below: "
+                             f"use --hybrid none, not {self.hybrid}")
+        if self.feedback_steps and len(conv_blocks(self.model, self.width_mult, self.hybrid)) < 2:
+            raise UsageError(f"--feedback-steps feeds a block's output back to the block below: --model {self.model} "
+                             "has one block; give it two or more")
 
     @property
     def is_conv(self):

@@ -6,6 +6,11 @@ conv, one channel per class); class c's goodness is the mean of its squared head
 outputs (kernels/sff.py). The block's output, layer-normalised, is block k+1's input.
 Every block votes with its class-goodness vector; the class with the highest average
 wins ("goodness"), or the last block alone decides ("last"): one forward pass, no pass per label.
+
+With feedback (--algo ffcl --feedback-steps K, layers/feedback.py) the blocks settle for K + 1
+steps: at step t > 0 block k's pre-activation also takes block k + 1's normalised output of
+step t - 1 through F_k (model file arrays "k.fb.w", meta feedback_steps, format 2); the heads
+score the last step.
 """
 
 import json
@@ -13,31 +18,37 @@ import math
 
 import numpy as np
 
+from .config import MAX_FEEDBACK_STEPS
 from .conv_models import conv_blocks
 from .errors import ModelError
 from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer
 from .kernels import batch, norm, sff
-from .layers import BLOCK_KINDS
+from .layers import BLOCK_KINDS, feedback
 from .layers.blocks import block_layers
 from .model import check_input_info
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2          # 2: with feedback; a net without is still written as 1
 LN_EPS = 1e-5
 
 
 class ConvNet:
-    def __init__(self, in_shape, blocks, params, num_classes, input_info=None):
+    def __init__(self, in_shape, blocks, params, num_classes, input_info=None, feedback_steps=0, feedback_w=()):
         self.in_shape = tuple(in_shape)    # (C, H, W)
         self.blocks = blocks               # per block: its layer specs (dicts), the head not included
         self.params = params               # per block: per layer, the head last: {name: float32 array}
         self.num_classes = num_classes
         self.input_info = input_info       # as FFNet.input_info
+        self.feedback_steps = feedback_steps
+        self.feedback_w = list(feedback_w)  # F_k (C_k, C_{k+1}, 1, 1) for every block but the last, or []
+        self.links = feedback.links(list(block_layers(in_shape, blocks, num_classes)), len(blocks)) \
+            if feedback_steps else []
 
     @classmethod
-    def create(cls, in_shape, blocks, num_classes, rng, alloc=None):
+    def create(cls, in_shape, blocks, num_classes, rng, alloc=None, feedback_steps=0):
         """Parameters initialised as torch initialises Conv2d; alloc(name, shape) gives the array to
-        fill (the trainer's arena views), where name is "k.j.w" (block k, layer j; "k.head.w")."""
+        fill (the trainer's arena views), where name is "k.j.w" (block k, layer j; "k.head.w"), then
+        with feedback every F_k's ("k.fb.w")."""
         alloc = alloc or (lambda name, shape: np.empty(shape, np.float32))
         params = [[] for _ in blocks]
         for lay in block_layers(in_shape, blocks, num_classes):
@@ -45,7 +56,11 @@ class ConvNet:
             p = {n: alloc(f"{lay.name}.{n}", s) for n, s in kind.param_shapes(lay.spec, lay.in_shape).items()}
             kind.init(lay.spec, lay.in_shape, p, rng)
             params[lay.block].append(p)
-        return cls(in_shape, blocks, params, num_classes)
+        net = cls(in_shape, blocks, params, num_classes, feedback_steps=feedback_steps)
+        for link in net.links:
+            net.feedback_w.append(alloc(f"{link.name}.w", link.weight_shape))
+            feedback.init(net.feedback_w[-1], rng)
+        return net
 
     @property
     def in_features(self):
@@ -65,16 +80,25 @@ class ConvNet:
         out = np.empty((n, len(self.blocks), self.num_classes), np.float32)
         for start in range(0, n, chunk):
             idx = np.arange(start, min(start + chunk, n), dtype=np.int64)
-            h = np.empty((len(idx), *self.in_shape), np.float32)
-            batch.gather_images(x, idx, np.zeros(0), 0, scale, h)
-            for lay, p in self.layers():
-                if not lay.head:
-                    h = _run(lay.spec, p, h)
-                    continue
-                o = _run(lay.spec, p, h)
-                sff.class_goodness(o.reshape(len(idx), self.num_classes, -1), out[start:start + len(idx), lay.block])
-                flat = h.reshape(len(idx), -1)
-                norm.layer_norm(flat, flat, LN_EPS)
+            image = np.empty((len(idx), *self.in_shape), np.float32)
+            batch.gather_images(x, idx, np.zeros(0), 0, scale, image)
+            outs = [None] * len(self.blocks)       # every block's normalised output of the step before
+            for t in range(self.feedback_steps + 1):
+                h = image
+                for lay, p in self.layers():
+                    k = lay.block
+                    if not lay.head:
+                        h = _run(lay.spec, p, h)
+                        if t and k < len(self.links) and lay.name == f"{k}.0":     # block k's pre-activation
+                            link = self.links[k]
+                            feedback.add(link, self.feedback_w[k], outs[k + 1],
+                                         np.empty((len(h), *link.product_shape), np.float32), h,
+                                         link.scratch_size(len(h)).allocate().workspace)
+                        continue
+                    if t == self.feedback_steps:
+                        o = _run(lay.spec, p, h)
+                        sff.class_goodness(o.reshape(len(idx), self.num_classes, -1), out[start:start + len(idx), k])
+                    outs[k] = h = _layer_normalised(h)
         return out
 
     @staticmethod
@@ -101,8 +125,12 @@ class ConvNet:
     def npz_writer(self, config_json):
         """write(fileobj): the model as an .npz with its architecture, metadata and config."""
         arrays = {f"{lay.name}.{n}": a for lay, p in self.layers() for n, a in p.items()}
-        meta = dict(format_version=FORMAT_VERSION, net="conv", in_shape=list(self.in_shape), blocks=self.blocks,
-                    num_classes=self.num_classes, config=json.loads(config_json), input=self.input_info)
+        arrays.update({f"{link.name}.w": w for link, w in zip(self.links, self.feedback_w)})
+        meta = dict(format_version=FORMAT_VERSION if self.feedback_steps else 1, net="conv", in_shape=list(self.in_shape),
+                    blocks=self.blocks, num_classes=self.num_classes, config=json.loads(config_json),
+                    input=self.input_info)
+        if self.feedback_steps:
+            meta["feedback_steps"] = self.feedback_steps
         arrays["meta"] = np.frombuffer(json.dumps(meta, allow_nan=False).encode(), np.uint8)
         return npz_writer(arrays)
 
@@ -121,16 +149,19 @@ class ConvNet:
         for k, specs in enumerate(blocks):
             for j, spec in enumerate(specs):
                 _checked_kind(f"{path}: layer {k}.{j}", spec)
+        steps = field(path, meta, "feedback_steps", int, lambda s: 1 <= s <= MAX_FEEDBACK_STEPS,
+                      f"a whole number from 1 to {MAX_FEEDBACK_STEPS}") if "feedback_steps" in meta else 0
         params = [[] for _ in blocks]
         try:
             for lay in block_layers(in_shape, blocks, c):
                 params[lay.block].append({n: array(path, arrays, f"{lay.name}.{n}", np.float32, s) for n, s in
                                           BLOCK_KINDS[lay.spec["kind"]].param_shapes(lay.spec, lay.in_shape).items()})
+            net = cls(in_shape, blocks, params, c, meta.get("input"), steps)
         except ModelError:          # an array missing or of another shape, already named
             raise
-        except ValueError as exc:   # a layer that does not fit its input
+        except ValueError as exc:   # a layer that does not fit its input, or blocks feedback cannot link
             raise ModelError(f"{path}: {exc}; it is damaged or not written by edgeff") from None
-        net = cls(in_shape, blocks, params, c, meta.get("input"))
+        net.feedback_w = [array(path, arrays, f"{link.name}.w", np.float32, link.weight_shape) for link in net.links]
         if net.input_info is not None:
             check_input_info(f"{path} input", net.input_info, net.in_features, c)
         return net, field(path, meta, "config", dict)
@@ -140,6 +171,9 @@ class ConvNet:
         if conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid) != self.blocks:
             raise ModelError(f"{source}: its config says --model {cfg.model} --width-mult {cfg.width_mult} "
                              f"--hybrid {cfg.hybrid} but its layers differ; it is damaged or not written by edgeff")
+        if cfg.feedback_steps != self.feedback_steps:
+            raise ModelError(f"{source}: its config says --feedback-steps {cfg.feedback_steps} but its net settles "
+                             f"{self.feedback_steps}; it is damaged or not written by edgeff")
 
     def describe_input(self, ds):
         self.input_info = dict(dataset=ds.name, features=int(ds.x_train.shape[1]), scale=float(ds.scale),
@@ -152,6 +186,12 @@ def image_chw(image_shape):
     if image_shape is None or len(image_shape) not in (2, 3):
         return None
     return (1, *image_shape) if len(image_shape) == 2 else (image_shape[2], image_shape[0], image_shape[1])
+
+
+def _layer_normalised(h):
+    out = np.empty_like(h)
+    norm.layer_norm(h.reshape(len(h), -1), out.reshape(len(h), -1), LN_EPS)
+    return out
 
 
 def _run(spec, params, x):

@@ -8,6 +8,11 @@ Per batch of B images, for each block k in turn:
               first layer's input gradient is never made: the input is detached); the
               optimiser step on the block's parameters and its head's
     pass on   the block's output, layer-normalised, is block k+1's input
+With feedback (--algo ffcl --feedback-steps K, edgeff/layers/feedback.py) K settling steps run
+first: every block forward only, each block's pre-activation at step t > 0 taking block k + 1's
+normalised output of step t - 1 through F_k. The step above is then the last settling step
+(feedback added too), and dF_k, from the block's own dz and the constant fed-back input, is
+stepped with the block's parameters: no gradient crosses a block or a step.
 Every buffer is a view into one arena laid out by the memory planner; the loop allocates nothing.
 """
 
@@ -22,6 +27,7 @@ from .convnet import LN_EPS, ConvNet
 from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
 from .kernels import batch, norm, sff
+from .layers import feedback
 from .layers.scratch import Scratch
 
 MARGIN = 1.0   # added to every wrong class's goodness in the loss (kernels/sff.py)
@@ -38,7 +44,8 @@ class ConvTrainer(PhasedTrainer):
         self._lay_out(cfg, ds, progress, layout_for_conv(cfg, ds), plan)
         v, params = self.arena.view, self.layout.checkpoint_arrays(0)
         self.net = ConvNet.create(self.layout.in_shape, conv_blocks(cfg.model, cfg.width_mult, cfg.hybrid),
-                                  ds.num_classes, self.rng, alloc=lambda name, shape: v(params[name]))
+                                  ds.num_classes, self.rng, alloc=lambda name, shape: v(params[name]),
+                                  feedback_steps=cfg.feedback_steps)
         if init is not None:
             if init.blocks != self.net.blocks or init.in_shape != self.net.in_shape:
                 raise ValueError("--init's net has other blocks or input shape than this run's")
@@ -59,7 +66,7 @@ class ConvTrainer(PhasedTrainer):
     def _bind(self, p):
         """Views of every block's buffers; fresh optimiser state."""
         v = self.arena.view
-        self.phase, self.params, self.opts, self.views = p, {}, {}, []
+        self.phase, self.params, self.opts, self.views, self.feedback = p, {}, {}, [], []
         for k, block in enumerate(self.layout.blocks):
             layers = []
             for lay, p_arrays in zip(block.layers, self.net.params[k]):
@@ -76,6 +83,19 @@ class ConvTrainer(PhasedTrainer):
             self.opts[k] = Optimizer(self.cfg.optimizer, self.cfg.lr, self.cfg.weight_decay)
             self.views.append((layers, v(block.good), v(block.loss), v(block.out),
                                Scratch(*(v(b) if b else None for b in block.scratch))))
+            self.feedback.append(self._bind_feedback(k, block.feedback))
+
+    def _bind_feedback(self, k, fb):
+        """(link, F_k, its gradient, the product's room) of block k's feedback, None without; F_k joins
+        the block's parameters, its optimiser state zeroed."""
+        if fb is None:
+            return None
+        v = self.arena.view
+        w, grad, state = v(fb.w), v(fb.grad), [v(b) for b in fb.opt]
+        for a in state:
+            a[...] = 0.0
+        self.params[k] += (Param(w, grad, state[0], state[1] if len(state) > 1 else None),)
+        return fb.link, w, grad, v(fb.product)
 
     def _phase_label(self, blocks):
         return ""
@@ -96,6 +116,11 @@ class ConvTrainer(PhasedTrainer):
         if shift:
             self.rng.random(out=self.shift_u[:2 * b])
         batch.gather_images(ds.x_train, self.idx[:b], self.shift_u, shift, ds.scale, self.x[:b])
+        for t in range(self.cfg.feedback_steps):     # the settling steps before the last: forward only
+            x = self.x[:b]
+            for k in blocks:
+                norm.layer_norm(self._forward(k, x, t, []).reshape(b, -1), self.views[k][3][:b].reshape(b, -1), LN_EPS)
+                x = self.views[k][3][:b]
         x = self.x[:b]
         for k in blocks:
             t0 = time.perf_counter() if hook else 0.0
@@ -117,14 +142,12 @@ class ConvTrainer(PhasedTrainer):
         b = x.shape[0]
         layers, good, loss, out, scratch = self.views[k]
         good, loss, out = good[:b], loss[:b], out[:b]
-        inputs, h = [], x
-        for lay, p, _, yv, _ in layers:
-            inputs.append(h)
-            y_out = yv[:b]
-            lay.kind.forward(lay.spec, p, h, y_out, scratch)
-            h = y_out
-        o = h.reshape(b, self.net.num_classes, -1)          # the head's output
-        feats = inputs[-1]                                  # the block's output, the head's input
+        inputs = []
+        feats = self._forward(k, x, self.cfg.feedback_steps, inputs)    # the block's output, the head's input
+        inputs.append(feats)
+        head, p, _, yv, _ = layers[-1]
+        head.kind.forward(head.spec, p, feats, yv[:b], scratch)
+        o = yv[:b].reshape(b, self.net.num_classes, -1)     # the head's output
         norm.layer_norm(feats.reshape(b, -1), out.reshape(b, -1), LN_EPS)
         sff.class_goodness(o, good)
         sff.margin_loss_grad(o, y, MARGIN, good, loss)
@@ -133,7 +156,23 @@ class ConvTrainer(PhasedTrainer):
             lay, p, grads, yv, dyv = layers[j]
             dx = layers[j - 1][4][:b] if j > first else None
             lay.kind.backward(lay.spec, p, inputs[j], yv[:b], dyv[:b], dx, grads, scratch)
+        if self.cfg.feedback_steps and self.feedback[k]:     # dF_k from dz of the pre-activation (layer 0's dy)
+            link, _, grad, product = self.feedback[k]
+            feedback.weight_grad(link, self.views[k + 1][3][:b], layers[0][4][:b], product[:b], grad, scratch.workspace)
         return loss.mean()
+
+    def _forward(self, k, x, t, inputs):
+        """Block k's layers but its head on x (b rows) at settling step t, each layer's input appended
+        to inputs; at t > 0 its pre-activation takes block k + 1's output fed back. Returns the last output."""
+        b, layers, scratch, h = x.shape[0], self.views[k][0], self.views[k][4], x
+        for j, (lay, p, _, yv, _) in enumerate(layers[:-1]):
+            inputs.append(h)
+            lay.kind.forward(lay.spec, p, h, yv[:b], scratch)
+            h = yv[:b]
+            if j == 0 and t and self.feedback[k]:
+                link, w, _, product = self.feedback[k]
+                feedback.add(link, w, self.views[k + 1][3][:b], product[:b], h, scratch.workspace)
+        return h
 
 
 def warm_up_conv():
@@ -142,12 +181,14 @@ def warm_up_conv():
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     for model, hybrid, h, c in (("cnn:2p-2-2k1", "none", 4, 2), ("cnn:2p-2-2k1", "net", 4, 2),   # net: input grads
-                                ("cnn:2/r4s2-4", "block", 4, 2), ("mobilenetv3-small", "block", 16, 1)):
+                                ("cnn:2/r4s2-4", "block", 4, 2), ("mobilenetv3-small", "block", 16, 1),
+                                ("cnn:2p-2-2k1", "feedback", 4, 2)):
         x = rng.integers(0, 255, (2, h * h * c), dtype=np.uint8)
         y = np.arange(2, dtype=np.int32)
         ds = Dataset("warm-up", x, y, x, y, 2, 1 / 255, (h, h, c), ("0", "1"), "")
-        cfg = TrainConfig(model=model, hybrid=hybrid, width_mult=0.05, classifier="last", head_epochs=0, epochs=1,
-                          batch_size=2, shift=1).validate()
+        steps = dict(algo="ffcl", feedback_steps=1) if hybrid == "feedback" else {}
+        cfg = TrainConfig(model=model, hybrid="none" if steps else hybrid, width_mult=0.05, classifier="last",
+                          head_epochs=0, epochs=1, batch_size=2, shift=1, **steps).validate()
         trainer = ConvTrainer(cfg, ds)
         trainer.fit()
         for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer

@@ -68,7 +68,7 @@ def plan_run(cfg, ds, budget=None, auto=False, init_net=None, resumed_frozen_inp
         raise UsageError(f"--shift moves images; {ds.name} holds {_holds(ds)}")
     if cfg.shift and not cfg.is_conv and len(ds.image_shape) != 2:
         raise UsageError(f"--shift moves 2-D images in a dense net; {ds.name} holds {ds.image_shape}")
-    own = OWN_PLANNER.get(cfg.algo)
+    own = None if cfg.is_conv else OWN_PLANNER.get(cfg.algo)     # conv ffcl: the conv planner
     if cfg.algo in UNSUPERVISED:
         own.check_data(cfg, ds)
     plan_of = own.planner(cfg, ds) if own else planner(cfg, ds, in_width)

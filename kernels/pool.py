@@ -1,5 +1,11 @@
 """Max pooling of NCHW float32 tensors over k x k windows with stride k (no padding;
-a last partial row or column is dropped, as ONNX MaxPool does without ceil_mode)."""
+a last partial row or column is dropped, as ONNX MaxPool does without ceil_mode).
+
+Also the two sides of nearest-neighbour upsampling by whole factors (fh, fw), as conv
+FFCL's feedback uses them (edgeff/layers/feedback.py):
+    upsample_add   dst[n, c, i, j] += src[n, c, i // fh, j // fw]
+    window_sum     out[n, c, i, j] = sum of src over the fh x fw window at (i fh, j fw):
+                   the adjoint of upsampling (the gradient of a loss through it)."""
 
 import numpy as np
 from numba import njit, prange
@@ -61,3 +67,51 @@ def maxpool_backward(x, out, dout, k, dx):
         raise ValueError(f"maxpool_backward: dout{dout.shape} / dx{dx.shape} must match out{out.shape} / x{x.shape}")
     _maxpool_backward(x, out, dout, k, dx)
     return dx
+
+
+@njit(cache=True, parallel=True)
+def _upsample_add(src, fh, fw, dst):
+    # src: (N, C, H, W) float32; dst: (N, C, H * fh, W * fw) float32, += src repeated fh x fw
+    n_b, n_c, h_n, w_n = src.shape
+    for n in prange(n_b):
+        for c in range(n_c):
+            for i in range(h_n * fh):
+                for j in range(w_n * fw):
+                    dst[n, c, i, j] += src[n, c, i // fh, j // fw]
+
+
+@njit(cache=True, parallel=True)
+def _window_sum(src, fh, fw, out):
+    # src: (N, C, H * fh, W * fw) float32; out: (N, C, H, W) float32 <- sum of each fh x fw window
+    n_b, n_c, h_n, w_n = out.shape
+    for n in prange(n_b):
+        for c in range(n_c):
+            for i in range(h_n):
+                for j in range(w_n):
+                    s = 0.0
+                    for a in range(fh):
+                        for b in range(fw):
+                            s += src[n, c, i * fh + a, j * fw + b]
+                    out[n, c, i, j] = s
+
+
+def _check_factors(name, small, large, fh, fw):
+    ok = all(isinstance(f, int) and f >= 1 for f in (fh, fw)) and small.ndim == 4 and \
+        large.shape == (*small.shape[:2], small.shape[2] * fh, small.shape[3] * fw)
+    if not ok or small.dtype != np.float32 or large.dtype != np.float32:
+        raise ValueError(f"{name}: float32 (N, C, H, W) and (N, C, H*{fh}, W*{fw}) needed, got "
+                         f"{small.dtype} {small.shape}, {large.dtype} {large.shape}")
+
+
+def upsample_add(src, fh, fw, dst):
+    """dst += src upsampled by (fh, fw), nearest neighbour."""
+    _check_factors("upsample_add", src, dst, fh, fw)
+    _upsample_add(src, fh, fw, dst)
+    return dst
+
+
+def window_sum(src, fh, fw, out):
+    """out <- the sum of src over every fh x fw window (stride fh, fw)."""
+    _check_factors("window_sum", out, src, fh, fw)
+    _window_sum(src, fh, fw, out)
+    return out

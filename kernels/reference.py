@@ -213,6 +213,17 @@ def maxpool_backward(x, out, dout, k, dx):
     return dx
 
 
+def upsample_add(src, fh, fw, dst):
+    dst[...] += np.repeat(np.repeat(src.astype(np.float64), fh, axis=2), fw, axis=3)
+    return dst
+
+
+def window_sum(src, fh, fw, out):
+    n, c, h, w = out.shape
+    out[...] = src.astype(np.float64).reshape(n, c, h, fh, w, fw).sum(axis=(3, 5))
+    return out
+
+
 # kernels/activation.py
 def relu_grad(y, dy, dx):
     dx[...] = np.where(y > 0, dy, 0.0)

@@ -4,7 +4,9 @@ with NUMBA_NRT_STATS=1 (it must be set before Numba starts); prints JSON lines.
 Numba's NRT counts one small wrapper per array argument of every call from Python
 (the argument's MemInfo, freed on return). So: each kernel must count exactly its
 array arguments (nothing allocated inside), and a whole batch must count the same
-at two batch sizes with every allocation freed (nothing sized by the data)."""
+at two batch sizes with every allocation freed (nothing sized by the data). The conv loops
+(plain and with FFCL feedback) call their kernels once per tile of samples, so their count grows
+with the batch: for them every wrapper is freed and no array reaches the Python heap."""
 
 import json
 import tracemalloc
@@ -15,7 +17,8 @@ from numba.core.runtime import rtsys
 from edgeff.config import TrainConfig
 from edgeff.data import Dataset
 from edgeff.ffcl_train import FFCLTrainer
-from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax, uff_loss
+from edgeff.sff_train import ConvTrainer, warm_up_conv
+from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, pool, softmax, uff_loss
 from edgeff.train import Trainer, warm_up
 from edgeff.uff_train import UffTrainer, warm_up_uff
 from edgeff.unsup_train import UnsupTrainer, warm_up_unsup
@@ -58,6 +61,8 @@ def kernel_calls():
         ("relu_backward", lambda: uff_loss.relu_backward(z, h), 2),
         ("nt_xent_grad", lambda: uff_loss.nt_xent_grad(f(128, 128), 0.1, loss), 2),
         ("unit_rows_backward", lambda: uff_loss.unit_rows_backward(z, h, 1e-4), 2),
+        ("upsample_add", lambda: pool.upsample_add(f(4, 3, 2, 2), 2, 3, f(4, 3, 4, 6)), 2),
+        ("window_sum", lambda: pool.window_sum(f(4, 3, 4, 6), 2, 3, f(4, 3, 2, 2)), 2),
     ]
 
 
@@ -111,6 +116,16 @@ def ffcl_loop_counts(ds, late, negatives, batch_size, batches=40):
     return step_counts(t, t.phases()[0], f"ffcl {'late' if late else 'early'}", batch_size, batches)
 
 
+def conv_loop_counts(ds, feedback_steps, batch_size, batches=10):
+    """The loop of conv FF (all blocks, shifted images), plain or FFCL with feedback settling over K steps."""
+    extra = dict(algo="ffcl", feedback_steps=feedback_steps) if feedback_steps else {}
+    cfg = TrainConfig(model="cnn:8p/8p-8", batch_size=batch_size, classifier="last", head_epochs=0, shift=1,
+                      **extra).validate()
+    t = ConvTrainer(cfg, ds)
+    t._bind(0)
+    return step_counts(t, t.phases()[0], f"conv K={feedback_steps}", batch_size, batches)
+
+
 def step_counts(t, layers, schedule, batch_size, batches):
     """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
@@ -160,6 +175,9 @@ def main():
     for late, negatives in ((True, "hard"), (False, "random")):
         runs = [ffcl_loop_counts(ds, late, negatives, bs) for bs in (32, 128)]
         print(json.dumps(dict(loop=f"ffcl {'late' if late else 'early'} {negatives}", runs=runs)))
+    warm_up_conv()
+    for steps in (0, 2):     # the conv kernels go in tiles: their calls, not allocations, grow with the batch
+        print(json.dumps(dict(conv_loop=f"conv K={steps}", runs=[conv_loop_counts(ds, steps, bs) for bs in (32, 128)])))
 
 
 if __name__ == "__main__":

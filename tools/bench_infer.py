@@ -1,6 +1,6 @@
 """Inference throughput of an exported model: onnxruntime against edgeff's NumPy/Numba forward.
 
-    python tools/bench_infer.py RUN_DIR [RUN_DIR ...] [--seconds 2] [--json]
+    python tools/bench_infer.py RUN_DIR [RUN_DIR ...] [--seconds 2] [--rounds 1] [--json]
 
 For each run, each head it has (linear, goodness, first; a conv run: goodness, every block's vote,
 and last; an ffcl run: goodness, its one classifier) and batch size (1, 256): rows/s of the
@@ -9,6 +9,8 @@ exported graph (float32, and int8 dynamic for the linear head and for conv nets)
 this one run on random rows. With several runs, each row also holds its speed over the first
 run's goodness head at the same batch size and engine ("over_first_goodness": e.g. an ffcl run
 with late labels against plain FF's C-pass classifier, timed side by side on a shared machine).
+--rounds N measures everything N times over, interleaved, and keeps each figure's best: on a
+machine shared with other jobs, the round least disturbed.
 A benchmark, not a test: nothing is asserted.
 """
 
@@ -34,12 +36,12 @@ def rows_per_second(fn, x, seconds):
     return n * len(x) / (time.perf_counter() - t0)
 
 
-def bench_run(run_dir, seconds, rng):
-    """The rows of one run (module docstring)."""
+def run_cases(run_dir, rng):
+    """(row, {engine: predict(x)}, x) for every head and batch size of one run (module docstring)."""
     net, cfg = load_run(run_dir)
     conv = isinstance(net, ConvNet)
     warm_up_conv() if conv else warm_up()
-    results = []
+    cases = []
     for head in net.classifiers():
         model = export.build(net, head).SerializeToString()
         engines = {"numpy": lambda x, head=head: net.predict(x, 1.0, head),
@@ -49,21 +51,26 @@ def bench_run(run_dir, seconds, rng):
             engines["onnxruntime-int8"] = lambda x, q=q: q.run(["label"], {"x": x})
         for batch in (1, 256):
             x = rng.random((batch, net.in_features)).astype(np.float32)
-            row = {"run": run_dir, "algo": cfg.algo, "head": head, "batch": batch}
-            row.update({name: rows_per_second(fn, x, seconds) for name, fn in engines.items()})
-            row["onnxruntime_over_numpy"] = row["onnxruntime"] / row["numpy"]
-            results.append(row)
-    return results
+            cases.append(({"run": run_dir, "algo": cfg.algo, "head": head, "batch": batch}, engines, x))
+    return cases
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--seconds", type=float, default=2.0, help="timing per measurement")
+    p.add_argument("--rounds", type=int, default=1, help="measure everything this many times, keep the best")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    results = [row for run_dir in args.run_dirs for row in bench_run(run_dir, args.seconds, rng)]
+    cases = [case for run_dir in args.run_dirs for case in run_cases(run_dir, rng)]
+    for _ in range(args.rounds):
+        for row, engines, x in cases:
+            for name, fn in engines.items():
+                row[name] = max(row.get(name, 0.0), rows_per_second(fn, x, args.seconds))
+    results = [row for row, _, _ in cases]
+    for row in results:
+        row["onnxruntime_over_numpy"] = row["onnxruntime"] / row["numpy"]
     if len(args.run_dirs) > 1:
         base = {r["batch"]: r for r in results if r["run"] == args.run_dirs[0] and r["head"] == "goodness"}
         for r in results:

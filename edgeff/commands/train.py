@@ -105,8 +105,8 @@ def add_arguments(p):
                    help="ffcl (with --separate-labels): the activity passed on carries no label; labels meet the "
                         "features only in each layer's goodness, so classifying is one pass plus a per-label term")
     p.add_argument("--feedback-steps", type=int, default=_D.feedback_steps, metavar="K",
-                   help="ffcl: K more settling steps with each layer's activity fed back to the layer below "
-                        f"(0 to {MAX_FEEDBACK_STEPS}; default: %(default)s)")
+                   help="ffcl: K more settling steps with each layer's (conv: block's) activity fed back to the one "
+                        f"below (0 to {MAX_FEEDBACK_STEPS}; default: %(default)s)")
     p.add_argument("--seed", type=int, default=_D.seed)
     p.add_argument("--out", help="run directory to write (default: runs/DATASET-TIME)")
     p.add_argument("--force", action="store_true", help="overwrite a run directory that already holds a model")
@@ -255,9 +255,10 @@ def _train(args, out, prepared, resume):
         metrics.update(algo=cfg.algo, probe_labels=cfg.probe_labels, probe_label_rows=trainer.labelled)
     if cfg.algo == "uff":
         metrics.update(learner=cfg.learner)
-    if cfg.algo == "ffcl":
-        metrics.update(algo=cfg.algo, separate_labels=cfg.separate_labels, late_labels=cfg.late_labels,
-                       feedback_steps=cfg.feedback_steps)
+    if cfg.algo == "ffcl":        # a conv net's labels are separate and late by construction: no switches
+        metrics.update(algo=cfg.algo, feedback_steps=cfg.feedback_steps)
+        if not cfg.is_conv:
+            metrics.update(separate_labels=cfg.separate_labels, late_labels=cfg.late_labels)
     save_run(out, cfg, net, metrics)
     if args.json:
         print(json.dumps(metrics, allow_nan=False))

@@ -14,13 +14,17 @@ A block's scratch (the largest any of its layers asks for, layers/scratch.py) li
 through its two steps too, as two buffers: "k.scratch" of kind activations (a layer made
 of layers, layers/residual.py, keeps its inner activations there) and "k.workspace" of
 kind workspace (the conv kernels' columns), so that activations count only activations.
+With feedback (--algo ffcl --feedback-steps K, layers/feedback.py) the settling steps run
+every block again before its forward step, so the staged batch and every block's normalised
+output live through the whole batch, and block k (all but the last) adds its feedback: F_k
+"k.fb.w" (with its gradient and optimiser state) and the room of its product "k.fb.t".
 """
 
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from ..memory import Buffer
-from . import BLOCK_KINDS
+from . import BLOCK_KINDS, feedback
 from .scratch import NONE, Scratch
 
 F32 = "float32"
@@ -47,17 +51,31 @@ class LayerBuffers:
 
 
 @dataclass(frozen=True)
+class FeedbackBuffers:
+    link: feedback.Link
+    w: Buffer            # F_k (C_k, C_{k+1}, 1, 1), whole run
+    grad: Buffer         # the block's update step
+    opt: tuple           # per optimiser slot
+    product: Buffer      # (N, C_k, H_{k+1}, W_{k+1}) the 1x1 conv's output, then the summed dz
+
+    def buffers(self):
+        return [self.w, self.grad, *self.opt, self.product]
+
+
+@dataclass(frozen=True)
 class BlockBuffers:
     layers: list         # LayerBuffers, the head last
     good: Buffer         # (N, C) class goodness
     loss: Buffer         # (N,)
     out: Buffer          # (N, *out_shape) the layer-normalised output: the next block's input
     scratch: Scratch     # of Buffers (activations, workspace), None for a part of 0
+    feedback: FeedbackBuffers | None = None    # from block k + 1 to this block's pre-activation
 
     def buffers(self):
         own = [b for lay in self.layers for b in lay.buffers()]
         acts = {b.name: b for lay in self.layers for b in (lay.y, lay.dy) if b}   # in-place kinds share them
-        return own + list(acts.values()) + [self.good, self.loss, self.out] + [b for b in self.scratch if b]
+        fb = self.feedback.buffers() if self.feedback else []
+        return own + list(acts.values()) + [self.good, self.loss, self.out] + [b for b in self.scratch if b] + fb
 
 
 @dataclass(frozen=True)
@@ -85,6 +103,10 @@ class BlockLayout:
             for lay in block.layers:
                 out.update({f"{lay.name}.{n}": b for n, b in lay.params.items()})
                 out.update({f"opt{s}_{lay.name}.{n}": b for s, slot in enumerate(lay.opt) for n, b in slot.items()})
+            if block.feedback:
+                fb = block.feedback
+                out[fb.w.name] = fb.w
+                out.update({f"opt{s}_{fb.w.name}": b for s, b in enumerate(fb.opt)})
         return out
 
 
@@ -118,16 +140,19 @@ def block_layers(in_shape, blocks, num_classes):
                 shape = out
 
 
-def block_layout(in_shape, blocks, num_classes, batch_size, optimizer, frozen=0):
+def block_layout(in_shape, blocks, num_classes, batch_size, optimizer, frozen=0, feedback_steps=0):
     """Every buffer of training `blocks` (lists of layer specs) on (C, H, W) images, with lifetimes.
     The first `frozen` blocks train their heads only: their other layers get no gradient or
-    optimiser buffers (empty dicts, dy None)."""
+    optimiser buffers (empty dicts, dy None). feedback_steps > 0: with feedback (module docstring;
+    a ValueError when the blocks do not allow it)."""
     n, slots = batch_size, 2 if optimizer == "adam" else 1
     end = 2 * len(blocks)
-    x = Buffer("x", (n, *in_shape), F32, 0, 2, "data")
+    placed = list(block_layers(in_shape, blocks, num_classes))
+    links = feedback.links(placed, len(blocks)) if feedback_steps else []
+    x = Buffer("x", (n, *in_shape), F32, 0, end if links else 2, "data")
     out, layers, scratch = [], [], NONE
     y, dy = x, None              # the input of the next layer, and where its gradient goes
-    for lay in block_layers(in_shape, blocks, num_classes):
+    for lay in placed:
         k, name, spec, shape, o_shape = lay.block, lay.name, lay.spec, lay.in_shape, lay.out_shape
         kind = BLOCK_KINDS[spec["kind"]]
         t_fwd, t_upd = 1 + 2 * k, 2 + 2 * k
@@ -153,11 +178,21 @@ def block_layout(in_shape, blocks, num_classes, batch_size, optimizer, frozen=0)
             y, dy = y_buf, dy_buf
             continue
         act = lambda label, s, last, what="activations": Buffer(f"{k}.{label}", s, F32, t_fwd, last, what, k)
-        y, dy = act("out", (n, *shape), min(t_upd + 2, end)), None
+        y, dy = Buffer(f"{k}.out", (n, *shape), F32, 0 if links else t_fwd, end if links else min(t_upd + 2, end),
+                       "activations", k), None
+        fb = None
+        if k < len(links):
+            link = links[k]
+            fb = FeedbackBuffers(link, buf(f"{link.name}.w", link.weight_shape, 0, end, "weights"),
+                                 buf(f"g{link.name}.w", link.weight_shape, t_upd, t_upd, "gradients"),
+                                 tuple(buf(f"opt{i}_{link.name}.w", link.weight_shape, 0, end, "optimizer")
+                                       for i in range(slots)),
+                                 buf(f"{link.name}.t", (n, *link.product_shape), t_fwd, t_upd, "activations"))
+            scratch = scratch.most(link.scratch_size(n))
         out.append(BlockBuffers(layers, act("good", (n, num_classes), t_upd), act("loss", (n,), t_upd), y,
                                 Scratch(act("scratch", (scratch.activations,), t_upd) if scratch.activations else None,
                                         act("workspace", (scratch.workspace,), t_upd, "workspace")
-                                        if scratch.workspace else None)))
+                                        if scratch.workspace else None), fb))
         layers, scratch = [], NONE
     idx = Buffer("idx", (n,), "int64", 0, 0, "data")
     labels = Buffer("labels", (n,), "int64", 0, end, "data")
