@@ -1,0 +1,167 @@
+"""What edgeff learn reads: labelled samples from a directory of .npz files or from stdin records, each
+checked before any of it reaches the weights, and the journal of the files already learned.
+
+A labelled .npz holds x (rows (N, D), images (N, H, W[, C]), or one row or image) and y (N integer labels,
+or one). uint8 values are pixels, multiplied by the run's input scale; float values are features as they
+are (as edgeff infer reads them).
+
+Stdin carries records, one after another:
+    b"EFL1"                      4 bytes: the record marker
+    length                       4 bytes: unsigned little-endian, the payload's size (at most MAX_RECORD_BYTES)
+    payload                      that many bytes: a labelled .npz file
+End of input at a record boundary ends the stream.
+"""
+
+import io
+import json
+import math
+import os
+import struct
+import zipfile
+
+import numpy as np
+
+from .errors import DataError, ModelError
+from .fields import field, is_kind
+from .fileio import atomic_write_text
+
+MARKER = b"EFL1"
+MAX_RECORD_BYTES = 64 << 20
+JOURNAL = "learn-journal.json"
+
+
+class Rejected(Exception):
+    """A whole file or record that cannot be learned from; the message says why, in a few words."""
+
+
+def _check_members(zf, limit):
+    """Every member of the zip holds an .npy whose header promises no more bytes than the member holds, and
+    the members together at most `limit` bytes: a few compressed bytes cannot claim gigabytes."""
+    total = 0
+    for info in zf.infolist():
+        total += info.file_size
+        if total > limit:
+            raise Rejected(f"its arrays hold more than {limit} bytes")
+        with zf.open(info) as f:
+            version = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, _, dtype = read(f)
+            if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
+                raise Rejected(f"{info.filename}'s header claims more than it holds")
+
+
+def read_labelled(data, limit=MAX_RECORD_BYTES):
+    """(x, y) of a labelled .npz given as bytes or a path, as stored; Rejected for anything unreadable."""
+    try:
+        source = io.BytesIO(data) if isinstance(data, bytes) else data
+        with zipfile.ZipFile(source) as zf:
+            _check_members(zf, limit)
+        if isinstance(source, io.BytesIO):
+            source.seek(0)
+        with np.load(source, allow_pickle=False) as z:
+            missing = [k for k in ("x", "y") if k not in z.files]
+            if missing:
+                raise Rejected(f"has no {' or '.join(missing)} (holds {', '.join(z.files) or 'nothing'})")
+            return z["x"], z["y"]
+    except Rejected:
+        raise
+    except Exception as exc:   # zipfile's, numpy's and the OS's many ways of saying "not this"
+        raise Rejected(f"not a readable .npz ({type(exc).__name__})") from None
+
+
+class SampleCheck:
+    """What a row must be for the run's net: `features` values, finite, small enough that its squared norm
+    stays finite in float32, and a label 0..num_classes-1."""
+
+    def __init__(self, features, num_classes, scale):
+        self.features, self.num_classes, self.scale = features, num_classes, np.float32(scale)
+        self.largest = math.sqrt(np.finfo(np.float32).max / features) / 4     # as data.validate bounds them
+
+    def rows(self, x, y):
+        """(float32 rows (n, D) of the samples that pass, int64 labels, rows rejected, why the first was);
+        Rejected when the whole of it is unusable (dtype, shape, label count)."""
+        x, y = np.asarray(x), np.asarray(y)
+        if x.dtype != np.uint8 and x.dtype.kind != "f":
+            raise Rejected(f"x holds {x.dtype} values; give uint8 pixels or float features")
+        if x.size == self.features:
+            x = x.reshape(1, self.features)
+        elif x.ndim < 2 or math.prod(x.shape[1:]) != self.features:
+            raise Rejected(f"x has shape {x.shape}, not rows or images of the {self.features} features the net takes")
+        y = y.reshape(-1) if y.ndim <= 1 else y
+        if y.ndim != 1 or y.dtype.kind not in "iu" or len(y) != len(x):
+            raise Rejected(f"y is {y.dtype} {y.shape}; give {len(x)} integer labels")
+        if len(x) == 0:
+            raise Rejected("holds no rows")
+        with np.errstate(over="ignore", invalid="ignore"):
+            rows = x.reshape(len(x), self.features).astype(np.float32)
+            if x.dtype == np.uint8:
+                rows *= self.scale
+            bad_value = ~(np.abs(rows) <= self.largest).all(axis=1)     # NaN fails the test too
+        bad_label = (y < 0) | (y >= self.num_classes)
+        bad = bad_value | bad_label
+        why = None
+        if bad.any():
+            i = int(np.argmax(bad))
+            why = (f"row {i}: " + ("NaN, Inf or a value beyond " + f"{self.largest:.3g}" if bad_value[i] else
+                                   f"label {int(y[i])} outside 0..{self.num_classes - 1}"))
+        keep = ~bad
+        return np.ascontiguousarray(rows[keep]), y[keep].astype(np.int64), int(bad.sum()), why
+
+
+def directory_files(directory, done):
+    """The .npz files of `directory` not in `done`, by name (a name starting with '.' is a file being written)."""
+    try:
+        names = os.listdir(directory)
+    except OSError as exc:
+        raise DataError(f"--from {directory}: cannot list it ({exc.strerror})") from None
+    return sorted(n for n in names if n.endswith(".npz") and not n.startswith(".") and n not in done
+                  and os.path.isfile(os.path.join(directory, n)))
+
+
+def stdin_records(stream):
+    """(name, payload bytes) of each record on a binary stream; Rejected (ending it) for a broken record."""
+    count = 0
+    while True:
+        head = stream.read(8)
+        if not head:
+            return
+        count += 1
+        if len(head) < 8 or head[:4] != MARKER:
+            raise Rejected(f"stdin record {count}: no {MARKER.decode()} marker; the stream is not edgeff learn "
+                           "records (a marker, a 4-byte length, an .npz)")
+        (length,) = struct.unpack("<I", head[4:])
+        if length > MAX_RECORD_BYTES:
+            raise Rejected(f"stdin record {count}: {length} bytes, more than {MAX_RECORD_BYTES}")
+        payload = stream.read(length)
+        if len(payload) < length:
+            raise Rejected(f"stdin record {count}: cut short ({len(payload)} of {length} bytes)")
+        yield f"record {count}", payload
+
+
+def record(payload):
+    """payload as one stdin record (for producers written in Python, and the tests)."""
+    return MARKER + struct.pack("<I", len(payload)) + payload
+
+
+def read_journal(run_dir):
+    """{file name: what learning it did} of the files a session learned (or rejected) in run_dir."""
+    path = os.path.join(run_dir, JOURNAL)
+    try:
+        with open(path, "rb") as f:
+            files = field(path, json.loads(f.read()), "files", dict)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if isinstance(exc, ModelError):
+            raise
+        raise ModelError(f"{path}: not a readable journal ({type(exc).__name__}); remove it (and "
+                         "learn-checkpoint.npz) to learn every file again") from None
+    for name, entry in files.items():
+        field(path, entry, "update", int, lambda v: v >= 0, "a whole number 0 or more")
+        if not all(is_kind(entry.get(k), int) for k in ("rows", "rejected")):
+            raise ModelError(f"{path}: the entry of {name!r} is damaged; remove the journal to learn every file again")
+    return files
+
+
+def write_journal(run_dir, files):
+    atomic_write_text(os.path.join(run_dir, JOURNAL), json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
