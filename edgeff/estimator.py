@@ -201,8 +201,7 @@ class _ContinuedTrainer(Trainer):
     def __init__(self, run, ds, progress, start):
         super().__init__(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
         self.start = start
-        for mine, theirs in zip(self.net.weights + self.net.biases, start.weights + start.biases):
-            mine[...] = theirs
+        self.net.copy_layers_from(start)
 
     def _bind_head(self):
         super()._bind_head()

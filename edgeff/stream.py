@@ -153,8 +153,7 @@ class StreamTrainer(Trainer):
         self.window_x, self.y_train = self.stream_view("stream/x"), self.stream_view("stream/y")
         self.ds = dataclasses.replace(placeholder, x_train=self.window_x)
         self.net.input_info = start.input_info
-        for mine, theirs in zip(self.net.weights + self.net.biases, start.weights + start.biases):
-            mine[...] = theirs
+        self.net.copy_layers_from(start)
         self.layers = self.layout.phases[0].layers
         self._bind_phase(0)
         self.idx[:] = np.arange(len(self.idx))   # the window's rows, in order: an update trains rows 0..n-1
