@@ -20,7 +20,7 @@ from .fields import field, is_kind
 from .fileio import atomic_write_files, write_error
 from .learn_source import SampleCheck, read_journal, write_journal
 from .runs import MODEL
-from .stream import Replay, StreamTrainer, input_layout
+from .stream import Stream, input_layout
 
 CHECKPOINT = "learn-checkpoint.npz"
 ONNX = "model.onnx"
@@ -33,16 +33,10 @@ class LearnSession:
     def __init__(self, run_dir, cfg, lcfg, plan, net, options, checkpoint_every, export_every, log):
         self.run_dir, self.cfg, self.options, self.log = run_dir, cfg, options, log
         self.every, self.export_every = checkpoint_every, export_every
-        self.trainer = StreamTrainer(lcfg, plan, net)
+        self.stream = Stream(lcfg, plan, net, options["batch_size"], options["policy"], self._updated)
+        self.trainer, self.replay, self.counts = self.stream.trainer, self.stream.replay, self.stream.counts
         self.check = SampleCheck(net.in_features, net.num_classes, input_layout(net)[2])
-        self.batch = options["batch_size"]
-        self.replay = None
-        if options["replay"]:
-            views = (self.trainer.stream_view(f"replay/{n}") for n in ("x", "y", "draw", "picks"))
-            self.replay = Replay(*views, options["policy"], net.num_classes, self.trainer.rng)
-        self.counts = dict(updates=0, samples=0, rejected=0, replayed=0)
         self.position = {"source": "", "rows": 0}
-        self.pending = 0
         self.journal = read_journal(run_dir)
         self.exported_at = 0
 
@@ -53,39 +47,16 @@ class LearnSession:
     # ---- samples in ----
 
     def learn(self, name, rows, labels, start=0):
-        """Learn rows[start:] (checked float32 rows, int64 labels) of source `name`, batch by batch; a last
-        short batch is learned at the end too, so a file ends with its last update."""
+        """Learn rows[start:] of source `name` (Stream.learn), its position kept for a checkpoint."""
         self.position = {"source": name, "rows": start}
-        wx, wy, b = self.trainer.window_x, self.trainer.y_train, self.batch
-        i = start
-        while i < len(rows):
-            k = min(b - self.pending, len(rows) - i)
-            wx[self.pending:self.pending + k] = rows[i:i + k]
-            wy[self.pending:self.pending + k] = labels[i:i + k]
-            self.pending += k
-            i += k
-            if self.pending == b or i == len(rows):
-                self._update()
+        self.stream.learn(rows, labels, start)
 
-    def _update(self):
-        n, r = self.pending, 0
-        wx, wy = self.trainer.window_x, self.trainer.y_train
-        if self.replay is not None and self.replay.filled:
-            r = n
-            self.replay.draw_into(wx[n:n + r], wy[n:n + r])
-        self.trainer.update(n + r)
-        if self.replay is not None:
-            for j in range(n):      # offered after the update: a row is not replayed in its own update
-                self.replay.offer(wx[j], wy[j])
-        self.pending = 0
-        c = self.counts
-        c["updates"] += 1
-        c["samples"] += n
-        c["replayed"] += r
+    def _updated(self, n):
         self.position["rows"] += n
-        if self.every and c["updates"] % self.every == 0:
+        updates = self.counts["updates"]
+        if self.every and updates % self.every == 0:
             self.save_checkpoint()
-        if self.export_every and c["updates"] % self.export_every == 0:
+        if self.export_every and updates % self.export_every == 0:
             self.export()
 
     def done(self, name, rows, rejected, why=None):

@@ -165,7 +165,8 @@ class StreamTrainer(Trainer):
             self.net.head_b[...] = start.head_b
             self.idx[:] = np.arange(len(self.idx))
             self.head_part = self._bound()
-        self.losses = np.zeros(len(self.layers) + 1)
+        self.losses = np.zeros(len(self.layers) + 1)       # the last update's: every FF layer's, the head's
+        self.loss_sum, self.loss_updates = np.zeros_like(self.losses), 0   # summed since the caller last reset them
 
     def stream_view(self, name):
         """The arena's view of the stream buffer called `name` (stream_buffers)."""
@@ -186,6 +187,8 @@ class StreamTrainer(Trainer):
         if self.head_part:
             self._use(self.head_part)
             self._head_batch(n, losses[len(self.layers):])
+        self.loss_sum += losses
+        self.loss_updates += 1
         if not np.isfinite(losses.sum()):
             raise TrainingDiverged("learning diverged: a loss became NaN or Inf; the last checkpoint and model are "
                                    f"kept; try a smaller --lr (now {self.cfg.lr:g})")
@@ -207,3 +210,52 @@ class StreamTrainer(Trainer):
         for part in (self.ff, self.head_part):
             for k, opt in (part[1].items() if part else ()):
                 opt.t = int(steps.get(str(k), 0))
+
+
+class Stream:
+    """The streaming core edgeff learn and FFClassifier.partial_fit share: rows fed in batches of `batch`
+    new rows, each mixed with as many drawn from the replay buffer (policy; none when the plan has no
+    replay buffer), one StreamTrainer update per batch, the batch's rows offered to the buffer after it.
+    after_update(n): called after each update of n new rows (a learn session's checkpoints and exports)."""
+
+    def __init__(self, lcfg, plan, start, batch, policy="reservoir", after_update=None):
+        self.trainer = StreamTrainer(lcfg, plan, start)
+        self.batch, self.after_update = batch, after_update
+        self.replay = None
+        if any(b.name == "replay/x" for b in plan.buffers):
+            views = (self.trainer.stream_view(f"replay/{n}") for n in ("x", "y", "draw", "picks"))
+            self.replay = Replay(*views, policy, start.num_classes, self.trainer.rng)
+        self.counts = dict(updates=0, samples=0, rejected=0, replayed=0)
+        self.pending = 0
+
+    def learn(self, rows, labels, start=0):
+        """Learn rows[start:] (checked float32 rows, int64 labels) batch by batch; a last short batch is
+        learned too, so a call ends with its last update."""
+        wx, wy, b = self.trainer.window_x, self.trainer.y_train, self.batch
+        i = start
+        while i < len(rows):
+            k = min(b - self.pending, len(rows) - i)
+            wx[self.pending:self.pending + k] = rows[i:i + k]
+            wy[self.pending:self.pending + k] = labels[i:i + k]
+            self.pending += k
+            i += k
+            if self.pending == b or i == len(rows):
+                self._update()
+
+    def _update(self):
+        n, r = self.pending, 0
+        wx, wy = self.trainer.window_x, self.trainer.y_train
+        if self.replay is not None and self.replay.filled:
+            r = n
+            self.replay.draw_into(wx[n:n + r], wy[n:n + r])
+        self.trainer.update(n + r)
+        if self.replay is not None:
+            for j in range(n):      # offered after the update: a row is not replayed in its own update
+                self.replay.offer(wx[j], wy[j])
+        self.pending = 0
+        c = self.counts
+        c["updates"] += 1
+        c["samples"] += n
+        c["replayed"] += r
+        if self.after_update:
+            self.after_update(n)
