@@ -5,11 +5,12 @@ A labelled .npz holds x (rows (N, D), images (N, H, W[, C]), or one row or image
 or one). uint8 values are pixels, multiplied by the run's input scale; float values are features as they
 are (as edgeff infer reads them).
 
-Stdin carries records, one after another:
+Stdin (or a serial line) carries records, one after another:
     b"EFL1"                      4 bytes: the record marker
     length                       4 bytes: unsigned little-endian, the payload's size (at most MAX_RECORD_BYTES)
     payload                      that many bytes: a labelled .npz file
-End of input at a record boundary ends the stream.
+End of input at a record boundary ends the stream. A broken record is rejected and the reader skips to
+the next marker.
 """
 
 import io
@@ -17,11 +18,13 @@ import json
 import math
 import os
 import struct
+import time
+import urllib.parse
 import zipfile
 
 import numpy as np
 
-from .errors import DataError, ModelError
+from .errors import DataError, ModelError, UsageError
 from .fields import field, is_kind
 from .fileio import atomic_write_text
 
@@ -118,24 +121,89 @@ def directory_files(directory, done):
                   and os.path.isfile(os.path.join(directory, n)))
 
 
-def stdin_records(stream):
-    """(name, payload bytes) of each record on a binary stream; Rejected (ending it) for a broken record."""
-    count = 0
+def records(read):
+    """(name, payload, None) of each record read through read(n) (which returns b"" at the end), or
+    (name, None, why) of a broken one. After a missing marker or an impossible length it skips to the
+    next marker (a serial line drops and flips bytes); a record cut short by the end is the last."""
+    count, held = 0, b""
     while True:
-        head = stream.read(8)
+        head = held + read(8 - len(held))
+        held = b""
         if not head:
             return
         count += 1
-        if len(head) < 8 or head[:4] != MARKER:
-            raise Rejected(f"stdin record {count}: no {MARKER.decode()} marker; the stream is not edgeff learn "
-                           "records (a marker, a 4-byte length, an .npz)")
+        name = f"record {count}"
+        if len(head) < 8:
+            yield name, None, f"cut short ({len(head)} of 8 header bytes)"
+            return
         (length,) = struct.unpack("<I", head[4:])
-        if length > MAX_RECORD_BYTES:
-            raise Rejected(f"stdin record {count}: {length} bytes, more than {MAX_RECORD_BYTES}")
-        payload = stream.read(length)
+        if head[:4] != MARKER or length > MAX_RECORD_BYTES:
+            held = _next_marker(head[1:], read)
+            why = f"no {MARKER.decode()} marker" if head[:4] != MARKER else f"{length} bytes, more than {MAX_RECORD_BYTES}"
+            yield name, None, f"{why}; skipped to the next record"
+            continue
+        payload = read(length)
         if len(payload) < length:
-            raise Rejected(f"stdin record {count}: cut short ({len(payload)} of {length} bytes)")
-        yield f"record {count}", payload
+            yield name, None, f"cut short ({len(payload)} of {length} bytes)"
+            return
+        yield name, payload, None
+
+
+def _next_marker(seen, read):
+    """The bytes from the next marker on (b"" at the end), reading on past `seen` a byte at a time."""
+    while True:
+        at = seen.find(MARKER)
+        if at >= 0:
+            return seen[at:]
+        more = read(1)
+        if not more:
+            return b""
+        seen = seen[-(len(MARKER) - 1):] + more
+
+
+def read_exactly(stream):
+    """read(n) over a binary stream that may return fewer bytes (a pipe): all n, or fewer only at its end."""
+    def read(n):
+        parts, got = [], 0
+        while got < n:
+            part = stream.read(n - got)
+            if not part:
+                break
+            parts.append(part)
+            got += len(part)
+        return b"".join(parts)
+    return read
+
+
+def serial_reader(url, once, idle, stopping):
+    """(port, read(n)) of a serial line: serial://PATH[?baud=N] (as edgeff deploy names one) or any pyserial
+    URL (socket://HOST:PORT, rfc2217://...). read returns fewer than n bytes only once `stopping` is set or,
+    with once, when no byte came for `idle` seconds; UsageError if the port cannot be opened."""
+    import serial
+    parts = urllib.parse.urlsplit(url)
+    port, baud = url, 115200
+    if parts.scheme == "serial":
+        port = parts.path
+        try:
+            baud = int(urllib.parse.parse_qs(parts.query).get("baud", ["115200"])[0])
+        except ValueError:
+            raise UsageError(f"--from {url}: baud must be a whole number") from None
+    try:
+        line = serial.serial_for_url(port, baudrate=baud, timeout=min(idle, 0.2))
+    except (serial.SerialException, ValueError) as exc:
+        raise UsageError(f"--from {url}: cannot open the serial line ({exc})") from None
+
+    def read(n):
+        data, quiet_since = bytearray(), time.monotonic()
+        while len(data) < n and not stopping:
+            part = line.read(n - len(data))
+            if part:
+                data += part
+                quiet_since = time.monotonic()
+            elif once and time.monotonic() - quiet_since >= idle:
+                break
+        return bytes(data)
+    return line, read
 
 
 def record(payload):

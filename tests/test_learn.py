@@ -114,13 +114,13 @@ def test_stdin_records_are_learned_and_a_broken_stream_is_one_error(run_dir, tmp
     good = [open(save(tmp_path / f"r{i}.npz", x[i:i + 1], y[i:i + 1]), "rb").read() for i in range(5)]
     nan = x[:2].astype(np.float32)
     nan[0, 0, 0] = np.nan
-    stream = b"".join(record(p) for p in good[:3]) + record(b"garbage") + \
+    stream = b"".join(record(p) for p in good[:3]) + record(b"garbage") + b"noise between records" + \
         record(open(save(tmp_path / "n.npz", nan, y[:2]), "rb").read()) + b"".join(record(p) for p in good[3:])
     r = subprocess.run([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from", "-", "--batch-size", "1",
                         "--json"], input=stream, capture_output=True, timeout=120)
     summary = json.loads(r.stdout.decode().splitlines()[-1])
     assert r.returncode == 0, r.stderr
-    assert (summary["updates"], summary["samples"], summary["rejected"]) == (6, 6, 2)
+    assert (summary["updates"], summary["samples"], summary["rejected"]) == (6, 6, 3)    # garbage, noise, a NaN row
     cut = subprocess.run([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from", "-", "--batch-size", "1",
                           "--json"],
                          input=record(good[0])[:-3], capture_output=True, timeout=120)
@@ -158,6 +158,15 @@ def test_bad_input_is_one_line(run_dir, trained, tmp_path):
     assert (run_dir / "model.npz").read_bytes() == before and not (run_dir / "learn-checkpoint.npz").exists()
 
 
+def checkpoint_updates(run_dir):
+    """The updates the run's learn checkpoint holds (0 before there is one)."""
+    try:
+        with np.load(run_dir / "learn-checkpoint.npz") as z:
+            return json.loads(z["meta"].tobytes())["learn"]["updates"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _kill_when(proc, journal, entries, timeout=60):
     """SIGKILL proc once the journal holds `entries` files (or it has ended)."""
     end = time.monotonic() + timeout
@@ -192,8 +201,7 @@ def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(run_dir, 
                                    "--json"], stdout=subprocess.PIPE, text=True) if i == 0 else None
         _kill_when(proc, journal, int(target))
         done = max(e["update"] for e in json.loads(journal.read_text())["files"].values())
-        with np.load(run_dir / "learn-checkpoint.npz") as z:
-            at = json.loads(z["meta"].tobytes())["learn"]["updates"]
+        at = checkpoint_updates(run_dir)
         assert done - every <= at <= done + 1, (done, at)     # +1: killed between an update and its journal line
         if reader:
             out, _ = reader.communicate(timeout=120)
@@ -204,3 +212,43 @@ def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(run_dir, 
     assert final["updates"] == files and final["samples"] == files
     twin_w = weights(twin)
     assert all(np.array_equal(twin_w[k], v) for k, v in weights(run_dir).items())
+
+
+@pytest.mark.parametrize("fault_rate", [0.0, 0.002])
+def test_a_serial_line_is_learned_and_a_damaged_record_only_rejected(run_dir, tmp_path, fault_rate):
+    """Records over a pty pair (a serial cable), the learner at the far end: clean, every sample learned;
+    with bytes flipped and dropped, a damaged record is rejected and the reader finds the next marker."""
+    import serial
+    from ptyrelay import PtyRelay
+    relay = PtyRelay(fault_rate=fault_rate, seed=3)
+    try:
+        x, y = samples(30, 6)
+        ends = ["--once", "--poll", "3"] if fault_rate else []     # clean: stopped by SIGTERM once all is learned
+        learner = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from",
+                                    f"serial://{relay.agent_name}?baud=115200", *ends, "--checkpoint-every", "1",
+                                    "--batch-size", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        first = learner.stderr.readline()                 # ready: it opens the line next (a pty holds 4 KiB)
+        assert "memory" in first, first
+        sender = serial.serial_for_url(relay.host_name, baudrate=115200)
+        for i in range(30):
+            sender.write(record(open(save(tmp_path / f"r{i}.npz", x[i:i + 1], y[i:i + 1]), "rb").read()))
+            sender.flush()
+        if not fault_rate:
+            deadline = time.monotonic() + 120
+            while checkpoint_updates(run_dir) < 30 and time.monotonic() < deadline and learner.poll() is None:
+                time.sleep(0.1)
+            learner.send_signal(signal.SIGTERM)
+        out, err = learner.communicate(timeout=120)
+        sender.close()
+    finally:
+        relay.close()
+    r = subprocess.CompletedProcess(learner.args, learner.returncode, out, first + err)
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    if fault_rate == 0:
+        assert r.returncode == 0 and (summary["samples"], summary["rejected"]) == (30, 0), r.stderr
+    else:
+        assert relay.flips + relay.drops > 0 and r.returncode in (0, 2)     # 2: the last record was cut short
+        assert 0 < summary["samples"] < 30 and summary["rejected"] > 0
+        assert len([line for line in r.stderr.splitlines() if "rejected" in line]) == summary["rejected"]
+    assert all(np.isfinite(a).all() for a in weights(run_dir).values())

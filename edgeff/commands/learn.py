@@ -12,7 +12,8 @@ from ..budget import data_bytes
 from ..data import Dataset
 from ..errors import DataError, UsageError
 from ..learn_session import CHECKPOINT, LearnSession
-from ..learn_source import JOURNAL, Rejected, SampleCheck, directory_files, read_labelled, stdin_records
+from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, read_exactly, read_labelled, records,
+                            serial_reader)
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..runs import load_run, peak_rss_mib, rss_bytes
@@ -26,8 +27,10 @@ def add_arguments(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="a supervised dense FF run (written by 'edgeff train --out')")
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
                    help="a directory watched for labelled .npz files (x, y), learned in name order, each once; "
-                        "or - : records on stdin (EFL1, a 4-byte little-endian length, an .npz)")
-    p.add_argument("--once", action="store_true", help="learn what SOURCE holds now, then stop (default: watch it)")
+                        "- : records on stdin (EFL1, a 4-byte little-endian length, an .npz); or a serial line "
+                        "carrying records: serial://PATH[?baud=N] or a pyserial URL (socket://HOST:PORT)")
+    p.add_argument("--once", action="store_true", help="learn what SOURCE holds now, then stop (default: watch it); "
+                   "a serial line: stop once no byte came for --poll seconds")
     p.add_argument("--batch-size", type=int, default=8, help="new samples per update (default: %(default)s)")
     p.add_argument("--replay", type=int, default=0, metavar="N",
                    help="keep up to N earlier samples in the arena and mix as many replayed as new ones into each "
@@ -44,7 +47,8 @@ def add_arguments(p):
                         "(0: at the end only; default: %(default)s)")
     p.add_argument("--test", metavar="FILE.npz", help="labelled samples (x, y) to measure test_error on at the end")
     p.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                   help="watching a directory: look for new files this often (default: %(default)s)")
+                   help="watching a directory: look for new files this often; with --once on a serial line: "
+                        "the quiet that ends it (default: %(default)s)")
     p.add_argument("--dry-run", action="store_true", help="print the memory plan and stop")
     p.add_argument("--quiet", action="store_true", help="no log lines")
     p.add_argument("--json", action="store_true", help="print one JSON object as the last stdout line")
@@ -53,8 +57,9 @@ def add_arguments(p):
 def run(args):
     if not os.path.isdir(args.run_dir):
         raise UsageError(f"{args.run_dir}: no such run directory; train one with 'edgeff train --out {args.run_dir}'")
-    if args.source != "-" and not os.path.isdir(args.source):
-        raise UsageError(f"--from {args.source}: not a directory; give a directory of labelled .npz files or - (stdin)")
+    if args.source != "-" and "://" not in args.source and not os.path.isdir(args.source):
+        raise UsageError(f"--from {args.source}: not a directory; give a directory of labelled .npz files, - (stdin) "
+                         "or a serial line (serial:///dev/ttyUSB0?baud=115200)")
     for flag, value in (("--checkpoint-every", args.checkpoint_every), ("--export-every", args.export_every)):
         if value < 0:
             raise UsageError(f"{flag} must be 0 or more, got {value}")
@@ -91,20 +96,25 @@ def run(args):
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
     t0, at_start = time.perf_counter(), session.counts["updates"]
-    broken = None
+    broken, line = None, None
     try:
         if args.source == "-":
-            broken = _learn_stdin(session, log, stopping)
+            broken = _learn_records(session, read_exactly(sys.stdin.buffer), log, stopping)
+        elif "://" in args.source:
+            line, read = serial_reader(args.source, args.once, args.poll, stopping)
+            broken = _learn_records(session, read, log, stopping)
         else:
             _learn_directory(session, args.source, args.once, args.poll, log, stopping)
     finally:
         session.finish()
+        if line is not None:
+            line.close()
     seconds = time.perf_counter() - t0
     summary = dict(session.counts, test_error=_error(session, test), test_error_before=before,
                    updates_per_second=round((session.counts["updates"] - at_start) / seconds, 2) if seconds else None,
                    seconds=round(seconds, 3), arena_bytes=plan.arena_bytes, budget_bytes=budget,
                    peak_rss_mib=round(peak_rss_mib(), 1), replay=args.replay, replay_policy=args.replay_policy,
-                   batch_size=args.batch_size, journal=JOURNAL if args.source != "-" else None)
+                   batch_size=args.batch_size, journal=JOURNAL if os.path.isdir(args.source) else None)
     if args.json:
         print(json.dumps(summary, allow_nan=False))
     else:
@@ -112,7 +122,8 @@ def run(args):
               f"{summary['rejected']} rejected" +
               (f"; test error {before:.2%} -> {summary['test_error']:.2%}" if test else ""))
     if broken:
-        raise DataError(f"stdin: {broken}; what came before it is learned and saved")
+        raise DataError(f"{'stdin' if args.source == '-' else args.source}: {broken}; what came before it is "
+                        "learned and saved")
     return 0
 
 
@@ -174,18 +185,19 @@ def _learn_directory(session, directory, once, poll, log, stopping):
             time.sleep(poll)
 
 
-def _learn_stdin(session, log, stopping):
-    """Learn stdin's records until it ends; returns why the stream broke off, or None."""
-    try:
-        for name, payload in stdin_records(sys.stdin.buffer):
-            rows, labels, bad, whole = _take(session, name, payload, log)
-            session.reject(bad + (1 if whole else 0))
-            if rows is not None:
-                session.learn(name, rows, labels)
-            if stopping:
-                return None
-    except Rejected as exc:
-        log(f"rejected {exc}")
-        return str(exc)
+def _learn_records(session, read, log, stopping):
+    """Learn the records read(n) gives until they end; returns why the last was cut short, or None."""
+    for name, payload, why in records(read):
+        if why:
+            log(f"rejected {name}: {why}")
+            session.reject(1)
+            if why.startswith("cut short"):
+                return f"{name} {why}"
+            continue
+        rows, labels, bad, whole = _take(session, name, payload, log)
+        session.reject(bad + (1 if whole else 0))
+        if rows is not None:
+            session.learn(name, rows, labels)
+        if stopping:
+            return None
     return None
-
