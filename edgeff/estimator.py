@@ -27,7 +27,6 @@ from .memory import fmt_bytes
 from .model import FFNet
 from .runs import load_metrics
 from .stream import Stream, plan_session
-from .train import Trainer
 from .training import load_init, make_trainer, plan_run
 
 
@@ -245,25 +244,8 @@ class FFClassifier(FFEstimator):
         return self._to_onnx(path, X, head or self.config_.classifier, opset, [str(c) for c in self.classes_])
 
 
-class _ContinuedTrainer(Trainer):
-    """A dense Trainer whose net starts from `start`'s weights, its linear head included (partial_fit)."""
-
-    def __init__(self, run, ds, progress, start):
-        super().__init__(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
-        self.start = start
-        self.net.copy_layers_from(start)
-
-    def _bind_head(self):
-        super()._bind_head()
-        if self.start.head_w is not None:
-            self.net.head_w[...] = self.start.head_w
-            self.net.head_b[...] = self.start.head_b
-
-
 def _continued_trainer(run, ds, progress, start):
-    """The trainer of a RunPlan on ds whose net starts from the net `start` (every weight, heads too)."""
-    if not run.cfg.is_conv:
-        return _ContinuedTrainer(run, ds, progress, start)
+    """The trainer of a conv RunPlan on ds whose net starts from the ConvNet `start` (every weight, heads too)."""
     trainer = make_trainer(run, ds, progress)
     for mine, theirs in zip(trainer.net.params, start.params):
         for p_mine, p_theirs in zip(mine, theirs):
