@@ -3,8 +3,8 @@
     learn-checkpoint.npz   weights, optimiser state, replay buffer, RNG, counters and where in its
                            source the last update ended; written atomically every --checkpoint-every
                            updates (and at the start and the end)
-    learn-journal.json     the files learned (or rejected) and the update each ended at, written
-                           atomically as each one ends
+    learn-journal.jsonl    the files learned (or rejected) and the update each ended at: a line
+                           appended (and fsynced) as each one ends, rewritten whole (atomically) at a resume
     model.npz, model.onnx  re-exported together every --export-every updates, each swapped in whole
 A start finding a checkpoint resumes from it: journal entries newer than it are dropped (their updates
 were lost with the crash, so their files are learned again) and the file it stopped in is continued.
@@ -18,7 +18,7 @@ from . import checkpoint, export
 from .errors import ModelError
 from .fields import field, is_kind
 from .fileio import atomic_write_files, write_error
-from .learn_source import SampleCheck, read_journal, write_journal
+from .learn_source import SampleCheck, append_journal, read_journal, write_journal
 from .runs import MODEL
 from .stream import Stream, input_layout
 
@@ -64,7 +64,7 @@ class LearnSession:
         self.counts["rejected"] += rejected
         self.journal[name] = dict(rows=rows, rejected=rejected, update=self.counts["updates"],
                                   **({"rejected_why": why} if why else {}))
-        write_journal(self.run_dir, self.journal)
+        append_journal(self.run_dir, name, self.journal[name])
 
     def reject(self, rows):
         """Count rows of a record (not a file: nothing to journal) rejected."""
@@ -95,7 +95,7 @@ class LearnSession:
         learn = field(path, meta, "learn", dict)
         if learn.get("options") != self.options:
             raise ModelError(f"{path}: was made with {_options(learn.get('options'))}, not {_options(self.options)}; "
-                             "give those options, or remove it (and learn-journal.json) to start learning afresh")
+                             "give those options, or remove it (and learn-journal.jsonl) to start learning afresh")
         for key in self.counts:
             self.counts[key] = field(path, learn, key, int, lambda v: v >= 0, "a whole number 0 or more")
         position = field(path, learn, "position", dict)
@@ -120,11 +120,9 @@ class LearnSession:
             self.trainer.rng.bit_generator.state = field(path, meta, "rng", dict)
         except (TypeError, ValueError, KeyError):
             raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
-        newer = [name for name, entry in self.journal.items() if entry["update"] > self.counts["updates"]]
-        for name in newer:
+        for name in [name for name, entry in self.journal.items() if entry["update"] > self.counts["updates"]]:
             del self.journal[name]
-        if newer:
-            write_journal(self.run_dir, self.journal)
+        write_journal(self.run_dir, self.journal)       # without the dropped entries, or a line a crash cut short
         self.exported_at = self.counts["updates"]
         return True
 

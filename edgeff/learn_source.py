@@ -25,12 +25,12 @@ import zipfile
 import numpy as np
 
 from .errors import DataError, ModelError, UsageError
-from .fields import field, is_kind
+from .fields import field
 from .fileio import atomic_write_text
 
 MARKER = b"EFL1"
 MAX_RECORD_BYTES = 64 << 20
-JOURNAL = "learn-journal.json"
+JOURNAL = "learn-journal.jsonl"
 
 
 class Rejected(Exception):
@@ -212,24 +212,45 @@ def record(payload):
 
 
 def read_journal(run_dir):
-    """{file name: what learning it did} of the files a session learned (or rejected) in run_dir."""
+    """{file name: what learning it did} of the files a session learned (or rejected) in run_dir: one JSON
+    line each, appended as a file ends. A crash can leave the last line cut short: it is ignored (that
+    file's updates were not all checkpointed, so it is learned again)."""
     path = os.path.join(run_dir, JOURNAL)
     try:
         with open(path, "rb") as f:
-            files = field(path, json.loads(f.read()), "files", dict)
+            lines = f.read().splitlines()
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError) as exc:
-        if isinstance(exc, ModelError):
-            raise
-        raise ModelError(f"{path}: not a readable journal ({type(exc).__name__}); remove it (and "
-                         "learn-checkpoint.npz) to learn every file again") from None
-    for name, entry in files.items():
-        field(path, entry, "update", int, lambda v: v >= 0, "a whole number 0 or more")
-        if not all(is_kind(entry.get(k), int) for k in ("rows", "rejected")):
-            raise ModelError(f"{path}: the entry of {name!r} is damaged; remove the journal to learn every file again")
+    except OSError as exc:
+        raise ModelError(f"{path}: cannot read it ({exc.strerror})") from None
+    files = {}
+    for i, line in enumerate(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break
+            raise ModelError(f"{path}: line {i + 1} is not JSON; remove the journal (and learn-checkpoint.npz) to "
+                             "learn every file again") from None
+        name = field(path, entry, "file", str)
+        for key in ("rows", "rejected", "update"):
+            field(path, entry, key, int, lambda v: v >= 0, "a whole number 0 or more")
+        files[name] = {k: v for k, v in entry.items() if k != "file"}
     return files
 
 
 def write_journal(run_dir, files):
-    atomic_write_text(os.path.join(run_dir, JOURNAL), json.dumps({"files": files}, indent=1, sort_keys=True) + "\n")
+    """The journal of `files` ({name: entry}), written whole and swapped in (atomic_write_text)."""
+    atomic_write_text(os.path.join(run_dir, JOURNAL), "".join(_line(name, e) for name, e in sorted(files.items())))
+
+
+def append_journal(run_dir, name, entry):
+    """One file's entry added to the journal, flushed to disk before this returns."""
+    with open(os.path.join(run_dir, JOURNAL), "ab") as f:
+        f.write(_line(name, entry).encode())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _line(name, entry):
+    return json.dumps(dict(entry, file=name), sort_keys=True) + "\n"

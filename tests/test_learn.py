@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from edgeff.learn_source import record
+from edgeff.learn_source import read_journal, record
 from run_cli import edgeff, ok, one_line_error
 
 FEATURES, CLASSES = 20, 3
@@ -73,7 +73,7 @@ def test_a_directory_is_learned_once_and_the_run_still_infers(run_dir, trained, 
                   "--checkpoint-every", "2", "--export-every", "3", "--test", trained / "test.npz", "--json"))
     assert (r["updates"], r["samples"], r["rejected"]) == (9, 30, 0)      # 3 files of 4 + 4 + 2 rows
     assert 0 < r["replayed"] <= 30 and 0 <= r["test_error"] <= 1 and r["peak_rss_mib"] > 0
-    journal = json.loads((run_dir / "learn-journal.json").read_text())["files"]
+    journal = read_journal(run_dir)
     assert sorted(journal) == ["s0000.npz", "s0001.npz", "s0002.npz"] and journal["s0002.npz"]["update"] == 9
     learned = weights(run_dir)
     again = ok(edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "4", "--replay", "16",
@@ -167,15 +167,10 @@ def checkpoint_updates(run_dir):
         return 0
 
 
-def _kill_when(proc, journal, entries, timeout=60):
-    """SIGKILL proc once the journal holds `entries` files (or it has ended)."""
+def _kill_when(proc, run_dir, entries, timeout=60):
+    """SIGKILL proc once the run's journal holds `entries` files (or it has ended)."""
     end = time.monotonic() + timeout
-    while time.monotonic() < end and proc.poll() is None:
-        try:
-            if len(json.loads(journal.read_text())["files"]) >= entries:
-                break
-        except (OSError, ValueError):
-            pass
+    while time.monotonic() < end and proc.poll() is None and len(read_journal(run_dir)) < entries:
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -194,13 +189,12 @@ def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(run_dir, 
     ok(edgeff("learn", twin, *args, "--json"))
     save(tmp_path / "x.npz", *samples(3, 98))
     rng = np.random.default_rng(7)
-    journal = run_dir / "learn-journal.json"
     for i, target in enumerate(sorted(rng.choice(np.arange(20, files - 20), 2, replace=False))):
         proc = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), *args])
         reader = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "infer", str(run_dir), str(tmp_path / "x.npz"),
                                    "--json"], stdout=subprocess.PIPE, text=True) if i == 0 else None
-        _kill_when(proc, journal, int(target))
-        done = max(e["update"] for e in json.loads(journal.read_text())["files"].values())
+        _kill_when(proc, run_dir, int(target))
+        done = max(e["update"] for e in read_journal(run_dir).values())
         at = checkpoint_updates(run_dir)
         assert done - every <= at <= done + 1, (done, at)     # +1: killed between an update and its journal line
         if reader:
@@ -252,3 +246,18 @@ def test_a_serial_line_is_learned_and_a_damaged_record_only_rejected(run_dir, tm
         assert 0 < summary["samples"] < 30 and summary["rejected"] > 0
         assert len([line for line in r.stderr.splitlines() if "rejected" in line]) == summary["rejected"]
     assert all(np.isfinite(a).all() for a in weights(run_dir).values())
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_ignored_and_a_damaged_one_refused(tmp_path):
+    from edgeff.errors import ModelError
+    from edgeff.learn_source import append_journal
+    append_journal(tmp_path, "a.npz", dict(rows=3, rejected=0, update=1))
+    append_journal(tmp_path, "b.npz", dict(rows=2, rejected=1, update=2))
+    with open(tmp_path / "learn-journal.jsonl", "a") as f:
+        f.write('{"file": "c.npz", "rows"')                    # the write a SIGKILL cut
+    assert read_journal(tmp_path) == {"a.npz": dict(rows=3, rejected=0, update=1),
+                                      "b.npz": dict(rows=2, rejected=1, update=2)}
+    with open(tmp_path / "learn-journal.jsonl", "a") as f:
+        f.write('\n{"file": "d.npz", "rows": 1, "rejected": 0, "update": -4}\n')
+    with pytest.raises(ModelError, match="line 3 is not JSON"):
+        read_journal(tmp_path)

@@ -6,7 +6,7 @@ restarted after each; lost = updates made when killed - updates in the checkpoin
 At the end the resumed run is compared with an uninterrupted one (the files after a checkpoint are
 learned again, so they should be equal bit for bit).
 
-    python tools/learn_kills.py [--kills 10] [--every 25] [--files 3000]"""
+    python tools/learn_kills.py [--kills 10] [--every 25] [--files 1500]"""
 
 import argparse
 import json
@@ -20,18 +20,15 @@ import time
 
 import numpy as np
 
+from edgeff.learn_source import read_journal
+
 
 def edgeff(*args):
     return subprocess.run([sys.executable, "-m", "edgeff.cli", *map(str, args)], capture_output=True, text=True)
 
 
-def journal_updates(path):
-    try:
-        with open(path) as f:
-            files = json.load(f)["files"]
-    except (OSError, ValueError):
-        return 0
-    return max((e["update"] for e in files.values()), default=0)
+def journal_updates(run_dir):
+    return max((e["update"] for e in read_journal(run_dir).values()), default=0)
 
 
 def checkpoint_updates(path):
@@ -48,7 +45,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--kills", type=int, default=10)
     p.add_argument("--every", type=int, default=25, help="--checkpoint-every")
-    p.add_argument("--files", type=int, default=3000)
+    p.add_argument("--files", type=int, default=1500)
     args = p.parse_args()
     work = tempfile.mkdtemp(prefix="learn-kills-")
     rng = np.random.default_rng(0)
@@ -69,15 +66,15 @@ def main():
     learn = ["--from", src, "--once", "--batch-size", 1, "--replay", 64, "--checkpoint-every", args.every,
              "--export-every", 50, "--quiet"]
     edgeff("learn", twin, *learn)
-    journal, ckpt, lost = os.path.join(run, "learn-journal.json"), os.path.join(run, "learn-checkpoint.npz"), []
+    ckpt, lost = os.path.join(run, "learn-checkpoint.npz"), []
     for _ in range(args.kills):
         proc = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", run, *map(str, learn)])
-        while proc.poll() is None and (journal_updates(journal) == 0 or not os.path.exists(ckpt)):
+        while proc.poll() is None and (journal_updates(run) == 0 or not os.path.exists(ckpt)):
             time.sleep(0.05)                               # started learning
         time.sleep(rng.uniform(0.2, 3.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        made, kept = journal_updates(journal), checkpoint_updates(ckpt)
+        made, kept = journal_updates(run), checkpoint_updates(ckpt)
         lost.append(made - kept)
         print(f"kill at update {made}: checkpoint at {kept}, {made - kept} lost (interval {args.every})", flush=True)
     final = edgeff("learn", run, *learn, "--json")
