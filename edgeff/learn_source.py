@@ -106,7 +106,8 @@ class SampleCheck:
         if bad.any():
             i = int(np.argmax(bad))
             why = (f"row {i}: " + ("NaN, Inf or a value beyond " + f"{self.largest:.3g}" if bad_value[i] else
-                                   f"label {int(y[i])} outside 0..{self.num_classes - 1}"))
+                                   f"label {int(y[i])} outside the run's classes 0..{self.num_classes - 1}: "
+                                   "room for new classes is made when training (label_names in its .npz)"))
         keep = ~bad
         return np.ascontiguousarray(rows[keep]), y[keep].astype(np.int64), int(bad.sum()), why
 

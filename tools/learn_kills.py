@@ -68,10 +68,11 @@ def main():
     edgeff("learn", twin, *learn)
     ckpt, lost = os.path.join(run, "learn-checkpoint.npz"), []
     for _ in range(args.kills):
-        proc = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", run, *map(str, learn)])
-        while proc.poll() is None and (journal_updates(run) == 0 or not os.path.exists(ckpt)):
-            time.sleep(0.05)                               # started learning
-        time.sleep(rng.uniform(0.2, 3.0))
+        proc = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", run, *map(str, learn[:-1])],
+                                stderr=subprocess.PIPE, text=True)
+        while "memory:" not in proc.stderr.readline():     # its last line before learning
+            pass
+        time.sleep(rng.uniform(0.1, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         made, kept = journal_updates(run), checkpoint_updates(ckpt)

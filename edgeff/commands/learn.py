@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from ..budget import data_bytes
+from ..budget import backprop_bytes, data_bytes
 from ..data import Dataset
 from ..errors import DataError, UsageError
 from ..learn_session import CHECKPOINT, LearnSession
@@ -81,7 +81,8 @@ def run(args):
     held = test or _test_set(None, net)
     lcfg, plan = plan_session(args.run_dir, net, cfg, args.batch_size, args.replay, budget, runtime, held)
     if args.dry_run:
-        report = plan_report(plan, args.batch_size, data_bytes(held), budget, 0, runtime)
+        report = plan_report(plan, args.batch_size, data_bytes(held), budget,
+                             backprop_bytes(lcfg, held, net.in_width, lcfg.batch_size), runtime)
         print(json.dumps(report, allow_nan=False)) if args.json else print_plan(report)
         return 0
     session = LearnSession(args.run_dir, cfg, lcfg, plan, net, options, args.checkpoint_every, args.export_every, log)
