@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from . import checkpoint, export
-from .errors import ModelError
+from .errors import ModelError, TrainingDiverged
 from .fields import field, is_kind
 from .fileio import atomic_write_files, write_error
 from .learn_source import SampleCheck, append_journal, read_journal, write_journal
@@ -79,11 +79,15 @@ class LearnSession:
         return arrays
 
     def save_checkpoint(self):
+        arrays = self._arrays()
+        if not all(np.isfinite(a).all() for a in arrays.values()):
+            raise TrainingDiverged("learning diverged: a weight became NaN or Inf; the last checkpoint and model are "
+                                   f"kept; try a smaller --lr (now {self.cfg.lr:g})")
         learn = dict(self.counts, position=self.position, options=self.options,
                      opt_t=self.trainer.optimiser_steps(),
                      replay_filled=self.replay.filled if self.replay else 0,
                      replay_seen=self.replay.seen.tolist() if self.replay else [])
-        checkpoint.save(os.path.join(self.run_dir, CHECKPOINT), self._arrays(),
+        checkpoint.save(os.path.join(self.run_dir, CHECKPOINT), arrays,
                         dict(learn=learn, rng=self.trainer.rng.bit_generator.state))
 
     def resume(self):

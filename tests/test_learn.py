@@ -107,6 +107,11 @@ def test_hostile_samples_are_rejected_one_line_each_and_never_reach_the_weights(
     for name in ("a-nan", "b-labels", "c-shape", "d-corrupt", "e-no-labels", "f-strings"):
         assert sum(name in line for line in lines) == 1, (name, lines)
     assert all(np.isfinite(a).all() for a in weights(run_dir).values())
+    kept = (run_dir / "model.npz").read_bytes()
+    save(src / "g-more.npz", *samples(6, 8))
+    r = edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "2", "--lr", "1e30")
+    assert r.returncode == 3 and r.stderr.strip().splitlines()[-1].startswith("edgeff: error: learning diverged")
+    assert (run_dir / "model.npz").read_bytes() == kept
 
 
 def test_stdin_records_are_learned_and_a_broken_stream_is_one_error(run_dir, tmp_path):

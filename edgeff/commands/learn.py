@@ -106,8 +106,8 @@ def run(args):
             broken = _learn_records(session, read, log, stopping)
         else:
             _learn_directory(session, args.source, args.once, args.poll, log, stopping)
+        session.finish()               # not after an error: a diverged net must not replace the last checkpoint
     finally:
-        session.finish()
         if line is not None:
             line.close()
     seconds = time.perf_counter() - t0
