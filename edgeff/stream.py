@@ -83,8 +83,8 @@ def plan_session(run_dir, net, cfg, batch_size, replay, budget, runtime, held):
 class Replay:
     """A bounded replay buffer (arena views x (N, D), y (N,)). reservoir: a uniform sample of every row offered
     so far. balanced: the classes as even as they can be: a row of a class held less than the most held one
-    takes the place of a random row of that one; a row of the most held class is kept as a reservoir of its
-    class keeps it (a uniform sample of that class's rows)."""
+    takes the place of a random row of that one; a row of the most held class replaces a random row of its
+    own class as a reservoir would (so each class's rows are a uniform sample of that class)."""
 
     def __init__(self, x, y, draw, picks, policy, num_classes, rng):
         self.x, self.y, self.draw, self.picks, self.policy, self.rng = x, y, draw, picks, policy, rng
