@@ -254,4 +254,4 @@ def append_journal(run_dir, name, entry):
 
 
 def _line(name, entry):
-    return json.dumps(dict(entry, file=name), sort_keys=True) + "\n"
+    return json.dumps(dict(entry, file=name), sort_keys=True, allow_nan=False) + "\n"
