@@ -156,7 +156,8 @@ def fit_budget(plan_of, batch_size, ds, budget, auto=False, runtime=0):
 
 def _no_batch_fits(plan_of, runtime, ds, limit_text, remedy):
     plan = plan_of(1)
-    fixed = peak_live_bytes(plan.buffers, ("weights", "optimizer", "head"))
-    return UsageError(f"no batch size fits: {limit_text} but the weights and optimiser state alone need "
+    fixed = peak_live_bytes(plan.buffers, ("weights", "optimizer", "head", "replay"))
+    replay = " and a learn session's replay buffer" if any(b.kind == "replay" for b in plan.buffers) else ""
+    return UsageError(f"no batch size fits: {limit_text} but the weights, optimiser state{replay} alone need "
                       f"{fmt_bytes(fixed)}, the data {fmt_bytes(data_bytes(ds))} and the runtime (interpreter, "
                       f"libraries, kernels) {fmt_bytes(runtime)}; {remedy}")

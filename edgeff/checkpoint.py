@@ -47,6 +47,14 @@ def load(path):
     """(arrays, meta) of a checkpoint, checked; ModelError for anything unusable."""
     if not os.path.exists(path):
         raise ModelError(f"{path}: no checkpoint here; train with --checkpoint-every N --out DIR to write one")
+    arrays, meta = read(path)
+    _check_fields(path, arrays, meta)
+    return arrays, meta
+
+
+def read(path):
+    """(arrays, meta) of a checkpoint file whose checksum and format hold (what else meta holds is the
+    writer's to check); ModelError otherwise."""
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -61,7 +69,6 @@ def load(path):
     if field(path, meta, "format_version", int) > FORMAT_VERSION:
         raise ModelError(f"{path}: checkpoint format {meta['format_version']} is newer than this edgeff reads "
                          f"({FORMAT_VERSION}); upgrade edgeff")
-    _check_fields(path, arrays, meta)
     return arrays, meta
 
 

@@ -14,7 +14,7 @@ import traceback
 from .version import __version__
 from .errors import EdgeFFError
 
-COMMANDS = ("train", "federate", "eval", "export", "infer", "bundle", "keygen", "deploy", "rollback", "targets", "plan", "profile", "info", "data", "agent")
+COMMANDS = ("train", "learn", "federate", "eval", "export", "infer", "bundle", "keygen", "deploy", "rollback", "targets", "plan", "profile", "info", "data", "agent")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -11,20 +11,22 @@ so the same options, seed and data give the same net, bit for bit. scikit-learn 
 only to put it in scikit-learn's pipelines and searches.
 """
 
+import copy
 import dataclasses
 
 import numpy as np
 
 from .arrays import classes_of, codes_of, rows_of
 from .callbacks import progress_of
-from .config import MAX_SEED
+from .config import MAX_SEED, is_conv_model
 from .convnet import ConvNet
 from .data import Dataset, validate
 from .errors import ModelError, UsageError
 from .estimator_base import ARRAYS, PARAMS, FFEstimator, init_signature, own_arrays
 from .memory import fmt_bytes
+from .model import FFNet
 from .runs import load_metrics
-from .train import Trainer
+from .stream import Stream, plan_session
 from .training import load_init, make_trainer, plan_run
 
 
@@ -70,9 +72,12 @@ class FFClassifier(FFEstimator):
         return self._fit(rows, image_shape, codes, classes, partial=False)
 
     def partial_fit(self, X, y, classes=None):
-        """Train on one more chunk of a stream: one epoch over X, y for every phase (the FF layers, then
-        the linear head), starting from the net so far, with fresh optimiser state. The first call makes
-        the net and needs `classes`, every label the stream will hold. Returns self."""
+        """Train on one more chunk of a stream. A dense net learns it as `edgeff learn` does (edgeff/stream.py):
+        X's rows in order, batch_size at a time, each batch one step of every FF layer and of the linear head;
+        the stream is planned once, at the first call after fit (or the first of all), and its optimiser state
+        carries over from call to call. A conv net: one epoch over X, y for every phase (its blocks, then
+        their heads), starting from the net so far, with fresh optimiser state. The first call makes the net
+        and needs `classes`, every label the stream will hold. Returns self."""
         rows, image_shape = rows_of(X)
         if self.__sklearn_is_fitted__():
             self._check_features(rows, image_shape)
@@ -91,6 +96,9 @@ class FFClassifier(FFEstimator):
         ds = validate(Dataset(ARRAYS, rows, codes, rows[:1], codes[:1], len(classes),   # x_test: never used
                               1 / 255 if rows.dtype == np.uint8 else 1.0, image_shape,
                               tuple(str(c) for c in classes), ""))
+        if partial and self._streams():
+            return self._learn_chunk(ds, classes)
+        self._stream = None
         start = self.net_ if partial and self.__sklearn_is_fitted__() else None
         if start is None:
             run, init_net = self._plan(ds, partial)
@@ -110,6 +118,47 @@ class FFClassifier(FFEstimator):
         else:
             self.history_, self.partial_fits_ = self.history_ + history, self.partial_fits_ + 1
         return self
+
+    def _streams(self):
+        """Does partial_fit learn through the stream (a dense net, or none yet with a dense model)?"""
+        if self.__sklearn_is_fitted__():
+            return not isinstance(self.net_, ConvNet)
+        return not (self.init or (self.model and is_conv_model(self.model)))     # --init starts conv nets only
+
+    def _learn_chunk(self, ds, classes):
+        """partial_fit of a dense net: ds's rows through the stream, planned at the first call after fit."""
+        if getattr(self, "_stream", None) is None:
+            if self.__sklearn_is_fitted__():
+                start, cfg = self.net_, self.config_
+            else:
+                run, _ = self._plan(ds, partial=True)      # every check edgeff train makes
+                cfg, start = run.cfg, FFNet.create(run.cfg.sizes, ds.num_classes, run.cfg.label_value,
+                                                   run.cfg.goodness == "mean", np.random.default_rng(run.cfg.seed),
+                                                   image=ds.image_shape is not None)
+                if cfg.head_epochs:
+                    start.head_w = np.zeros((sum(start.widths), ds.num_classes), np.float32)
+                    start.head_b = np.zeros(ds.num_classes, np.float32)
+                start.describe_input(ds)
+                self.config_, self.history_, self.partial_fits_ = cfg, [], 0
+            lcfg, plan = plan_session("FFClassifier", start, cfg, cfg.batch_size, 0, self._budget(), 0, ds)
+            self._stream = Stream(lcfg, plan, start, cfg.batch_size)
+            self._log(f"memory: arena {fmt_bytes(plan.arena_bytes)}, batch size {cfg.batch_size} (planned once "
+                      "for the stream of partial_fit calls)")
+        rows = ds.x_train.astype(np.float32)
+        rows *= np.float32(ds.scale)
+        trainer = self._stream.trainer
+        self._stream.learn(rows, ds.y_train.astype(np.int64))
+        self.history_ = self.history_ + [(trainer.loss_sum / trainer.loss_updates).tolist()]
+        trainer.loss_sum[...], trainer.loss_updates = 0.0, 0
+        self.net_ = own_arrays(copy.copy(trainer.net))
+        self.classes_, self.n_features_in_ = classes, rows.shape[1]
+        self.partial_fits_ += 1
+        return self
+
+    def __getstate__(self):
+        """What pickle keeps: not the stream of partial_fit, whose arrays are views of its arena (the next
+        partial_fit plans a new one, starting from net_)."""
+        return {k: v for k, v in self.__dict__.items() if k != "_stream"}
 
     def _plan(self, ds, partial):
         """(training.RunPlan, init's net) of a new net's fit on ds, every check made as
@@ -195,26 +244,8 @@ class FFClassifier(FFEstimator):
         return self._to_onnx(path, X, head or self.config_.classifier, opset, [str(c) for c in self.classes_])
 
 
-class _ContinuedTrainer(Trainer):
-    """A dense Trainer whose net starts from `start`'s weights, its linear head included (partial_fit)."""
-
-    def __init__(self, run, ds, progress, start):
-        super().__init__(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
-        self.start = start
-        for mine, theirs in zip(self.net.weights + self.net.biases, start.weights + start.biases):
-            mine[...] = theirs
-
-    def _bind_head(self):
-        super()._bind_head()
-        if self.start.head_w is not None:
-            self.net.head_w[...] = self.start.head_w
-            self.net.head_b[...] = self.start.head_b
-
-
 def _continued_trainer(run, ds, progress, start):
-    """The trainer of a RunPlan on ds whose net starts from the net `start` (every weight, heads too)."""
-    if not run.cfg.is_conv:
-        return _ContinuedTrainer(run, ds, progress, start)
+    """The trainer of a conv RunPlan on ds whose net starts from the ConvNet `start` (every weight, heads too)."""
     trainer = make_trainer(run, ds, progress)
     for mine, theirs in zip(trainer.net.params, start.params):
         for p_mine, p_theirs in zip(mine, theirs):

@@ -337,22 +337,15 @@ def error_of(sess, x, y, chunk=1000):
     return wrong / len(x)
 
 
-def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", quant=None,
-           parity_samples=1000, step=lambda msg: None):
-    """(float onnx bytes, int8 onnx bytes or None, report) for a trained net: built, checked,
-    parity-tested against NumPy and, with quant ('dynamic' or 'static'), also quantized to int8
-    with both test errors measured."""
-    t0 = time.perf_counter()
-    if net.input_info is None:   # a run saved before models described their input
-        net.describe_input(ds)
+def onnx_metadata(net, cfg, metrics, head):
+    """The metadata an exported model carries: what its input is, its head, config, classes, test errors."""
     info, conv = net.input_info, isinstance(net, ConvNet)
-    shown = "features" if isinstance(net, UnsupNet) and net.head_w is None else head   # an encoder: no classifier
     inside = ("reshapes each row to its (H, W, C) image" if conv else
               "adds each layer's label vectors and length-normalises each layer's input" if isinstance(net, FFCLNet)
               else "overlays the labels and length-normalises each layer's input")
-    metadata = {
+    return {
         "edgeff_version": __version__,
-        "head": shown,
+        "head": head,
         "config": cfg.to_json(),
         "dataset": info["dataset"],
         "test_error": {k: v for k, v in metrics.items() if k.startswith("test_error")},
@@ -361,6 +354,19 @@ def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", qu
                   "normalisation": f"x = stored value * scale (pixel / 255 for 8-bit images); the graph {inside} itself"},
         "label_names": info["label_names"],
     }
+
+
+def export(net, cfg, metrics, ds, head, opset=DEFAULT_OPSET, batch="dynamic", quant=None,
+           parity_samples=1000, step=lambda msg: None):
+    """(float onnx bytes, int8 onnx bytes or None, report) for a trained net: built, checked,
+    parity-tested against NumPy and, with quant ('dynamic' or 'static'), also quantized to int8
+    with both test errors measured."""
+    t0 = time.perf_counter()
+    if net.input_info is None:   # a run saved before models described their input
+        net.describe_input(ds)
+    conv = isinstance(net, ConvNet)
+    shown = "features" if isinstance(net, UnsupNet) and net.head_w is None else head   # an encoder: no classifier
+    metadata = onnx_metadata(net, cfg, metrics, shown)
     step("building the graph")
     model = build(net, head, opset, batch, metadata)
     step("checking it (onnx checker, shape inference)")

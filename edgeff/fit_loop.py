@@ -73,13 +73,14 @@ class PhasedTrainer:
 
     def _lay_out(self, cfg, ds, progress, layout, plan):
         """Set cfg, ds, progress (a do-nothing reporter when None), the seeded rng, the layout and
-        the arena of `plan`: the caller's memory plan of this layout, made here when None."""
+        the arena of `plan`: the caller's memory plan of this layout (with, maybe, buffers of the
+        caller's own: a learn session's stream, edgeff/stream.py), made here when None."""
         self.cfg, self.ds = cfg, ds
         self.progress = progress or (lambda total, desc: None)
         self.rng = np.random.default_rng(cfg.seed)
         self.layout = layout
         self.plan = plan or plan_greedy(layout.buffers)
-        if self.plan.buffers != layout.buffers:
+        if not set(layout.buffers) <= set(self.plan.buffers):
             raise ValueError("the plan given is not the plan of this config and data set")
         self.arena = Arena(self.plan)
 

@@ -68,6 +68,12 @@ class FFNet:
             biases.append(b)
         return cls(weights, biases, num_classes, label_offset, label_value, mean_goodness)
 
+    def copy_layers_from(self, other):
+        """Set every FF layer's weights and bias to those of `other`, a net of the same shape (in place:
+        a trainer's arena views stay its own)."""
+        for mine, theirs in zip(self.weights + self.biases, other.weights + other.biases):
+            mine[...] = theirs
+
     @property
     def in_features(self):
         """Features per data row (D)."""

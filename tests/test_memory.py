@@ -81,7 +81,7 @@ def test_training_loop_allocates_nothing():
     lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     kernels = [d for d in lines if "kernel" in d]
     loops = [d for d in lines if "loop" in d]
-    assert len(kernels) == 26 and len(loops) == 10
+    assert len(kernels) == 26 and len(loops) == 12
     for d in kernels:
         assert d["nrt_alloc"] == d["array_args"], d
     conv_loops = [d for d in lines if "conv_loop" in d]
@@ -110,7 +110,7 @@ def test_budget_too_small_is_refused_before_training(tmp_path):
     one_line_error(r, "largest buffers: ", "would fit", "runtime ", "arena ", "data ")
     assert not (tmp_path / "r").exists()
     r = edgeff("train", "--model", "784-1000-1000", "--memory-budget", f"{runtime + data}B", "--out", tmp_path / "r")
-    one_line_error(r, "no batch size fits", "weights and optimiser state alone", "the runtime")
+    one_line_error(r, "no batch size fits", "weights, optimiser state alone", "the runtime")
 
 
 def test_auto_batch_size_and_dry_run(tmp_path):

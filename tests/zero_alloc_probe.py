@@ -8,7 +8,9 @@ at two batch sizes with every allocation freed (nothing sized by the data). The 
 (plain and with FFCL feedback) call their kernels once per tile of samples, so their count grows
 with the batch: for them every wrapper is freed and no array reaches the Python heap."""
 
+import dataclasses
 import json
+import tempfile
 import tracemalloc
 
 import numpy as np
@@ -126,6 +128,25 @@ def conv_loop_counts(ds, feedback_steps, batch_size, batches=10):
     return step_counts(t, t.phases()[0], f"conv K={feedback_steps}", batch_size, batches)
 
 
+def learn_loop_counts(ds, replay, batch_size, batches=40):
+    """The loop of a learn session (edgeff/learn_session.py): one update per call of learn, its window filled
+    with batch_size new rows and, with a replay buffer, as many replayed, the rows then offered to the buffer."""
+    from edgeff.learn_session import LearnSession
+    from edgeff.stream import plan_session
+    cfg = TrainConfig(model="784-300-200", batch_size=batch_size).validate()
+    net = Trainer(dataclasses.replace(cfg, batch_size=1), ds).net
+    net.describe_input(ds)
+    lcfg, plan = plan_session("probe", net, cfg, batch_size, replay, None, 0, ds)
+    session = LearnSession(tempfile.mkdtemp(), cfg, lcfg, plan, net,
+                           dict(batch_size=batch_size, replay=replay, policy="balanced"), 0, 0, print)
+    rows, labels = (ds.x_train[:batch_size * (batches + 3)] / 255).astype(np.float32), ds.y_train.astype(np.int64)
+
+    def step(i):
+        session.learn("probe", rows[i * batch_size:(i + 1) * batch_size], labels[i * batch_size:(i + 1) * batch_size])
+
+    return _counts(step, f"learn replay {replay}", batch_size, batches)
+
+
 def step_counts(t, layers, schedule, batch_size, batches):
     """Allocations of `batches` steps of trainer t on `layers`, its bound phase's."""
     losses = np.zeros(len(layers))
@@ -134,6 +155,11 @@ def step_counts(t, layers, schedule, batch_size, batches):
         t.idx[:batch_size] = t.order[i * batch_size:(i + 1) * batch_size]
         t._step(batch_size, layers, losses)
 
+    return _counts(step, schedule, batch_size, batches)
+
+
+def _counts(step, schedule, batch_size, batches):
+    """Allocations of step(3) .. step(2 + batches), after three steps to warm up."""
     for i in range(3):
         step(i)                                   # first calls may cache things (and fill the layerwise cache)
     fill_dict_key_free_list()
@@ -178,6 +204,8 @@ def main():
     warm_up_conv()
     for steps in (0, 2):     # the conv kernels go in tiles: their calls, not allocations, grow with the batch
         print(json.dumps(dict(conv_loop=f"conv K={steps}", runs=[conv_loop_counts(ds, steps, bs) for bs in (32, 128)])))
+    for replay in (0, 500):
+        print(json.dumps(dict(loop=f"learn replay {replay}", runs=[learn_loop_counts(ds, replay, bs) for bs in (1, 32)])))
 
 
 if __name__ == "__main__":

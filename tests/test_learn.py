@@ -1,0 +1,268 @@
+"""edgeff learn as a user runs it (real subprocesses): a directory learned once and never twice, stdin
+records, hostile samples rejected one line each without reaching the weights, the replay buffer in the
+plan and the budget, SIGKILL at random moments resumed with at most the updates since the last
+checkpoint lost, and edgeff infer reading the run while it learns."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from edgeff.learn_source import read_journal, record
+from run_cli import edgeff, ok, one_line_error
+
+FEATURES, CLASSES = 20, 3
+
+
+def samples(n, seed):
+    """n uint8 4x5 images of 3 classes, each a bright band of its own."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, CLASSES, n)
+    x = rng.integers(0, 60, (n, 4, 5))
+    for c in range(CLASSES):
+        x[y == c, :, c:c + 2] += 150
+    return x.astype(np.uint8), y.astype(np.int64)
+
+
+def save(path, x, y):
+    np.savez(path, x=x, y=y)
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A small supervised dense FF run, trained once for the module."""
+    d = tmp_path_factory.mktemp("learn")
+    x, y = samples(400, 0)
+    xt, yt = samples(200, 1)
+    np.savez(d / "data.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+    ok(edgeff("train", "--dataset", d / "data.npz", "--model", "20-32-32", "--epochs", "4", "--batch-size", "16",
+              "--out", d / "run", "--quiet", "--json"))
+    save(d / "test.npz", xt, yt)
+    return d
+
+
+@pytest.fixture
+def run_dir(trained, tmp_path):
+    shutil.copytree(trained / "run", tmp_path / "run")
+    return tmp_path / "run"
+
+
+def stream_dir(tmp_path, files, rows, seed=10):
+    src = tmp_path / "src"
+    src.mkdir(exist_ok=True)
+    for i in range(files):
+        save(src / f"s{i:04d}.npz", *samples(rows, seed + i))
+    return src
+
+
+def weights(run_dir):
+    with np.load(run_dir / "model.npz") as z:
+        return {k: z[k] for k in z.files if k != "meta"}
+
+
+def test_a_directory_is_learned_once_and_the_run_still_infers(run_dir, trained, tmp_path):
+    src = stream_dir(tmp_path, 3, 10)
+    r = ok(edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "4", "--replay", "16",
+                  "--checkpoint-every", "2", "--export-every", "3", "--test", trained / "test.npz", "--json"))
+    assert (r["updates"], r["samples"], r["rejected"]) == (9, 30, 0)      # 3 files of 4 + 4 + 2 rows
+    assert 0 < r["replayed"] <= 30 and 0 <= r["test_error"] <= 1 and r["peak_rss_mib"] > 0
+    journal = read_journal(run_dir)
+    assert sorted(journal) == ["s0000.npz", "s0001.npz", "s0002.npz"] and journal["s0002.npz"]["update"] == 9
+    learned = weights(run_dir)
+    again = ok(edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "4", "--replay", "16",
+                      "--checkpoint-every", "2", "--json"))
+    assert again["updates"] == 9 and again["samples"] == 30                 # nothing learned twice
+    assert all(np.array_equal(learned[k], v) for k, v in weights(run_dir).items())
+    save(tmp_path / "x.npz", *samples(5, 99))
+    labels = ok(edgeff("infer", run_dir, tmp_path / "x.npz", "--json"))["labels"]
+    onnx = ok(edgeff("infer", run_dir / "model.onnx", tmp_path / "x.npz", "--json"))
+    assert onnx["engine"] == "onnxruntime" and onnx["labels"] == labels
+
+
+def test_hostile_samples_are_rejected_one_line_each_and_never_reach_the_weights(run_dir, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    x, y = samples(6, 3)
+    bad_x = x.astype(np.float32) / 255
+    bad_x[1, 0, 0] = np.nan
+    bad_x[4, 2, 2] = np.inf
+    save(src / "a-nan.npz", bad_x, y)                                     # 2 rows rejected
+    save(src / "b-labels.npz", x, np.array([0, 1, 7, -1, 2, 0]))           # 2 rows rejected
+    save(src / "c-shape.npz", np.zeros((3, 7), np.float32), np.zeros(3, np.int64))
+    (src / "d-corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    np.savez(src / "e-no-labels.npz", x=x)
+    save(src / "f-strings.npz", x, np.array(["a"] * 6))
+    r = edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "2", "--json")
+    summary = ok(r)
+    assert summary["rejected"] == 2 + 2 + 1 + 1 + 1 + 1 and summary["samples"] == 4 + 4
+    lines = [line for line in r.stderr.splitlines() if "rejected" in line]
+    assert len(lines) == 6, r.stderr
+    for name in ("a-nan", "b-labels", "c-shape", "d-corrupt", "e-no-labels", "f-strings"):
+        assert sum(name in line for line in lines) == 1, (name, lines)
+    assert all(np.isfinite(a).all() for a in weights(run_dir).values())
+    kept = (run_dir / "model.npz").read_bytes()
+    save(src / "g-more.npz", *samples(6, 8))
+    r = edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "2", "--lr", "1e30")
+    assert r.returncode == 3 and r.stderr.strip().splitlines()[-1].startswith("edgeff: error: learning diverged")
+    assert (run_dir / "model.npz").read_bytes() == kept
+
+
+def test_stdin_records_are_learned_and_a_broken_stream_is_one_error(run_dir, tmp_path):
+    x, y = samples(5, 4)
+    good = [open(save(tmp_path / f"r{i}.npz", x[i:i + 1], y[i:i + 1]), "rb").read() for i in range(5)]
+    nan = x[:2].astype(np.float32)
+    nan[0, 0, 0] = np.nan
+    stream = b"".join(record(p) for p in good[:3]) + record(b"garbage") + b"noise between records" + \
+        record(open(save(tmp_path / "n.npz", nan, y[:2]), "rb").read()) + b"".join(record(p) for p in good[3:])
+    r = subprocess.run([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from", "-", "--batch-size", "1",
+                        "--json"], input=stream, capture_output=True, timeout=120)
+    summary = json.loads(r.stdout.decode().splitlines()[-1])
+    assert r.returncode == 0, r.stderr
+    assert (summary["updates"], summary["samples"], summary["rejected"]) == (6, 6, 3)    # garbage, noise, a NaN row
+    cut = subprocess.run([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from", "-", "--batch-size", "1",
+                          "--json"],
+                         input=record(good[0])[:-3], capture_output=True, timeout=120)
+    assert cut.returncode == 2 and b"cut short" in cut.stderr.splitlines()[-1]
+
+
+def test_the_replay_buffer_is_planned_and_counted_in_the_budget(run_dir):
+    n = 100_000                                   # 8.8 MB: far above how much the runtime's RSS varies
+    plan = ok(edgeff("learn", run_dir, "--from", "-", "--replay", n, "--batch-size", "4", "--dry-run", "--json"))
+    replay = {b["name"]: b for b in plan["buffers"] if b["kind"] == "replay"}
+    assert replay["replay/x"]["shape"] == [n, FEATURES] and replay["replay/y"]["shape"] == [n]
+    small = ok(edgeff("learn", run_dir, "--from", "-", "--batch-size", "4", "--dry-run", "--json"))
+    assert plan["arena_bytes"] - small["arena_bytes"] >= n * (FEATURES * 4 + 8)
+    budget = plan["runtime_bytes"] + small["arena_bytes"] + n * (FEATURES * 4 + 8) // 2
+    r = edgeff("learn", run_dir, "--from", "-", "--replay", n, "--batch-size", "4", "--memory-budget", f"{budget}B")
+    one_line_error(r, "--memory-budget", "replay buffer")
+
+
+def test_bad_input_is_one_line(run_dir, trained, tmp_path):
+    before = (run_dir / "model.npz").read_bytes()
+    src = stream_dir(tmp_path, 1, 3)
+    one_line_error(edgeff("learn", tmp_path / "nowhere", "--from", src), "no such run directory")
+    one_line_error(edgeff("learn", run_dir, "--from", tmp_path / "nosuch"), "--from", "not a directory")
+    one_line_error(edgeff("learn", run_dir, "--from", src, "--batch-size", "0"), "--batch-size")
+    one_line_error(edgeff("learn", run_dir, "--from", src, "--replay", "-3"), "--replay")
+    (tmp_path / "t.npz").write_bytes(b"\x00" * 40)
+    one_line_error(edgeff("learn", run_dir, "--from", src, "--test", tmp_path / "t.npz"), "--test")
+    x, y = samples(4, 5)
+    one_line_error(edgeff("learn", run_dir, "--from", src, "--test", save(tmp_path / "l.npz", x, y + 5)),
+                   "--test", "label")
+    unsup = tmp_path / "unsup"
+    ok(edgeff("train", "--dataset", trained / "data.npz", "--model", "20-16-16-16", "--algo", "ff-unsup", "--epochs",
+              "1", "--head-epochs", "1", "--schedule", "layerwise", "--out", unsup, "--quiet", "--json"))
+    one_line_error(edgeff("learn", unsup, "--from", src), "ff-unsup", "supervised dense FF")
+    assert (run_dir / "model.npz").read_bytes() == before and not (run_dir / "learn-checkpoint.npz").exists()
+
+
+def checkpoint_updates(run_dir):
+    """The updates the run's learn checkpoint holds (0 before there is one)."""
+    try:
+        with np.load(run_dir / "learn-checkpoint.npz") as z:
+            return json.loads(z["meta"].tobytes())["learn"]["updates"]
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
+def _kill_when(proc, run_dir, entries, timeout=60):
+    """SIGKILL proc once the run's journal holds `entries` files (or it has ended)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end and proc.poll() is None and len(read_journal(run_dir)) < entries:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_at_random_moments_loses_at_most_a_checkpoint_interval(run_dir, trained, tmp_path):
+    """One-row files at batch 1: a file is an update, so the journal counts the updates made. After every
+    SIGKILL the checkpoint is at most --checkpoint-every updates behind them; the files after it are learned
+    again, so the run ends bit for bit where an uninterrupted one does; edgeff infer reads the run meanwhile."""
+    files, every = 240, 7
+    src = stream_dir(tmp_path, files, 1)
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    args = ["--from", str(src), "--once", "--batch-size", "1", "--replay", "8", "--checkpoint-every", str(every),
+            "--export-every", "5", "--quiet"]
+    ok(edgeff("learn", twin, *args, "--json"))
+    save(tmp_path / "x.npz", *samples(3, 98))
+    rng = np.random.default_rng(7)
+    for i, target in enumerate(sorted(rng.choice(np.arange(20, files - 20), 2, replace=False))):
+        proc = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), *args])
+        reader = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "infer", str(run_dir), str(tmp_path / "x.npz"),
+                                   "--json"], stdout=subprocess.PIPE, text=True) if i == 0 else None
+        _kill_when(proc, run_dir, int(target))
+        done = max(e["update"] for e in read_journal(run_dir).values())
+        at = checkpoint_updates(run_dir)
+        assert done - every <= at <= done + 1, (done, at)     # +1: killed between an update and its journal line
+        if reader:
+            out, _ = reader.communicate(timeout=120)
+            assert reader.returncode == 0 and len(json.loads(out)["labels"]) == 3
+        r = edgeff("infer", run_dir / "model.onnx", tmp_path / "x.npz", "--json")
+        assert r.returncode == 0, r.stderr
+    final = ok(edgeff("learn", run_dir, *args, "--json"))
+    assert final["updates"] == files and final["samples"] == files
+    twin_w = weights(twin)
+    assert all(np.array_equal(twin_w[k], v) for k, v in weights(run_dir).items())
+
+
+@pytest.mark.parametrize("fault_rate", [0.0, 0.002])
+def test_a_serial_line_is_learned_and_a_damaged_record_only_rejected(run_dir, tmp_path, fault_rate):
+    """Records over a pty pair (a serial cable), the learner at the far end: clean, every sample learned;
+    with bytes flipped and dropped, a damaged record is rejected and the reader finds the next marker."""
+    import serial
+    from ptyrelay import PtyRelay
+    relay = PtyRelay(fault_rate=fault_rate, seed=3)
+    try:
+        x, y = samples(30, 6)
+        ends = ["--once", "--poll", "3"] if fault_rate else []     # clean: stopped by SIGTERM once all is learned
+        learner = subprocess.Popen([sys.executable, "-m", "edgeff.cli", "learn", str(run_dir), "--from",
+                                    f"serial://{relay.agent_name}?baud=115200", *ends, "--checkpoint-every", "1",
+                                    "--batch-size", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                   text=True)
+        first = learner.stderr.readline()                 # ready: it opens the line next (a pty holds 4 KiB)
+        assert "memory" in first, first
+        sender = serial.serial_for_url(relay.host_name, baudrate=115200)
+        for i in range(30):
+            sender.write(record(open(save(tmp_path / f"r{i}.npz", x[i:i + 1], y[i:i + 1]), "rb").read()))
+            sender.flush()
+        if not fault_rate:
+            deadline = time.monotonic() + 120
+            while checkpoint_updates(run_dir) < 30 and time.monotonic() < deadline and learner.poll() is None:
+                time.sleep(0.1)
+            learner.send_signal(signal.SIGTERM)
+        out, err = learner.communicate(timeout=120)
+        sender.close()
+    finally:
+        relay.close()
+    r = subprocess.CompletedProcess(learner.args, learner.returncode, out, first + err)
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    if fault_rate == 0:
+        assert r.returncode == 0 and (summary["samples"], summary["rejected"]) == (30, 0), r.stderr
+    else:
+        assert relay.flips + relay.drops > 0 and r.returncode in (0, 2)     # 2: the last record was cut short
+        assert 0 < summary["samples"] < 30 and summary["rejected"] > 0
+        assert len([line for line in r.stderr.splitlines() if "rejected" in line]) == summary["rejected"]
+    assert all(np.isfinite(a).all() for a in weights(run_dir).values())
+
+
+def test_a_journal_line_cut_short_by_a_crash_is_ignored_and_a_damaged_one_refused(tmp_path):
+    from edgeff.errors import ModelError
+    from edgeff.learn_source import append_journal
+    append_journal(tmp_path, "a.npz", dict(rows=3, rejected=0, update=1))
+    append_journal(tmp_path, "b.npz", dict(rows=2, rejected=1, update=2))
+    with open(tmp_path / "learn-journal.jsonl", "a") as f:
+        f.write('{"file": "c.npz", "rows"')                    # the write a SIGKILL cut
+    assert read_journal(tmp_path) == {"a.npz": dict(rows=3, rejected=0, update=1),
+                                      "b.npz": dict(rows=2, rejected=1, update=2)}
+    with open(tmp_path / "learn-journal.jsonl", "a") as f:
+        f.write('\n{"file": "d.npz", "rows": 1, "rejected": 0, "update": -4}\n')
+    with pytest.raises(ModelError, match="line 3 is not JSON"):
+        read_journal(tmp_path)
