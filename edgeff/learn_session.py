@@ -36,6 +36,7 @@ class LearnSession:
         self.stream = Stream(lcfg, plan, net, options["batch_size"], options["policy"], self._updated)
         self.trainer, self.replay, self.counts = self.stream.trainer, self.stream.replay, self.stream.counts
         self.check = SampleCheck(net.in_features, net.num_classes, input_layout(net)[2])
+        self.label_names = [str(n) for n in (net.input_info or {}).get("label_names") or []]   # per-label folders
         self.position = {"source": "", "rows": 0}
         self.journal = read_journal(run_dir)
         self.exported_at = 0

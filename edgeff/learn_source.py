@@ -1,5 +1,6 @@
-"""What edgeff learn reads: labelled samples from a directory of .npz files or from stdin records, each
-checked before any of it reaches the weights, and the journal of the files already learned.
+"""What edgeff learn reads: labelled samples from a directory (.npz files, and images in per-label folders)
+or from stdin records, each checked before any of it reaches the weights, and the journal of the files
+already learned.
 
 A labelled .npz holds x (rows (N, D), images (N, H, W[, C]), or one row or image) and y (N integer labels,
 or one). uint8 values are pixels, multiplied by the run's input scale; float values are features as they
@@ -27,10 +28,12 @@ import numpy as np
 from .errors import DataError, ModelError, UsageError
 from .fields import field
 from .fileio import atomic_write_text
+from .inputs import read_input
 
 MARKER = b"EFL1"
 MAX_RECORD_BYTES = 64 << 20
 JOURNAL = "learn-journal.jsonl"
+IMAGE_TYPES = (".pgm", ".pnm", ".png")     # images in per-label folders (edgeff/inputs.py reads them)
 
 
 class Rejected(Exception):
@@ -113,13 +116,38 @@ class SampleCheck:
 
 
 def directory_files(directory, done):
-    """The .npz files of `directory` not in `done`, by name (a name starting with '.' is a file being written)."""
+    """The files of `directory` not in `done`, by name: its .npz files, and LABEL/IMAGE for the images in its
+    per-label folders (a name starting with '.' is a file or folder being written)."""
+    def listed(path):
+        try:
+            return [n for n in os.listdir(path) if not n.startswith(".")]
+        except OSError as exc:
+            raise DataError(f"--from {path}: cannot list it ({exc.strerror})") from None
+    names = []
+    for n in listed(directory):
+        path = os.path.join(directory, n)
+        if n.endswith(".npz") and os.path.isfile(path):
+            names.append(n)
+        elif os.path.isdir(path) and not os.path.islink(path):
+            names += [f"{n}/{m}" for m in listed(path) if os.path.splitext(m)[1].lower() in IMAGE_TYPES
+                      and os.path.isfile(os.path.join(path, m))]
+    return sorted(n for n in names if n not in done)
+
+
+def read_image(path, folder, label_names):
+    """(x, y) of one image in a per-label folder: the folder names the label, one of the run's label names
+    or a class number; Rejected for an unreadable image or an unknown folder."""
+    if folder in label_names:
+        label = label_names.index(folder)
+    elif folder.isdigit():
+        label = int(folder)                  # the row's check bounds it by the run's classes
+    else:
+        raise Rejected(f"its folder {folder!r} is neither one of the run's classes ({', '.join(label_names) or 'none named'}) "
+                       "nor a class number")
     try:
-        names = os.listdir(directory)
-    except OSError as exc:
-        raise DataError(f"--from {directory}: cannot list it ({exc.strerror})") from None
-    return sorted(n for n in names if n.endswith(".npz") and not n.startswith(".") and n not in done
-                  and os.path.isfile(os.path.join(directory, n)))
+        return read_input(path), np.array([label])
+    except DataError as exc:
+        raise Rejected(str(exc).removeprefix(f"{path}: ")) from None
 
 
 def records(read):

@@ -4,7 +4,6 @@ plan and the budget, SIGKILL at random moments resumed with at most the updates 
 checkpoint lost, and edgeff infer reading the run while it learns."""
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -266,3 +265,37 @@ def test_a_journal_line_cut_short_by_a_crash_is_ignored_and_a_damaged_one_refuse
         f.write('\n{"file": "d.npz", "rows": 1, "rejected": 0, "update": -4}\n')
     with pytest.raises(ModelError, match="line 3 is not JSON"):
         read_journal(tmp_path)
+
+
+def write_pgm(path, image):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"P5\n%d %d\n255\n" % (image.shape[1], image.shape[0]) + image.tobytes())
+
+
+def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir, trained, tmp_path):
+    """LABEL/IMAGE.pgm under --from is the sample (image, LABEL): the same weights, bit for bit, as the same
+    rows in .npz files in the same order; an unknown folder, a broken image and a label beyond the run's
+    classes are rejected one line each."""
+    x, y = samples(6, 5)
+    images = tmp_path / "images"
+    for i, (image, label) in enumerate(zip(x, y)):
+        write_pgm(images / str(label) / f"{i}.pgm", image)
+    order = sorted(range(6), key=lambda i: f"{y[i]}/{i}.pgm")
+    rows = tmp_path / "rows"
+    rows.mkdir()
+    for k, i in enumerate(order):                     # a file's last rows make a short batch: one row a file
+        save(rows / f"{k}.npz", x[i], y[i:i + 1])
+    twin = tmp_path / "twin"
+    shutil.copytree(run_dir, twin)
+    args = ["--once", "--batch-size", "2", "--replay", "4", "--json"]
+    assert ok(edgeff("learn", run_dir, "--from", images, *args))["samples"] == 6
+    assert ok(edgeff("learn", twin, "--from", rows, *args))["samples"] == 6
+    assert all(np.array_equal(weights(twin)[k], v) for k, v in weights(run_dir).items())
+    assert sorted(read_journal(run_dir)) == sorted(f"{y[i]}/{i}.pgm" for i in range(6))
+    write_pgm(images / "cat" / "a.pgm", x[0])
+    write_pgm(images / "7" / "a.pgm", x[0])
+    (images / "1" / "broken.pgm").write_bytes(b"P5\n5 4\n255\n\x01")
+    r = edgeff("learn", run_dir, "--from", images, *args)
+    assert ok(r)["rejected"] == 3 and ok(r)["samples"] == 6
+    lines = [line for line in r.stderr.splitlines() if "rejected" in line]
+    assert len(lines) == 3 and any("'cat'" in line for line in lines), lines

@@ -12,8 +12,8 @@ from ..budget import backprop_bytes, data_bytes
 from ..data import Dataset
 from ..errors import DataError, UsageError
 from ..learn_session import CHECKPOINT, LearnSession
-from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, read_exactly, read_labelled, records,
-                            serial_reader)
+from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, read_exactly, read_image, read_labelled,
+                            records, serial_reader)
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..runs import load_run, peak_rss_mib, rss_bytes
@@ -26,7 +26,7 @@ HELP = "keep a trained run learning from a stream of labelled samples, inside it
 def add_arguments(p):
     p.add_argument("run_dir", metavar="RUN_DIR", help="a supervised dense FF run (written by 'edgeff train --out')")
     p.add_argument("--from", dest="source", required=True, metavar="SOURCE",
-                   help="a directory watched for labelled .npz files (x, y), learned in name order, each once; "
+                   help="a directory watched for labelled .npz files (x, y) and images (.pgm, .png) in per-label folders (LABEL/IMAGE), learned in name order, each once; "
                         "- : records on stdin (EFL1, a 4-byte little-endian length, an .npz); or a serial line "
                         "carrying records: serial://PATH[?baud=N] or a pyserial URL (socket://HOST:PORT)")
     p.add_argument("--once", action="store_true", help="learn what SOURCE holds now, then stop (default: watch it); "
@@ -157,7 +157,9 @@ def _error(session, test):
 def _take(session, name, data, log):
     """Check one file's or record's samples; (rows, labels, rejected, why rejected whole or None)."""
     try:
-        rows, labels, bad, why = session.check.rows(*read_labelled(data))
+        folder = os.path.dirname(name)
+        sample = read_image(data, folder, session.label_names) if folder else read_labelled(data)
+        rows, labels, bad, why = session.check.rows(*sample)
     except Rejected as exc:
         log(f"rejected {name}: {exc}")
         return None, None, 0, str(exc)
