@@ -299,3 +299,26 @@ def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir
     assert ok(r)["rejected"] == 3 and ok(r)["samples"] == 6
     lines = [line for line in r.stderr.splitlines() if "rejected" in line]
     assert len(lines) == 3 and any("'cat'" in line for line in lines), lines
+
+
+def test_a_class_declared_when_training_but_never_seen_is_learned_later(tmp_path):
+    """Class-incremental: a run trained on classes a and b with label_names a, b, c learns c from the stream
+    (its image folder named c) and then predicts it; a label beyond c is one rejection line."""
+    x, y = samples(300, 7)
+    seen = y < 2
+    np.savez(tmp_path / "ab.npz", x_train=x[seen], y_train=y[seen], x_test=x[seen][:20], y_test=y[seen][:20],
+             label_names=np.array(["a", "b", "c"]))
+    ok(edgeff("train", "--dataset", tmp_path / "ab.npz", "--model", "20-32-32", "--epochs", "4", "--batch-size", "16",
+              "--out", tmp_path / "run", "--quiet", "--json"))
+    new_x, new_y = samples(200, 8)
+    save(tmp_path / "c.npz", new_x[new_y == 2], new_y[new_y == 2])
+    before = ok(edgeff("infer", tmp_path / "run", tmp_path / "c.npz", "--json"))["labels"]
+    src = tmp_path / "src"
+    for i, image in enumerate(new_x[new_y == 2][:40]):
+        write_pgm(src / "c" / f"{i:03d}.pgm", image)
+    save(src / "mixed.npz", new_x[:60], new_y[:60])
+    save(src / "z-beyond.npz", new_x[:2], np.array([0, 3]))
+    r = edgeff("learn", tmp_path / "run", "--from", src, "--once", "--batch-size", "4", "--replay", "40", "--json")
+    assert ok(r)["rejected"] == 1 and "label 3 outside the run's classes 0..2" in r.stderr
+    after = ok(edgeff("infer", tmp_path / "run", tmp_path / "c.npz", "--json"))["labels"]
+    assert np.mean(np.array(after) == 2) > 0.8 > np.mean(np.array(before) == 2), (before, after)    # 2: c
