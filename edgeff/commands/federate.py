@@ -16,8 +16,8 @@ def add_arguments(p):
     p.add_argument("--clients", type=int, required=True, metavar="N",
                    help="clients, each training on its own partition of the training set")
     p.add_argument("--min-clients", type=int, default=0, metavar="N",
-                   help="a round starts once N clients are connected and trains every connected one; a client "
-                        "that fails or dies is left out of that round (default: all --clients)")
+                   help="a round starts once N clients are connected and trains every connected one, so with N "
+                        "below --clients the federation goes on when a client dies (default: all --clients)")
     p.add_argument("--round-timeout", type=float, default=F.round_timeout, metavar="SECONDS",
                    help="how long a round waits for replies; those later are left out (default: %(default)g)")
     p.add_argument("--rounds", type=int, default=F.rounds, metavar="R",

@@ -1,8 +1,9 @@
 """The Flower ClientApp: one device's part of a round. It trains the layer(s) the server shipped on
 this node's data: its own data set (node config data-file, a device's real case) or its partition of
 the federation's training set (partition-id, num-partitions: Flower's simulation sets them, a
-SuperNode takes them from --node-config) and replies with those layers and its number of training rows. The frozen layers below come once per phase (in the first round this
-node is sent in the phase) and are kept in the node's context, checked by their sha256 every round.
+SuperNode takes them from --node-config) and replies with those layers and its number of training
+rows. The frozen layers below come once per phase (in the first round this node is sent in the
+phase) and are kept in the node's context, checked by their sha256 every round.
 
 Any exception becomes Flower's error reply: the server leaves this node out of the round's aggregate.
 """

@@ -39,7 +39,7 @@ class GlobalModel:
         self.settings, self.cfg = settings, settings.train_config()
         ds = training_set(settings.dataset, settings.data_dir, settings.limit_train)
         self.test = (ds.x_test, ds.y_test, ds.scale)
-        self.wanted = {k: v for k, v in settings.to_record().items() if k != "out"}
+        self.wanted = settings.identity()
         if os.path.exists(os.path.join(settings.out, MODEL)):
             self.net, self.federation = self._resumed()
         else:

@@ -15,6 +15,8 @@ SCHEDULES = ("layerwise", "simultaneous")
 STRATEGIES = ("fedavg", "fedavgm", "fedadam")
 CLASSIFIERS = ("goodness", "first")   # the classifiers that need no linear head (the head is not federated yet)
 _D = TrainConfig()
+# how the rounds run, not what they learn: a federation resumed with other values is still the same one
+RUN_ONLY = ("out", "min_clients", "round_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +91,10 @@ class FederationConfig:
     @property
     def total_rounds(self):
         return self.rounds * len(self.phases)
+
+    def identity(self):
+        """The settings that make a federation (to_record's, but RUN_ONLY's): a saved one resumes only with them."""
+        return {k: v for k, v in self.to_record().items() if k.replace("-", "_") not in RUN_ONLY}
 
     def to_record(self):
         """{dashed-name: value}: a Flower run config or ConfigRecord (str, int, float values only)."""
