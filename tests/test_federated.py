@@ -48,7 +48,7 @@ def test_a_killed_server_resumes_and_the_federation_lowers_the_test_error(tmp_pa
     assert 1 <= killed_at < 4
     load_run(out)                                   # what it saved after round 1 is a whole run directory
 
-    r = edgeff("federate", *_options(dict(SMALL, min_clients=2)), "--out", out, "--json")   # how rounds run may change
+    r = edgeff("federate", *_options(dict(SMALL, round_timeout=600)), "--out", out, "--json")  # how rounds run may change
     result = ok(r)
     assert f"holds round {killed_at} of 4; continuing" in r.stderr
     history = result["history"]
