@@ -5,7 +5,8 @@
     run/                   config.json, model.npz, metrics.json: the device can go on training
     sample.npy             a few test rows; sample_labels.json, the labels the host gives them
     wheels/                edgeff's wheel, and the runtime dependencies for the target's
-                           platform and Python (pip download --platform ...), unless --no-wheels
+                           platform and Python (pip download --platform ...), unless --no-wheels;
+                           with --extra fed also Flower's (the device can be a SuperNode)
     requirements.lock      name==version of every wheel in the wheelhouse: the versions installed
                            on the host (for another Python than the host's, the newest release
                            up to the host's that has a wheel for it), which the device installs
@@ -46,22 +47,24 @@ from .wheel import build_wheel
 
 SAMPLE_ROWS = 16
 RUNTIME = ["numpy", "numba", "onnx", "onnxruntime", "pyserial"]
+EXTRAS = {"fed": ["flwr"]}     # an extra's distributions, at the host's versions (setup.py pins them)
+EXTRA_PYTHON = {"fed": (3, 11)}  # the oldest Python an extra has wheels for (Flower 1.42: 3.11)
 
 
 def _normalized(name):
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def host_versions():
-    """{distribution: version} as installed on this host, for edgeff's runtime dependencies and
-    everything they require in turn."""
-    versions, todo = {}, list(RUNTIME)
+def host_versions(packages=RUNTIME):
+    """{distribution: version} as installed on this host, for packages (edgeff's runtime dependencies)
+    and everything they require in turn."""
+    versions, todo = {}, list(packages)
     while todo:
         name = todo.pop()
         try:
             dist = importlib.metadata.distribution(name)
         except importlib.metadata.PackageNotFoundError:
-            if name in RUNTIME:
+            if name in packages:
                 raise DeployError(f"{name} is not installed on this host, so the bundle cannot pin its version; "
                                   "pip install edgeff's dependencies first") from None
             continue            # required only on other platforms or Pythons
@@ -71,15 +74,16 @@ def host_versions():
     return versions
 
 
-def wheelhouse(target, dest, versions=None):
-    """Download the runtime dependencies' wheels for the target's platform and Python into dest, each
-    at the version in versions (default: host_versions()); for another Python than the host's, where
+def wheelhouse(target, dest, versions=None, packages=RUNTIME):
+    """Download the wheels of packages (the runtime dependencies) and what they require for the target's
+    platform and Python into dest, each at the version in versions (default: host_versions(packages));
+    for another Python than the host's, where
     that version may have no wheel for it (numpy 2.4 has none for 3.10), the newest release up to it
     that has one. Returns the lock: "name==version" of every wheel."""
     if not target.wheels:
         raise DeployError(f"PyPI has no wheels of edgeff's dependencies for {target.arch} ({target.name}); "
                           "bundle with --no-wheels (the device then installs from its package index)")
-    versions = host_versions() if versions is None else versions
+    versions = host_versions(packages) if versions is None else versions
     pin = "==" if target.python == "%d.%d" % sys.version_info[:2] else "<="
     constraints = os.path.join(dest, ".constraints.txt")
     with open(constraints, "w") as f:
@@ -89,7 +93,7 @@ def wheelhouse(target, dest, versions=None):
            "-c", constraints]
     for tag in target.platforms:
         cmd += ["--platform", tag]
-    r = subprocess.run(cmd + RUNTIME, capture_output=True, text=True)
+    r = subprocess.run(cmd + list(packages), capture_output=True, text=True)
     os.unlink(constraints)
     if r.returncode:
         errors = [line for line in r.stderr.splitlines() if "ERROR" in line] or r.stderr.strip().splitlines()[-1:]
@@ -99,7 +103,7 @@ def wheelhouse(target, dest, versions=None):
     return "".join(f"{name}=={version}\n" for name, version in wheels if name != "edgeff")
 
 
-def _write_files(run_dir, target, root, wheels, step):
+def _write_files(run_dir, target, root, wheels, step, packages):
     from .. import export
     from ..data import load_dataset
     from ..runs import CONFIG, METRICS, MODEL, load_metrics, load_run
@@ -127,10 +131,10 @@ def _write_files(run_dir, target, root, wheels, step):
     if wheels:
         step(f"downloading the wheelhouse for {target.name}, Python {target.python} ({target.abi}, "
              f"{', '.join(target.platforms[:2])}, ...)")
-        lock = wheelhouse(target, os.path.join(root, "wheels"))
+        lock = wheelhouse(target, os.path.join(root, "wheels"), packages=packages)
         with open(os.path.join(root, LOCK), "w") as f:
             f.write(lock)
-        host = host_versions()
+        host = host_versions(packages)
         older = [f"{name} {version} (host {host[_normalized(name)]})" for name, version
                  in (line.split("==") for line in lock.splitlines()) if host.get(_normalized(name), version) != version]
         if older:
@@ -138,11 +142,21 @@ def _write_files(run_dir, target, root, wheels, step):
     return wheel, report
 
 
-def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=None, python=None, abi=None):
+def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=None, python=None, abi=None,
+          extras=()):
     """Build the bundle of run_dir for a target into out (a directory, or a .tar.gz), signed with the
     private key file `sign` if given, its wheelhouse for the target's Python or the python (X.Y) and
-    abi (cpXY) given; returns the manifest."""
+    abi (cpXY) given, holding the extras' wheels too (EXTRAS); returns the manifest."""
     target = get_target(target_name).for_python(python, abi)
+    extras = sorted(set(extras))
+    for extra in extras:
+        if not wheels:
+            raise DeployError(f"--extra {extra} ships wheels: leave out --no-wheels")
+        oldest = EXTRA_PYTHON[extra]
+        if tuple(int(v) for v in target.python.split(".")) < oldest:
+            raise DeployError(f"--extra {extra} needs Python {'.'.join(map(str, oldest))} or newer on the device; "
+                              f"{target.name} has {target.python}: give --python-version of a newer Python there")
+    packages = RUNTIME + [name for extra in extras for name in EXTRAS[extra]]
     key = signing.load_key(sign) if sign else None
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise DeployError(f"{out} already exists; remove it or choose another -o")
@@ -151,7 +165,7 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=No
     with tempfile.TemporaryDirectory(prefix=".edgeff-bundle-", dir=parent) as tmp:
         root = os.path.join(tmp, "bundle")
         os.makedirs(root)
-        wheel, report = _write_files(run_dir, target, root, wheels, step)
+        wheel, report = _write_files(run_dir, target, root, wheels, step, packages)
         files = []
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
@@ -162,7 +176,7 @@ def build(run_dir, target_name, out, wheels=True, step=lambda msg: None, sign=No
         manifest = {"format": 1, "edgeff_version": __version__, "target": target.name, "arch": target.arch,
                     "python": target.python, "abi": target.abi,
                     "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                    "source_run": os.path.abspath(run_dir), "edgeff_wheel": wheel, "wheelhouse": bool(wheels),
+                    "source_run": os.path.abspath(run_dir), "edgeff_wheel": wheel, "wheelhouse": bool(wheels), "extras": extras,
                     "onnx_runtime": target.arch != "armv7l", "export": report,
                     "files": files, "release": trust.release_id(files)}
         with open(os.path.join(root, trust.MANIFEST), "w") as f:

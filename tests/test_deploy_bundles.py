@@ -73,6 +73,21 @@ def test_wheelhouse_for_a_pi_holds_the_hosts_versions(runs, tmp_path):
     assert lock == ["==".join(w.split("-")[:2]) for w in sorted(wheels) if not w.startswith("edgeff-")]
 
 
+def test_a_bundle_with_the_fed_extra_carries_flowers_wheels_for_the_pi(runs, tmp_path):
+    """--extra fed: Flower and what it requires, for the Pi's platform, at the host's versions, in the
+    lock the device installs from (so flower-supernode lands in the release's venv)."""
+    manifest = ok(edgeff("bundle", runs[0], "--target", "rpi5", "--extra", "fed", "-o", tmp_path / "pi", "--json"))
+    assert manifest["extras"] == ["fed"]
+    wheels = [f["path"].split("/")[1] for f in manifest["files"] if f["path"].startswith("wheels/")]
+    for dist in ("flwr", "grpcio", "protobuf", "numpy", "numba"):
+        found = [w for w in wheels if re.match(rf"{dist}-\d", w)]
+        assert len(found) == 1 and found[0].split("-")[1] == importlib.metadata.version(dist), (dist, wheels)
+        assert found[0].endswith(("aarch64.whl", "any.whl")), found[0]
+    lock = (tmp_path / "pi" / "requirements.lock").read_text().splitlines()
+    assert f"flwr=={importlib.metadata.version('flwr')}" in lock
+    assert lock == ["==".join(w.split("-")[:2]) for w in sorted(wheels) if not w.startswith("edgeff-")]
+
+
 def test_wheelhouse_downloads_exactly_the_pinned_versions(tmp_path):
     """The versions come from the pins, not from whatever the index has today: an older pyserial
     than the host's is what arrives, and every other wheel is the host's version."""
@@ -144,6 +159,8 @@ def test_a_bundle_for_python_310_installs_with_it(runs, tmp_path):
     (["--python-version", "3"], "not X.Y"),
     (["--abi", "py3"], "not cp3XY"),
     (["--python-version", "3.12", "--abi", "cp313"], "ABI cp313 is not one of Python 3.12"),
+    (["--extra", "fed", "--no-wheels"], "--extra fed ships wheels"),
+    (["--extra", "fed", "--python-version", "3.10"], "--extra fed needs Python 3.11 or newer on the device"),
 ])
 def test_bad_python_for_a_bundle_is_one_line(runs, tmp_path, options, says):
     one_line_error(edgeff("bundle", runs[0], "--target", "rpi5", *options, "-o", tmp_path / "b"), says)

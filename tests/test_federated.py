@@ -48,7 +48,7 @@ def test_a_killed_server_resumes_and_the_federation_lowers_the_test_error(tmp_pa
     assert 1 <= killed_at < 4
     load_run(out)                                   # what it saved after round 1 is a whole run directory
 
-    r = edgeff("federate", *_options(SMALL), "--out", out, "--json")
+    r = edgeff("federate", *_options(dict(SMALL, round_timeout=600)), "--out", out, "--json")  # how rounds run may change
     result = ok(r)
     assert f"holds round {killed_at} of 4; continuing" in r.stderr
     history = result["history"]
@@ -129,11 +129,26 @@ def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
     (["--clients", "2", "--partition", "shards"], ["not iid or dirichlet:ALPHA"]),
     (["--clients", "2", "--model", "100-10"], ["takes 100 inputs"]),
     (["--clients", "60", "--limit-train", "50"], ["60 clients need at least 60 training rows"]),
+    (["--clients", "3", "--min-clients", "4"], ["--min-clients must be a whole number from 0 to 3"]),
+    (["--clients", "3", "--round-timeout", "0"], ["--round-timeout must be a number above 0"]),
+    (["--clients", "3", "--local-steps", "-1"], ["--local-steps must be a whole number at least 0"]),
 ])
 def test_bad_settings_are_one_line(tmp_path, args, fragments):
     out = tmp_path / "fed"
     one_line_error(edgeff("federate", *args, "--out", out), *fragments)
     assert not out.exists()
+
+
+def test_the_flower_app_carries_every_setting_and_the_rate_decays_over_each_phases_rounds(tmp_path):
+    import tomllib
+    from edgeff.federated.settings import FederationConfig, flower_app_toml
+    settings = FederationConfig(clients=3, min_clients=2, round_timeout=7.5, rounds=4, local_steps=12, lr=0.01,
+                                lr_decay=True, strategy="fedavgm", out=str(tmp_path / "fed")).validate()
+    app_config = tomllib.loads(flower_app_toml(settings))["tool"]["flwr"]["app"]["config"]
+    assert FederationConfig.from_record(app_config) == settings
+    # layerwise, 2 layers of 4 rounds: full rate for the first half of each layer's rounds, then down to 2/4
+    assert [settings.round_lr(r) for r in range(1, 9)] == pytest.approx([0.01, 0.01, 0.01, 0.005] * 2)
+    assert {FederationConfig(lr=0.01, out="x").round_lr(r) for r in range(1, 9)} == {0.01}
 
 
 def test_without_flower_the_error_names_the_extra(tmp_path):
@@ -158,46 +173,101 @@ def _wait_for_port(port, process):
     raise AssertionError(f"the SuperLink ended: {process.communicate()}")
 
 
-def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path):
-    """Flower's own deployment, as on real machines: a SuperLink, one SuperNode per device (here 3
-    processes on 127.0.0.1), and `flwr run` of the Flower App that `edgeff federate --flower-app` writes.
-    Two nodes train on partitions of the shared set, the third on a data file of its own; the second
-    round of each layer runs on the frozen layers the nodes kept from the first."""
-    env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
-    link_port = _free_port()
-    os.makedirs(env["FLWR_HOME"])
-    with open(os.path.join(env["FLWR_HOME"], "config.toml"), "w") as f:
-        f.write(f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{link_port}"\n'
-                'insecure = true\n')
+class FlowerDeployment:
+    """Flower's own deployment, as on real machines, here as processes on 127.0.0.1: a SuperLink,
+    SuperNodes started (and killed) one by one, `flwr run` of an App. Every process ends with the test."""
+
+    def __init__(self, tmp_path):
+        self.env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
+        self.cwd, self.port, self.started = tmp_path, _free_port(), []
+        os.makedirs(self.env["FLWR_HOME"])
+        with open(os.path.join(self.env["FLWR_HOME"], "config.toml"), "w") as f:
+            f.write(f'[superlink]\ndefault = "here"\n\n[superlink.here]\naddress = "127.0.0.1:{self.port}"\n'
+                    'insecure = true\n')
+        _wait_for_port(self.port, self._start("flower-superlink", "--insecure", "--port", str(self.port)))
+
+    def _start(self, command, *args, output=subprocess.DEVNULL):
+        self.started.append(subprocess.Popen([os.path.join(os.path.dirname(sys.executable), command), *args],
+                                             env=self.env, cwd=self.cwd, stdout=output, stderr=subprocess.STDOUT,
+                                             start_new_session=True, text=True))
+        return self.started[-1]
+
+    def node(self, node_config):
+        return self._start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--port",
+                           str(_free_port()), "--node-config", node_config)
+
+    def run(self, app):
+        """`flwr run` of the App in directory app, streaming its log; the process (stdout: the log)."""
+        return self._start("flwr", "run", str(app), "here", "--stream", output=subprocess.PIPE)
+
+    @staticmethod
+    def kill(process):
+        os.killpg(process.pid, signal.SIGKILL)     # the process and its children (a SuperNode's ClientApp)
+        process.wait()
+
+    def close(self):
+        for process in self.started:
+            if process.poll() is None:
+                self.kill(process)
+
+
+@pytest.fixture
+def flower(tmp_path):
+    deployment = FlowerDeployment(tmp_path)
+    yield deployment
+    deployment.close()
+
+
+def _finished(run, timeout=600):
+    log, _ = run.communicate(timeout=timeout)
+    assert run.returncode == 0, log
+    return log
+
+
+def test_a_flower_deployment_on_127_0_0_1_runs_the_federation(tmp_path, flower):
+    """A SuperLink, one SuperNode per device (here 3 processes on 127.0.0.1), and `flwr run` of the
+    Flower App that `edgeff federate --flower-app` writes. Two nodes train on partitions of the shared
+    set, the third on a data file of its own; the second round of each layer runs on the frozen layers
+    the nodes kept from the first."""
     out, app = tmp_path / "fed", tmp_path / "app"
     own = tmp_path / "own.npz"
     fashion = load_dataset("fashion-mnist")
     np.savez(own, x_train=fashion.x_train[-500:].reshape(-1, 28, 28), y_train=fashion.y_train[-500:],
              x_test=fashion.x_test[:10].reshape(-1, 28, 28), y_test=fashion.y_test[:10])
-    settings = SMALL
-    assert edgeff("federate", *_options(settings), "--out", out, "--flower-app", app).returncode == 0
-    bin_dir = os.path.dirname(sys.executable)
-    started = []
-
-    def start(*cmd):
-        started.append(subprocess.Popen([os.path.join(bin_dir, cmd[0]), *cmd[1:]], env=env, cwd=tmp_path,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True))
-        return started[-1]
-
-    try:
-        _wait_for_port(link_port, start("flower-superlink", "--insecure", "--port", str(link_port)))
-        for node_config in ("partition-id=0 num-partitions=3", "partition-id=1 num-partitions=3",
-                            f'data-file="{own}"'):
-            start("flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{link_port}", "--port",
-                  str(_free_port()), "--node-config", node_config)
-        r = subprocess.run([os.path.join(bin_dir, "flwr"), "run", str(app), "here", "--stream"], env=env,
-                           capture_output=True, text=True, timeout=600)
-    finally:
-        for process in started:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-    assert r.returncode == 0, r.stdout + r.stderr
+    assert edgeff("federate", *_options(SMALL), "--out", out, "--flower-app", app).returncode == 0
+    for node_config in ("partition-id=0 num-partitions=3", "partition-id=1 num-partitions=3", f'data-file="{own}"'):
+        flower.node(node_config)
+    log = _finished(flower.run(app))
     history = _federation(str(out))["history"]
-    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 3, 0) for r in (1, 2, 3, 4)], r.stdout
+    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 3, 0) for r in (1, 2, 3, 4)], log
     assert history[-1]["test_error"] < 0.85
     assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(history[-1]["test_error"])
+
+
+def _rounds_saved(out):
+    return _federation(out)["round"] if os.path.exists(os.path.join(out, "metrics.json")) else 0
+
+
+def test_a_supernode_killed_mid_round_leaves_the_round_to_the_others_and_rejoins(tmp_path, flower):
+    """--min-clients 2 of 3: node 3 is killed (SIGKILL) while round 4 (layer 2's first) is under way.
+    The SuperLink misses its heartbeats and answers for it with an error, so round 4 ends with the two
+    others' updates and training goes on; node 3, started again, is sent the frozen layer 1 it lost and
+    counts in round 5 or 6."""
+    out, app = str(tmp_path / "fed"), tmp_path / "app"
+    settings = dict(SMALL, rounds=3, min_clients=2, round_timeout=300)
+    assert edgeff("federate", *_options(settings), "--out", out, "--flower-app", app).returncode == 0
+    nodes = [flower.node(f"partition-id={i} num-partitions=3") for i in range(3)]
+    run = flower.run(app)
+    while run.poll() is None and _rounds_saved(out) < 3:
+        time.sleep(0.1)
+    flower.kill(nodes[2])
+    while run.poll() is None and _rounds_saved(out) < 4:
+        time.sleep(0.1)
+    flower.node("partition-id=2 num-partitions=3")
+    log = _finished(run)
+    history = _federation(out)["history"]
+    assert [h["round"] for h in history] == [1, 2, 3, 4, 5, 6], log
+    assert [h["updates"] for h in history[:4]] == [3, 3, 3, 2], log   # round 4 went on without node 3
+    back = [h for h in history[4:] if h["updates"] == 3]               # node 3 back, counted ...
+    assert back and back[0]["bytes_down"] > back[0]["bytes_up"], log   # ... and sent layer 1 again
+    assert all(h["rejected"] == 0 for h in history) and history[-1]["test_error"] < 0.85

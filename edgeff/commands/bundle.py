@@ -23,6 +23,9 @@ def add_arguments(p):
     p.add_argument("--abi", metavar="cp3XY", help="pip's ABI tag for the wheelhouse (default cpXY of the Python)")
     p.add_argument("--no-wheels", dest="wheels", action="store_false",
                    help="no wheelhouse: the device installs edgeff's dependencies from its package index")
+    p.add_argument("--extra", action="append", default=[], choices=["fed"],
+                   help="also ship this extra's wheels: fed, Flower's, so the device can be a SuperNode "
+                        "(flower-supernode in the release's venv)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
 
@@ -33,7 +36,7 @@ def run(args):
     made = make_output_dir(os.path.dirname(os.path.abspath(args.output)), "-o")   # before any work
     try:
         manifest = build(args.run_dir, args.target, args.output, args.wheels, step, sign=args.sign,
-                         python=args.python_version, abi=args.abi)
+                         python=args.python_version, abi=args.abi, extras=args.extra)
     except BaseException as exc:
         remove_made_dirs(made)
         if isinstance(exc, OSError):   # a full disk: build's temp directory is gone with it

@@ -15,6 +15,11 @@ def add_arguments(p):
     from ..federated.settings import CLASSIFIERS, SCHEDULES, STRATEGIES, FederationConfig as F
     p.add_argument("--clients", type=int, required=True, metavar="N",
                    help="clients, each training on its own partition of the training set")
+    p.add_argument("--min-clients", type=int, default=0, metavar="N",
+                   help="a round starts once N clients are connected and trains every connected one, so with N "
+                        "below --clients the federation goes on when a client dies (default: all --clients)")
+    p.add_argument("--round-timeout", type=float, default=F.round_timeout, metavar="SECONDS",
+                   help="how long a round waits for replies; those later are left out (default: %(default)g)")
     p.add_argument("--rounds", type=int, default=F.rounds, metavar="R",
                    help="rounds per layer (layerwise) or in all (simultaneous) (default: %(default)s)")
     p.add_argument("--partition", default=F.partition, metavar="iid|dirichlet:ALPHA",
@@ -24,7 +29,12 @@ def add_arguments(p):
                    help="layerwise: layer 1 federated for its rounds, frozen, then layer 2, ...; a round ships one "
                         "layer; simultaneous: every layer every round (default: %(default)s)")
     p.add_argument("--strategy", default=F.strategy, choices=STRATEGIES,
-                   help="Flower's aggregation: fedavg, or fedadam (Adam on the server) (default: %(default)s)")
+                   help="Flower's aggregation: fedavg, fedavgm (the server steps along a momentum over the "
+                        "clients' mean change) or fedadam (Adam on the server) (default: %(default)s)")
+    p.add_argument("--server-lr", type=float, default=F.server_lr, metavar="ETA",
+                   help="fedavgm: the server's step, times the clients' mean change (default: %(default)s)")
+    p.add_argument("--server-momentum", type=float, default=F.server_momentum, metavar="BETA",
+                   help="fedavgm: the server's momentum (default: %(default)s)")
     p.add_argument("--dataset", default=F.dataset, help="name or .npz file, as edgeff train (default: %(default)s)")
     p.add_argument("--data-dir", default="", help="where to look for the data set first")
     p.add_argument("--limit-train", type=int, default=0, metavar="N",
@@ -32,8 +42,12 @@ def add_arguments(p):
     p.add_argument("--model", default=F.model, help="dense FF layer widths, input first (default: %(default)s)")
     p.add_argument("--local-epochs", type=int, default=F.local_epochs, metavar="E",
                    help="epochs over its partition a client trains each round (default: %(default)s)")
+    p.add_argument("--local-steps", type=int, default=0, metavar="N",
+                   help="train only N batches of those epochs each round: more, shorter rounds (default: whole epochs)")
     p.add_argument("--batch-size", type=int, default=F.batch_size, help="(default: %(default)s)")
-    p.add_argument("--lr", type=float, default=F.lr, help="the clients' learning rate, constant (default: %(default)s)")
+    p.add_argument("--lr", type=float, default=F.lr, help="the clients' learning rate (default: %(default)s)")
+    p.add_argument("--lr-decay", action="store_true", help="lower the rate over each layer's rounds as edgeff train "
+                   "does over epochs (full for the first half, then linearly down); default: constant")
     p.add_argument("--classifier", default=F.classifier, choices=CLASSIFIERS,
                    help="how the global net classifies and the test error is measured (default: %(default)s)")
     p.add_argument("--memory-budget", default="", metavar="SIZE",

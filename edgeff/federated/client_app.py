@@ -1,8 +1,9 @@
 """The Flower ClientApp: one device's part of a round. It trains the layer(s) the server shipped on
 this node's data: its own data set (node config data-file, a device's real case) or its partition of
 the federation's training set (partition-id, num-partitions: Flower's simulation sets them, a
-SuperNode takes them from --node-config) and replies with those layers and its number of training rows. The frozen layers below come once per phase (the phase's first round)
-and are kept in the node's context, checked by their sha256 every round.
+SuperNode takes them from --node-config) and replies with those layers and its number of training
+rows. The frozen layers below come once per phase (in the first round this node is sent in the
+phase) and are kept in the node's context, checked by their sha256 every round.
 
 Any exception becomes Flower's error reply: the server leaves this node out of the round's aggregate.
 """
@@ -28,8 +29,9 @@ def train(msg: Message, context: Context) -> Message:
     phase = config[PHASE]
     layers = {**record_layers(_frozen_layers(msg, context, config[FROZEN_SHA256])),
               **record_layers(msg.content[ARRAYS])}
-    seed = round_seed(settings.seed, config[GLOBAL_ROUND], partition_id)
-    trained, loss = train_phase(settings, ds, phase, layers, seed)
+    global_round = config[GLOBAL_ROUND]
+    seed = round_seed(settings.seed, global_round, partition_id)
+    trained, loss = train_phase(settings, ds, phase, layers, seed, settings.round_lr(global_round))
     metrics = MetricRecord({NUM_EXAMPLES: len(ds.y_train), LOSS: loss})
     return Message(content=RecordDict({ARRAYS: layers_record(trained), METRICS: metrics}), reply_to=msg)
 
@@ -54,7 +56,7 @@ def _frozen_layers(msg, context, sha256):
         context.state[FROZEN] = msg.content[FROZEN]
     kept = context.state.get(FROZEN, ArrayRecord())
     if digest(kept) != sha256:
-        raise ModelError("this node does not hold the frozen layers of the phase (it joined after the phase's "
-                         "first round); it takes part again from the next phase")
+        raise ModelError("this node does not hold the frozen layers of the phase (it restarted since it was sent "
+                         "them); the server sends them again in its next round")
     return kept
 

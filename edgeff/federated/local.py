@@ -37,15 +37,15 @@ class PhaseTrainer(Trainer):
         self._bind_phase(self.trained_phase)
 
 
-def train_phase(settings, ds, phase, layers, seed):
-    """Train phase `phase`'s layers for settings.local_epochs on ds inside settings.memory_budget
-    (the whole process), starting from `layers`; returns ({k: (weights, bias)} of the trained layers,
-    their mean loss in the last epoch)."""
-    cfg = dataclasses.replace(settings.train_config(), seed=seed)
+def train_phase(settings, ds, phase, layers, seed, lr):
+    """Train phase `phase`'s layers at rate lr for settings.local_epochs on ds (or settings.local_steps
+    batches of them) inside settings.memory_budget (the whole process), starting from `layers`; returns
+    ({k: (weights, bias)} of the trained layers, their mean loss in the last epoch)."""
+    cfg = dataclasses.replace(settings.train_config(), seed=seed, lr=lr)
     budget = parse_bytes(settings.memory_budget) if settings.memory_budget else None
     run = plan_run(cfg, ds, budget, runtime=rss_bytes())
     trainer = make_trainer(run, ds, dense=functools.partial(PhaseTrainer, phase=phase, layers=layers))
-    history = trainer.fit()
+    history = trainer.fit(steps_per_phase=settings.local_steps or None)
     net = trainer.net
     trained = {k: (net.weights[k].copy(), net.biases[k].copy()) for k in settings.phases[phase]}
     return trained, float(np.mean(history[-1]))

@@ -1,8 +1,11 @@
-"""The Flower ServerApp: FedAvg (or FedAdam) over the layers of a dense FF net, phase by phase.
+"""The Flower ServerApp: FedAvg (or FedAvgM, FedAdam) over the layers of a dense FF net, phase by phase.
 
 Layerwise, phase k federates layer k for `rounds` rounds with the layers below frozen: a round ships
-layer k to the clients and back, and the frozen layers go down once, in the phase's first round.
-Simultaneous, one phase ships every layer every round. After every round the server evaluates the
+layer k to the clients and back, and the frozen layers go down once to each node (in the phase's
+first round, or the first round a node joins or comes back in). A round starts once min-clients nodes
+are connected, trains every connected one and ends when all have answered or round-timeout passes;
+a node that dies is answered for by the SuperLink (an error, once it misses its heartbeats) and left
+out. Simultaneous, one phase ships every layer every round. After every round the server evaluates the
 global net on the held-out test set and saves it atomically as an ordinary run directory
 (settings.out: model.npz, config.json, metrics.json; edgeff eval and export take it); metrics.json's
 "federation" holds the settings, the rounds done, the bytes sent and a line per round (its test
@@ -17,7 +20,7 @@ from logging import INFO, WARNING
 import numpy as np
 from flwr.app import ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
-from flwr.serverapp.strategy import FedAdam, FedAvg
+from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore import log
 
 from ..errors import UsageError
@@ -36,7 +39,7 @@ class GlobalModel:
         self.settings, self.cfg = settings, settings.train_config()
         ds = training_set(settings.dataset, settings.data_dir, settings.limit_train)
         self.test = (ds.x_test, ds.y_test, ds.scale)
-        self.wanted = {k: v for k, v in settings.to_record().items() if k != "out"}
+        self.wanted = settings.identity()
         if os.path.exists(os.path.join(settings.out, MODEL)):
             self.net, self.federation = self._resumed()
         else:
@@ -102,23 +105,25 @@ class GlobalModel:
 
 
 class CheckedUpdates:
-    """A strategy's rounds as edgeff federates them: the frozen layers shipped in a phase's first round,
-    the bytes of arrays counted each way, and every update that records.update_problem refuses left
-    out of the aggregate, with a log line. Mixed in before a Flower strategy."""
+    """A strategy's rounds as edgeff federates them: the frozen layers shipped to every node that does
+    not hold them yet in this phase (all of them in the phase's first round; later, a node that joined
+    or came back), the bytes of arrays counted each way, and every update that records.update_problem
+    refuses left out of the aggregate, with a log line. Mixed in before a Flower strategy."""
 
     def __init__(self, model, frozen, shapes, **kwargs):
         super().__init__(**kwargs)
         self.model, self.frozen, self.shapes = model, frozen, shapes
+        self.holders = set()          # the nodes that answered this phase's last round they were sent
 
     def configure_train(self, server_round, arrays, config, grid):
         config[GLOBAL_ROUND] = self.model.round + 1
         self.model.round_started = time.perf_counter()
         messages = list(super().configure_train(server_round, arrays, config, grid))
         for message in messages:
-            if server_round == 1:
+            self.model.traffic["down"] += message.content[ARRAYS].count_bytes()
+            if message.metadata.dst_node_id not in self.holders:
                 message.content[FROZEN] = self.frozen
-            self.model.traffic["down"] += message.content[ARRAYS].count_bytes() + \
-                (self.frozen.count_bytes() if server_round == 1 else 0)
+                self.model.traffic["down"] += self.frozen.count_bytes()
         return messages
 
     def configure_evaluate(self, server_round, arrays, config, grid):
@@ -127,16 +132,19 @@ class CheckedUpdates:
     def aggregate_train(self, server_round, replies):
         counted, traffic = [], self.model.traffic
         for reply in replies:
+            node = reply.metadata.src_node_id
             if reply.has_error():
+                self.holders.discard(node)     # it failed, was restarted or is gone: it gets them again
                 counted.append(reply)          # Flower logs it and leaves it out
                 continue
+            self.holders.add(node)
             arrays = reply.content.get(ARRAYS)
             traffic["up"] += arrays.count_bytes() if hasattr(arrays, "count_bytes") else 0
             problem = update_problem(reply.content, self.shapes)
             if problem:
                 traffic["rejected"] += 1
                 log(WARNING, "edgeff: round %d: the update of node %d is left out of the aggregate: %s",
-                    self.model.round + 1, reply.metadata.src_node_id, problem)
+                    self.model.round + 1, node, problem)
             else:
                 traffic["updates"] += 1
                 counted.append(reply)
@@ -147,11 +155,22 @@ class CheckedFedAvg(CheckedUpdates, FedAvg):
     """FedAvg (McMahan et al. 2017) with edgeff's checks."""
 
 
+class CheckedFedAvgM(CheckedUpdates, FedAvgM):
+    """FedAvgM (Hsu et al. 2019: the server steps along its momentum over the clients' mean change)
+    with edgeff's checks."""
+
+
 class CheckedFedAdam(CheckedUpdates, FedAdam):
     """FedAdam (Reddi et al. 2021: Adam on the server over the clients' mean change) with edgeff's checks."""
 
 
-STRATEGIES = {"fedavg": CheckedFedAvg, "fedadam": CheckedFedAdam}
+STRATEGIES = {"fedavg": CheckedFedAvg, "fedavgm": CheckedFedAvgM, "fedadam": CheckedFedAdam}
+
+
+def _server_step(s):
+    """The strategy's own settings: FedAvgM's step and momentum; FedAdam's step, a client's own rate."""
+    return {"fedavg": {}, "fedavgm": dict(server_learning_rate=s.server_lr, server_momentum=s.server_momentum),
+            "fedadam": dict(eta=s.lr)}[s.strategy]
 
 
 def federate(grid, model):
@@ -162,12 +181,12 @@ def federate(grid, model):
         if left <= 0:
             continue
         frozen = layers_record(model.layers(range(trained[0])))
-        options = dict(eta=s.lr) if s.strategy == "fedadam" else {}   # the server's step: a client's own rate
-        strategy = STRATEGIES[s.strategy](model, frozen, model.shapes(trained), min_train_nodes=s.clients,
-                                          min_available_nodes=s.clients, **options)
+        strategy = STRATEGIES[s.strategy](model, frozen, model.shapes(trained), fraction_train=1.0,
+                                          min_train_nodes=s.needed_clients, min_available_nodes=s.needed_clients,
+                                          **_server_step(s))
         config = ConfigRecord({**s.to_record(), PHASE: phase, FROZEN_SHA256: digest(frozen)})
-        strategy.start(grid, layers_record(model.layers(trained)), num_rounds=left, train_config=config,
-                       evaluate_fn=model.after_round)
+        strategy.start(grid, layers_record(model.layers(trained)), num_rounds=left, timeout=s.round_timeout,
+                       train_config=config, evaluate_fn=model.after_round)
 
 
 def server_app(model=None):

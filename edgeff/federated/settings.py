@@ -6,30 +6,39 @@ import dataclasses
 import json
 import math
 
-from ..config import MAX_SEED, TrainConfig, _check_whole
+from ..config import MAX_SEED, TrainConfig, _check_real, _check_whole
 from ..errors import UsageError
+from ..fit_loop import lr_scale
 from ..memory import parse_bytes
 
 SCHEDULES = ("layerwise", "simultaneous")
-STRATEGIES = ("fedavg", "fedadam")
+STRATEGIES = ("fedavg", "fedavgm", "fedadam")
 CLASSIFIERS = ("goodness", "first")   # the classifiers that need no linear head (the head is not federated yet)
 _D = TrainConfig()
+# how the rounds run, not what they learn: a federation resumed with other values is still the same one
+RUN_ONLY = ("out", "min_clients", "round_timeout")
 
 
 @dataclasses.dataclass(frozen=True)
 class FederationConfig:
     clients: int = 2                 # partitions of the training set, one per client (SuperNode)
+    min_clients: int = 0             # a round starts with this many connected and counts what they send (0: all)
+    round_timeout: float = 3600.0    # seconds a round waits for replies; later ones are left out (Flower's default)
     rounds: int = 3                  # rounds of each phase: of each layer when layerwise, in all when simultaneous
     partition: str = "iid"           # iid, or dirichlet:ALPHA (label skew; partition.py)
     schedule: str = "layerwise"
     strategy: str = "fedavg"
+    server_lr: float = 1.0           # fedavgm: the server's step along the clients' mean change
+    server_momentum: float = 0.0     # fedavgm: the server's momentum over rounds
     dataset: str = _D.dataset
     data_dir: str = ""
     limit_train: int = 0             # the first N training rows only (0: all), before partitioning
     model: str = _D.model
     local_epochs: int = 1            # epochs over its partition a client trains each round
+    local_steps: int = 0             # or only this many batches of them (0: the whole epochs)
     batch_size: int = _D.batch_size
     lr: float = _D.lr
+    lr_decay: bool = False           # Hinton's schedule (edgeff train's) over each phase's rounds, not per round
     classifier: str = "goodness"
     seed: int = _D.seed
     memory_budget: str = ""          # what a client process may use, like 300MiB ("": no limit)
@@ -39,6 +48,11 @@ class FederationConfig:
         for name in ("clients", "rounds", "local_epochs", "batch_size"):
             _check_whole(name, getattr(self, name), 1)
         _check_whole("limit_train", self.limit_train, 0)
+        _check_whole("local_steps", self.local_steps, 0)
+        _check_real("server_lr", self.server_lr, low=0, above_low=True)
+        _check_real("server_momentum", self.server_momentum, low=0, high=0.999)
+        _check_whole("min_clients", self.min_clients, 0, self.clients)
+        _check_real("round_timeout", self.round_timeout, low=0, above_low=True)
         _check_whole("seed", self.seed, 0, MAX_SEED)
         for name, allowed in (("schedule", SCHEDULES), ("strategy", STRATEGIES), ("classifier", CLASSIFIERS)):
             if getattr(self, name) not in allowed:
@@ -53,10 +67,15 @@ class FederationConfig:
 
     def train_config(self):
         """The TrainConfig of the global model and of every client's round (seed: the federation's;
-        a client's round gets its own, local.round_seed)."""
+        a client's round gets its own, local.round_seed; its rate, round_lr)."""
         return TrainConfig(dataset=self.dataset, model=self.model, schedule=self.schedule, epochs=self.local_epochs,
                            batch_size=self.batch_size, lr=self.lr, lr_decay=False, head_epochs=0,
                            classifier=self.classifier, seed=self.seed).validate()
+
+    def round_lr(self, global_round):
+        """The clients' learning rate in global round 1, 2, ...: --lr, or with lr_decay Hinton's schedule
+        over the rounds of the round's phase (as edgeff train's over epochs)."""
+        return self.lr * lr_scale((global_round - 1) % self.rounds, self.rounds, self.lr_decay)
 
     @property
     def phases(self):
@@ -65,8 +84,17 @@ class FederationConfig:
         return [[k] for k in range(n_layers)] if self.schedule == "layerwise" else [list(range(n_layers))]
 
     @property
+    def needed_clients(self):
+        """The clients a round waits for before it starts: --min-clients, or all of them."""
+        return self.min_clients or self.clients
+
+    @property
     def total_rounds(self):
         return self.rounds * len(self.phases)
+
+    def identity(self):
+        """The settings that make a federation (to_record's, but RUN_ONLY's): a saved one resumes only with them."""
+        return {k: v for k, v in self.to_record().items() if k.replace("-", "_") not in RUN_ONLY}
 
     def to_record(self):
         """{dashed-name: value}: a Flower run config or ConfigRecord (str, int, float values only)."""
@@ -112,7 +140,7 @@ def flower_app_toml(settings):
     """pyproject.toml of a Flower App that runs these settings on a real deployment (`flwr run DIR
     SUPERLINK`): edgeff's ServerApp and ClientApp, the settings as its run config (values in TOML)."""
     def value(v):
-        return json.dumps(v, allow_nan=False) if isinstance(v, str) else repr(v)
+        return json.dumps(v, allow_nan=False) if isinstance(v, (str, bool)) else repr(v)
     config = "\n".join(f"{key} = {value(v)}" for key, v in settings.to_record().items())
     return f"""# Flower App of an edgeff federation: edgeff[fed] is installed on the server and on every device
 [project]
