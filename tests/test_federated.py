@@ -178,7 +178,9 @@ class FlowerDeployment:
     SuperNodes started (and killed) one by one, `flwr run` of an App. Every process ends with the test."""
 
     def __init__(self, tmp_path):
-        self.env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0")
+        bin_dir = os.path.dirname(sys.executable)     # Flower starts its own commands (flower-superexec) by PATH
+        self.env = dict(os.environ, FLWR_HOME=str(tmp_path / "flwr-home"), FLWR_TELEMETRY_ENABLED="0",
+                        PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""))
         self.cwd, self.port, self.started = tmp_path, _free_port(), []
         os.makedirs(self.env["FLWR_HOME"])
         with open(os.path.join(self.env["FLWR_HOME"], "config.toml"), "w") as f:
