@@ -226,7 +226,7 @@ def test_a_serial_line_is_learned_and_a_damaged_record_only_rejected(run_dir, tm
                                     f"serial://{relay.agent_name}?baud=115200", *ends, "--checkpoint-every", "5",
                                     "--batch-size", "1", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                    text=True)
-        first = learner.stderr.readline()                 # ready: it opens the line next (a pty holds 4 KiB)
+        first = learner.stderr.readline()                 # ready: the line is open (opening drops what came before)
         assert "memory" in first, first
         sender = serial.serial_for_url(relay.host_name, baudrate=115200)
         for i in range(30):

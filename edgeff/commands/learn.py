@@ -91,18 +91,19 @@ def run(args):
         log(f"resumed from {CHECKPOINT} at update {session.counts['updates']}")
     else:
         session.save_checkpoint()
+    stopping, line = [], None
+    if "://" in args.source:     # opened before the line below says it is ready: opening drops what came before
+        line, read = serial_reader(args.source, args.once, args.poll, stopping)
     log(f"memory: arena {fmt_bytes(plan.arena_bytes)} (replay {args.replay} rows), {args.batch_size} new rows "
         f"an update{' + as many replayed' if args.replay else ''}")
-    stopping = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopping.append(True))
     t0, at_start = time.perf_counter(), session.counts["updates"]
-    broken, line = None, None
+    broken = None
     try:
         if args.source == "-":
             broken = _learn_records(session, read_exactly(sys.stdin.buffer), log, stopping)
-        elif "://" in args.source:
-            line, read = serial_reader(args.source, args.once, args.poll, stopping)
+        elif line is not None:
             broken = _learn_records(session, read, log, stopping)
         else:
             _learn_directory(session, args.source, args.once, args.poll, log, stopping)
