@@ -3,9 +3,8 @@ before anything is allocated."""
 
 import dataclasses
 import mmap
-import os
 
-from .cgroup import cgroup_memory_limit
+from .cgroup import cgroup_memory_limit, machine_memory
 from .conv_models import conv_blocks
 from .convnet import image_chw
 from .errors import UsageError
@@ -87,15 +86,6 @@ def is_mapped(a):
             return True
         a = getattr(a, "base", None)
     return False
-
-
-def machine_memory():
-    """This machine's physical memory in bytes, or None where the OS does not tell."""
-    try:
-        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):   # no sysconf, or no such name here
-        return None
-    return total if total > 0 else None
 
 
 def largest_batch(plan_of, available, limit):

@@ -1,5 +1,6 @@
-"""The memory limit the kernel holds this process to: its cgroup's, read from /proc/self/cgroup and
-the cgroup file system (v1: memory.limit_in_bytes, v2: memory.max), the lowest on the way to the root."""
+"""This machine's memory, and the limit the kernel holds this process to: its cgroup's, read from
+/proc/self/cgroup and the cgroup file system (v1: memory.limit_in_bytes, v2: memory.max), the lowest on
+the way to the root."""
 
 import os
 
@@ -59,3 +60,12 @@ def cgroup_memory_limit(proc="/proc/self"):
         if os.path.normpath(directory) == os.path.normpath(mount_point):
             return lowest
         directory = os.path.dirname(directory)
+
+
+def machine_memory():
+    """This machine's physical memory in bytes, or None where the OS does not tell."""
+    try:
+        total = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):   # no sysconf, or no such name here
+        return None
+    return total if total > 0 else None

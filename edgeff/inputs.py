@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from .errors import DataError
+from .npzfile import load_npy, open_npz
 
 NPZ_KEYS = ("x", "x_test", "images")
 
@@ -22,9 +23,9 @@ def read_input(path):
     ext = os.path.splitext(path)[1].lower()
     try:
         if ext == ".npy":
-            return np.load(path, allow_pickle=False)
+            return load_npy(path)
         if ext == ".npz":
-            with np.load(path, allow_pickle=False) as z:
+            with open_npz(path) as z:
                 keys = [k for k in NPZ_KEYS if k in z.files] or (z.files if len(z.files) == 1 else [])
                 if not keys:
                     raise DataError(f"{path}: holds {', '.join(z.files) or 'no arrays'}; name the inputs "

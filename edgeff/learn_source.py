@@ -14,14 +14,12 @@ End of input at a record boundary ends the stream. A broken record is rejected a
 the next marker.
 """
 
-import io
 import json
 import math
 import os
 import struct
 import time
 import urllib.parse
-import zipfile
 
 import numpy as np
 
@@ -29,6 +27,7 @@ from .errors import DataError, ModelError, UsageError
 from .fields import field
 from .fileio import atomic_write_text
 from .inputs import read_input
+from .npzfile import NpzError, open_npz
 
 MARKER = b"EFL1"
 MAX_RECORD_BYTES = 64 << 20
@@ -40,37 +39,18 @@ class Rejected(Exception):
     """A whole file or record that cannot be learned from; the message says why, in a few words."""
 
 
-def _check_members(zf, limit):
-    """Every member of the zip holds an .npy whose header promises no more bytes than the member holds, and
-    the members together at most `limit` bytes: a few compressed bytes cannot claim gigabytes."""
-    total = 0
-    for info in zf.infolist():
-        total += info.file_size
-        if total > limit:
-            raise Rejected(f"its arrays hold more than {limit} bytes")
-        with zf.open(info) as f:
-            version = np.lib.format.read_magic(f)
-            read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _, dtype = read(f)
-            if dtype.hasobject or math.prod(shape) * dtype.itemsize > info.file_size:
-                raise Rejected(f"{info.filename}'s header claims more than it holds")
-
-
 def read_labelled(data, limit=MAX_RECORD_BYTES):
     """(x, y) of a labelled .npz given as bytes or a path, as stored; Rejected for anything unreadable."""
     try:
-        source = io.BytesIO(data) if isinstance(data, bytes) else data
-        with zipfile.ZipFile(source) as zf:
-            _check_members(zf, limit)
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
-        with np.load(source, allow_pickle=False) as z:
+        with open_npz(data, limit) as z:
             missing = [k for k in ("x", "y") if k not in z.files]
             if missing:
                 raise Rejected(f"has no {' or '.join(missing)} (holds {', '.join(z.files) or 'nothing'})")
             return z["x"], z["y"]
     except Rejected:
         raise
+    except NpzError as exc:
+        raise Rejected(str(exc)) from None
     except Exception as exc:   # zipfile's, numpy's and the OS's many ways of saying "not this"
         raise Rejected(f"not a readable .npz ({type(exc).__name__})") from None
 
@@ -117,7 +97,8 @@ class SampleCheck:
 
 def directory_files(directory, done):
     """The files of `directory` not in `done`, by name: its .npz files, and LABEL/IMAGE for the images in its
-    per-label folders (a name starting with '.' is a file or folder being written)."""
+    per-label folders (a name starting with '.' is a file or folder being written). Symbolic links among
+    them are listed too, for read_sample to reject: learn reads only what is inside `directory`."""
     def listed(path):
         try:
             return [n for n in os.listdir(path) if not n.startswith(".")]
@@ -126,12 +107,24 @@ def directory_files(directory, done):
     names = []
     for n in listed(directory):
         path = os.path.join(directory, n)
-        if n.endswith(".npz") and os.path.isfile(path):
+        if n.endswith(".npz") and os.path.isfile(path) or os.path.islink(path) and os.path.isdir(path):
             names.append(n)
-        elif os.path.isdir(path) and not os.path.islink(path):
+        elif os.path.isdir(path):
             names += [f"{n}/{m}" for m in listed(path) if os.path.splitext(m)[1].lower() in IMAGE_TYPES
                       and os.path.isfile(os.path.join(path, m))]
     return sorted(n for n in names if n not in done)
+
+
+def read_sample(name, data, label_names):
+    """(x, y) of one record's payload (bytes) or of the file `name` of a directory at path `data` (an .npz,
+    or LABEL/IMAGE); Rejected for a symbolic link (learn reads only what is inside its directory) or
+    anything unreadable."""
+    if isinstance(data, bytes):
+        return read_labelled(data)
+    folder = os.path.dirname(name)
+    if os.path.islink(data) or folder and os.path.islink(os.path.dirname(data)):
+        raise Rejected("a symbolic link; edgeff learn reads only what is inside --from: copy it in")
+    return read_image(data, folder, label_names) if folder else read_labelled(data)
 
 
 def read_image(path, folder, label_names):

@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ModelError
 from .fields import array, field, is_kind
 from .fileio import atomic_write, npz_writer
+from .npzfile import open_npz
 from .kernels import batch, ff_loss, norm
 
 FORMAT_VERSION = 1
@@ -309,7 +310,7 @@ def check_input_info(source, info, d, c):
 def read_model_file(path):
     """(arrays, metadata dict) of a model .npz; ModelError if it is missing or unreadable."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        with open_npz(path) as z:
             arrays = {k: z[k] for k in z.files}
         meta = json.loads(arrays.pop("meta").tobytes().decode())
     except FileNotFoundError:

@@ -1,8 +1,11 @@
-"""Test helpers for data sets: a tiny IDX writer, a generated IDX set, and an autouse fixture
-keeping every test away from the real user cache and $EDGEFF_DATA (import it into a test module)."""
+"""Test helpers for data sets: a tiny IDX writer, a generated IDX set, an autouse fixture keeping every
+test away from the real user cache and $EDGEFF_DATA (import it into a test module), and .npy/.npz files
+whose headers lie about their size."""
 
 import gzip
+import io
 import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -35,3 +38,18 @@ def isolated(tmp_path, monkeypatch):
     """No test sees the real user cache or $EDGEFF_DATA."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("EDGEFF_DATA", raising=False)
+
+
+def lying_npy(shape=(1 << 40,), dtype="<f4", data=b"\0" * 16):
+    """The bytes of an .npy whose header claims `shape` of `dtype` but which holds only `data`."""
+    f = io.BytesIO()
+    np.lib.format.write_array_header_1_0(f, {"descr": dtype, "fortran_order": False, "shape": shape})
+    return f.getvalue() + data
+
+
+def write_lying_npz(path, names=("x", "y")):
+    """An .npz (deflated: a few hundred bytes) whose members' headers each claim 4 TiB of float32."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.writestr(f"{name}.npy", lying_npy())
+    return path

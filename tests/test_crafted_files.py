@@ -2,6 +2,7 @@
 metadata, ONNX metadata and bundles each get one line and exit 2, never a signal or a traceback,
 and the files refused stay as they were."""
 
+import io
 import json
 import os
 import shutil
@@ -13,6 +14,8 @@ import pytest
 
 from edgeff import checkpoint
 from edgeff.deploy import trust
+from edgeff.npzfile import NpzError, load_npy, open_npz
+from data_files import lying_npy, write_lying_npz
 from images import write_images_npz
 from run_cli import edgeff, one_line_error
 
@@ -210,3 +213,41 @@ def test_a_manifest_without_a_field_deploy_reads_is_refused(bundle, tmp_path, ke
     manifest["release"] = trust.release_id(manifest["files"])   # consistent with its file list
     (d / trust.MANIFEST).write_text(json.dumps(manifest))
     one_line_error(edgeff("deploy", d, "--to", f"file://{tmp_path / 'dev'}", "--quiet"), f"no '{key}'")
+
+
+# ---- .npy and .npz headers that claim more than the file holds (a few hundred bytes claiming 4 TiB) ----
+
+def test_npz_headers_are_checked_before_numpy_reads_them(tmp_path):
+    good = io.BytesIO()
+    np.savez(good, x=np.arange(6, dtype=np.float32), y=np.arange(3))
+    with open_npz(good.getvalue()) as z:
+        assert z["x"].tolist() == list(range(6)) and z["y"].tolist() == [0, 1, 2]
+    with pytest.raises(NpzError, match="more than 40 bytes"):
+        open_npz(good.getvalue(), limit=40)
+    with pytest.raises(NpzError, match="x.npy's header claims more than it holds"):
+        open_npz(write_lying_npz(tmp_path / "lie.npz"))
+    objects = io.BytesIO()
+    np.savez(objects, x=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(NpzError, match="Python objects"):
+        open_npz(objects.getvalue())
+    (tmp_path / "lie.npy").write_bytes(lying_npy())
+    with pytest.raises(NpzError, match="lie.npy's header claims"):
+        load_npy(tmp_path / "lie.npy")
+
+
+def test_every_reader_refuses_a_lying_header_in_one_line_and_keeps_the_files(run, tmp_path):
+    run = _copy(run, tmp_path)
+    kept = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    (tmp_path / "x.npy").write_bytes(lying_npy())
+    one_line_error(edgeff("infer", run, tmp_path / "x.npy"), "x.npy's header claims more than it holds")
+    one_line_error(edgeff("infer", run, write_lying_npz(tmp_path / "x.npz", ["x"])), "header claims more")
+    one_line_error(edgeff("train", "--dataset", write_lying_npz(tmp_path / "d.npz", ["x_train", "y_train", "x_test",
+                                                                                    "y_test"]),
+                          "--out", tmp_path / "new"), "header claims more")
+    assert not (tmp_path / "new").exists()
+    for name, fragment in (("checkpoint.npz", "not a checkpoint"), ("model.npz", "not a readable edgeff model")):
+        write_lying_npz(run / name, ["meta", "w0"])
+        r = edgeff("train", "--resume", run, "--quiet") if name == "checkpoint.npz" else edgeff("eval", run)
+        one_line_error(r, fragment)
+        (run / name).write_bytes(kept[name])
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == kept

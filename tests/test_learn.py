@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from edgeff.learn_source import read_journal, record
+from data_files import write_lying_npz
 from run_cli import edgeff, ok, one_line_error
 
 FEATURES, CLASSES = 20, 3
@@ -98,13 +99,28 @@ def test_hostile_samples_are_rejected_one_line_each_and_never_reach_the_weights(
     (src / "d-corrupt.npz").write_bytes(b"PK\x03\x04 not really a zip")
     np.savez(src / "e-no-labels.npz", x=x)
     save(src / "f-strings.npz", x, np.array(["a"] * 6))
+    write_lying_npz(src / "g-lying-header.npz")
+    outside = tmp_path / "outside"
+    (outside / "3").mkdir(parents=True)
+    save(outside / "good.npz", x, y)
+    write_pgm(outside / "3" / "a.pgm", x[0])
+    (src / "h-link.npz").symlink_to(outside / "good.npz")
+    (src / "i-linked-folder").symlink_to(outside / "3")
+    (src / "2").mkdir()
+    (src / "2" / "j-link.pgm").symlink_to(outside / "3" / "a.pgm")
     r = edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "2", "--json")
     summary = ok(r)
-    assert summary["rejected"] == 2 + 2 + 1 + 1 + 1 + 1 and summary["samples"] == 4 + 4
+    assert summary["rejected"] == 2 + 2 + 1 + 1 + 1 + 1 + 1 + 1 + 1 + 1 and summary["samples"] == 4 + 4
     lines = [line for line in r.stderr.splitlines() if "rejected" in line]
-    assert len(lines) == 6, r.stderr
-    for name in ("a-nan", "b-labels", "c-shape", "d-corrupt", "e-no-labels", "f-strings"):
+    assert len(lines) == 10, r.stderr
+    for name in ("a-nan", "b-labels", "c-shape", "d-corrupt", "e-no-labels", "f-strings", "g-lying-header",
+                 "h-link", "i-linked-folder", "j-link"):
         assert sum(name in line for line in lines) == 1, (name, lines)
+    assert sum("symbolic link" in line for line in lines) == 3
+    learned = (run_dir / "model.npz").read_bytes()
+    r = edgeff("learn", run_dir, "--from", src, "--once", "--batch-size", "2", "--json")    # journaled: none read again
+    assert ok(r)["updates"] == summary["updates"] and "rejected" not in r.stderr
+    assert (run_dir / "model.npz").read_bytes() == learned
     assert all(np.isfinite(a).all() for a in weights(run_dir).values())
     kept = (run_dir / "model.npz").read_bytes()
     save(src / "g-more.npz", *samples(6, 8))

@@ -15,7 +15,8 @@ from edgeff.config import TrainConfig
 from edgeff.errors import UsageError
 from edgeff.layers.net import training_layout
 from edgeff.memory import ALIGN, Arena, Buffer, Plan, parse_bytes, plan_greedy, plan_linear
-from edgeff.budget import machine_memory, plan_for
+from edgeff.budget import plan_for
+from edgeff.cgroup import machine_memory
 from run_cli import edgeff, one_line_error
 
 HERE = os.path.dirname(__file__)

@@ -12,7 +12,7 @@ from ..budget import backprop_bytes, data_bytes
 from ..data import Dataset
 from ..errors import DataError, UsageError
 from ..learn_session import CHECKPOINT, LearnSession
-from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, read_exactly, read_image, read_labelled,
+from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, read_exactly, read_labelled, read_sample,
                             records, serial_reader)
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
@@ -139,7 +139,7 @@ def _test_set(path, net):
     if not os.path.isfile(path):
         raise UsageError(f"--test {path}: no such file")
     try:
-        x, y = read_labelled(path, limit=1 << 34)
+        x, y = read_labelled(path, limit=None)
         rows, labels, bad, why = SampleCheck(net.in_features, net.num_classes, input_layout(net)[2]).rows(x, y)
     except Rejected as exc:
         raise UsageError(f"--test {path}: {exc}; give an .npz with x and y") from None
@@ -158,9 +158,7 @@ def _error(session, test):
 def _take(session, name, data, log):
     """Check one file's or record's samples; (rows, labels, rejected, why rejected whole or None)."""
     try:
-        folder = os.path.dirname(name)
-        sample = read_image(data, folder, session.label_names) if folder else read_labelled(data)
-        rows, labels, bad, why = session.check.rows(*sample)
+        rows, labels, bad, why = session.check.rows(*read_sample(name, data, session.label_names))
     except Rejected as exc:
         log(f"rejected {name}: {exc}")
         return None, None, 0, str(exc)
