@@ -25,6 +25,8 @@ MAX_TEMPERATURE = 100.0
 MAX_FEEDBACK_STEPS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
+MASK_BLURS, MAX_MASK_BLURS = 2, 6   # measured best on MNIST; up to 6 the masks are exact (kernels/hybrid.py)
+BLURS_BEFORE_THE_OPTION = 6         # what an ff-unsup run's config that does not name mask_blurs used
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
 SAMPLES_SEEN = 600_000     # the default length of training, in examples shown
 MAX_EPOCHS = 1000
@@ -100,6 +102,7 @@ class TrainConfig:
     algo: str = "ff"           # ff, ffcl; or ff-unsup or uff: the layers see no label, a probe learns them
                                # (ff-unsup with head_epochs 0: the encoder alone, no probe)
     probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
+    mask_blurs: int = MASK_BLURS   # ff-unsup: blurs of the hybrid masks' random bits (kernels/hybrid.py)
     learner: str = ""          # uff: what each layer is (LEARNERS)
     noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
     temperature: float = 0.1   # uff contrastive: NT-Xent's temperature
@@ -149,6 +152,9 @@ class TrainConfig:
                              "use a dense --model and --classifier linear")
         if self.algo not in UNSUPERVISED and self.probe_labels != 1.0:
             raise UsageError("--probe-labels is the probe's share of labels in --algo ff-unsup or uff; leave it out")
+        _check_whole("mask_blurs", self.mask_blurs, 1, MAX_MASK_BLURS)
+        if self.algo != "ff-unsup" and self.mask_blurs != MASK_BLURS:
+            raise UsageError("--mask-blurs shapes the hybrid images of --algo ff-unsup; leave it out")
         self._check_learner()
         _check_whole("feedback_steps", self.feedback_steps, 0, MAX_FEEDBACK_STEPS)
         self._check_ffcl()
@@ -238,6 +244,8 @@ class TrainConfig:
         for f in dataclasses.fields(cls):
             if f.name in d and not is_kind(d[f.name], f.type):
                 raise UsageError(f"config '{f.name}' is {d[f.name]!r}, not {KIND_NAMES[f.type]}")
+        if d.get("algo") == "ff-unsup" and "mask_blurs" not in d:      # a run from before --mask-blurs
+            d = {**d, "mask_blurs": BLURS_BEFORE_THE_OPTION}
         return cls(**d).validate()
 
 

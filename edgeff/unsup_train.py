@@ -165,7 +165,7 @@ class UnsupTrainer(PhasedTrainer):
         self.rng.random(out=self.partner_u[:b], dtype=np.float32)
         self.rng.random(out=self.masks[:b], dtype=np.float32)
         hybrid.hybrid_images(ds.x_train, self.idx[:b], self.partner_u[:b], self.masks[:b], ds.image_shape, ds.scale,
-                             x[b:])
+                             x[b:], self.cfg.mask_blurs)
         norm.length_normalise(x, x, EPS)
 
     def _ff_batch(self, b, keys, totals):
@@ -208,6 +208,6 @@ def warm_up_unsup():
     t0 = time.perf_counter()
     for src in (np.zeros((2, 12), np.uint8), np.zeros((2, 12), np.float32)):
         hybrid.hybrid_images(src, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros((2, 4), np.float32),
-                             (2, 2), 1.0, np.zeros((2, 12), np.float32))
+                             (2, 2), 1.0, np.zeros((2, 12), np.float32), 1)
     norm.standardise(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.ones(3, np.float32))
     return time.perf_counter() - t0

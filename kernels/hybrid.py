@@ -16,8 +16,6 @@ The mask is made in place in the uniforms' own buffer: nothing is allocated per 
 import numpy as np
 from numba import njit
 
-BLUR_PASSES = 6    # blurs of the random bits: regions of a few pixels across on a 28x28 image
-
 
 @njit(cache=True)
 def _blur_line(m, start, step, n):
@@ -56,7 +54,7 @@ def _hybrid_images(src, idx, partner_u, u, passes, height, width, scale, out):
                 out[i, j] = (m[p] * src[a, j] + (1.0 - m[p]) * src[b, j]) * scale
 
 
-def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes=BLUR_PASSES):
+def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes):
     """out <- hybrid images of src[idx] and random partners (module docstring); u <- their masks."""
     height, width = image_shape[:2]
     b = idx.shape[0]

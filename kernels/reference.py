@@ -315,7 +315,7 @@ def gate_input_grad(dy, u, ds, dx):
     return dx
 
 
-def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes=6):
+def hybrid_images(src, idx, partner_u, u, image_shape, scale, out, passes):
     height, width = image_shape[:2]
     m = (u < 0.5).astype(np.float64).reshape(-1, height, width)
     for _ in range(passes):

@@ -2,6 +2,7 @@
 phase, ONNX export parity, and the CLI end to end (the hybrid kernel: test_kernels.py)."""
 
 import argparse
+import dataclasses
 
 import numpy as np
 import pytest
@@ -166,6 +167,9 @@ def test_cli_resume_after_a_checkpoint(images, tmp_path):
     (["--classifier", "goodness"], ["--classifier linear"]),
     (["--shift", "1"], ["--shift", "leave it out"]),
     (["--algo", "ff"], ["--probe-labels is the probe's share", "leave it out"]),    # with --probe-labels 0.5 below
+    (["--mask-blurs", "0"], ["--mask-blurs must be a whole number from 1 to 6, got 0"]),
+    (["--mask-blurs", "7"], ["--mask-blurs must be a whole number from 1 to 6, got 7"]),
+    (["--algo", "uff", "--learner", "ae", "--mask-blurs", "3"], ["--mask-blurs shapes the hybrid images", "leave it out"]),
 ])
 def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
     base = ["train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20", "--epochs", "1",
@@ -173,6 +177,20 @@ def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
     extra = ["--probe-labels", "0.5"] if args[:2] == ["--algo", "ff"] else []
     one_line_error(edgeff(*base, *args, *extra), *fragments)
     assert not (tmp_path / "r").exists()
+
+
+def test_mask_blurs_shape_the_negatives_and_an_older_run_keeps_its_six(images):
+    """--mask-blurs changes what the layers learn; a run's config written before the option existed
+    (no mask_blurs) resumes with the 6 blurs it was trained with."""
+    ds = load_dataset(str(images))
+    weights = []
+    for blurs in (1, 3):
+        trainer = UnsupTrainer(small_cfg(images, mask_blurs=blurs, head_epochs=0, epochs=1), ds)
+        trainer.fit()
+        weights.append(trainer.net.weights[0].copy())
+    assert not np.array_equal(*weights)
+    old = {k: v for k, v in dataclasses.asdict(TrainConfig(algo="ff-unsup", model="64-20")).items() if k != "mask_blurs"}
+    assert TrainConfig.from_dict(old).mask_blurs == 6 and TrainConfig().mask_blurs == 2
 
 
 def test_flat_rows_are_refused(tmp_path):

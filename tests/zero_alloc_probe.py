@@ -56,7 +56,7 @@ def kernel_calls():
         ("adam_step(parallel)", lambda: optim.adam_step(big, big, big.copy(), big.copy(), 1, 0.1), 4),
         ("sgd_momentum_step", lambda: optim.sgd_momentum_step(b, b, f(30), 0.1), 3),
         ("softmax_xent_grad", lambda: softmax.softmax_xent_grad(f(64, 10), y, f(64)), 3),
-        ("hybrid_images", lambda: hybrid.hybrid_images(x8[:, :49], idx, f(64), f(64, 49), (7, 7), 1.0, f(64, 49)), 5),
+        ("hybrid_images", lambda: hybrid.hybrid_images(x8[:, :49], idx, f(64), f(64, 49), (7, 7), 1.0, f(64, 49), 2), 5),
         ("add_bias", lambda: dense.add_bias(z, b), 2),
         ("mask_noise", lambda: uff_loss.mask_noise(z, h, 0.25, z), 3),
         ("mse_grad", lambda: uff_loss.mse_grad(z, h, loss), 3),

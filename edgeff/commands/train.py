@@ -90,6 +90,9 @@ def add_arguments(p):
     p.add_argument("--probe-labels", type=float, default=_D.probe_labels, metavar="FRACTION",
                    help="ff-unsup, uff: share of the training labels the probe may use, in (0, 1] "
                         "(default: %(default)s)")
+    p.add_argument("--mask-blurs", type=int, default=_D.mask_blurs, metavar="N",
+                   help="ff-unsup: how many times the hybrid masks' random bits are blurred, 1 to 6: more blurs, "
+                        "larger regions from each image (default: %(default)s)")
     p.add_argument("--learner", default=_D.learner,
                    help=f"uff: what each layer learns as: {', '.join(LEARNERS)} (auto-encoder, denoising "
                         "auto-encoder, contrastive on two views of each image)")
