@@ -25,6 +25,7 @@ MAX_TEMPERATURE = 100.0
 MAX_FEEDBACK_STEPS = 8
 FLOAT32_MAX = float(np.finfo(np.float32).max)   # the kernels compute in float32: a larger value becomes Inf
 MAX_SEED = 2**32 - 1
+FIELDS = ("full", "local")          # ff-unsup: a unit sees the whole layer below, or a window (edgeff/receptive.py)
 MASK_BLURS, MAX_MASK_BLURS = 2, 6   # measured best on MNIST; up to 6 the masks are exact (kernels/hybrid.py)
 BLURS_BEFORE_THE_OPTION = 6         # what an ff-unsup run's config that does not name mask_blurs used
 MAX_LABEL_VALUE = 1e4      # the label's brightness beside inputs in about [0, 1]; far above, it drowns them
@@ -103,6 +104,7 @@ class TrainConfig:
                                # (ff-unsup with head_epochs 0: the encoder alone, no probe)
     probe_labels: float = 1.0  # ff-unsup, uff: share of the training labels the probe reads
     mask_blurs: int = MASK_BLURS   # ff-unsup: blurs of the hybrid masks' random bits (kernels/hybrid.py)
+    fields: str = "full"       # ff-unsup: full, or local receptive fields (edgeff/receptive.py)
     learner: str = ""          # uff: what each layer is (LEARNERS)
     noise_rate: float = 0.25   # uff dae: share of a layer's inputs masked; contrastive: of a view's pixels
     temperature: float = 0.1   # uff contrastive: NT-Xent's temperature
@@ -155,6 +157,10 @@ class TrainConfig:
         _check_whole("mask_blurs", self.mask_blurs, 1, MAX_MASK_BLURS)
         if self.algo != "ff-unsup" and self.mask_blurs != MASK_BLURS:
             raise UsageError("--mask-blurs shapes the hybrid images of --algo ff-unsup; leave it out")
+        if self.fields not in FIELDS:
+            raise UsageError(f"--fields must be one of {', '.join(FIELDS)}, got {self.fields!r}")
+        if self.algo != "ff-unsup" and self.fields != "full":
+            raise UsageError("--fields local gives the layers of --algo ff-unsup local receptive fields; leave it out")
         self._check_learner()
         _check_whole("feedback_steps", self.feedback_steps, 0, MAX_FEEDBACK_STEPS)
         self._check_ffcl()

@@ -44,7 +44,7 @@ class FFEncoder(FFEstimator):
     for dashes) and defaults: model (a dense spec, pixels first, like "784-2000-2000-2000"; default: the
     images' pixels, then TrainConfig's hidden widths), schedule, epochs (None: settled by the number of
     images, as the command line does), batch_size (or "auto": the largest that fits memory_budget),
-    optimizer, lr, lr_decay, weight_decay, threshold, goodness, mask_blurs, seed; then memory_budget (bytes,
+    optimizer, lr, lr_decay, weight_decay, threshold, goodness, mask_blurs, fields, seed; then memory_budget (bytes,
     or text like "48MiB") and callbacks (edgeff.callbacks.Callback objects told of the progress).
 
     X: images (N, H, W) or (N, H, W, C) of uint8 pixels (scaled by 1/255) or other numbers (taken as

@@ -7,7 +7,8 @@ activities of the last three hidden layers, with no gradient into the layers; wi
 Per batch of B images, in an FF phase:
     stage    x[:B] <- the images, x[B:] <- hybrids of them with random partners, every row
              length-normalised
-    layer k  z = x @ w; h = relu(z + b), goodness; dLoss/dz in place; gw, gb; optimiser step
+    layer k  z = x @ w; h = relu(z + b), goodness; dLoss/dz in place; gw, gb (zeroed outside
+             the units' windows with --fields local, edgeff/receptive.py); optimiser step
              (the supervised kernels: kernels/ff_loss.py, dense.py, optim.py)
 The probe's phase reads only the first ceil(probe_labels * N) training rows' labels: batch
 rows are the shuffled order taken modulo that count, so it takes as many steps whatever the
@@ -29,7 +30,9 @@ import numpy as np
 from .errors import UsageError
 from .fit_loop import Optimizer, PhasedTrainer
 from .kernels import batch, dense, ff_loss, hybrid, norm, softmax
+from .kernels import fields as local_fields
 from .memory import plan_greedy
+from .receptive import layer_fields, widths_problem
 from .model import EPS
 from .train import Trainer
 from .unsup_layout import unsup_layout
@@ -46,6 +49,9 @@ def check_data(cfg, ds):
     if ds.image_shape is None or len(ds.image_shape) not in (2, 3):
         raise UsageError(f"--algo ff-unsup mixes images into hybrid negatives; {ds.name} holds "
                          f"{'flat rows' if ds.image_shape is None else ds.image_shape}: use --algo ff")
+    problem = widths_problem(ds.image_shape, cfg.sizes[1:]) if cfg.fields == "local" else None
+    if problem:
+        raise UsageError(problem)
 
 
 def layout_of(cfg, ds, batch_size=None):
@@ -84,6 +90,17 @@ class UnsupTrainer(PhasedTrainer):
         self.order = np.arange(len(ds.y_train), dtype=np.int64)
         self.y_train = ds.y_train.astype(np.int64)
         self.labelled = probe_rows(cfg, len(ds.y_train))
+        self.fields = self._local_fields() if cfg.fields == "local" else [None] * len(self.net.weights)
+
+    def _local_fields(self):
+        """Each layer's Fields (None: fully connected); the weights outside them zeroed and those
+        inside scaled to +-1/sqrt(the unit's fan-in), as a dense layer of that fan-in is drawn."""
+        fields = layer_fields(self.ds.image_shape, self.net.widths)
+        for w, f in zip(self.net.weights, fields):
+            if f is not None:
+                local_fields.keep_fields(w, f)
+                w *= np.float32(math.sqrt(w.shape[0] / f.fan_in))
+        return fields
 
     def phases(self):
         return [ph.layers for ph in self.layout.phases] + ([["head"]] if self.layout.head else [])
@@ -181,6 +198,8 @@ class UnsupTrainer(PhasedTrainer):
                 ff_loss.ff_loss_grad(z, good, b, self.cfg.threshold, self.loss[:rows], net.mean_goodness)
                 pw, pb = self.params[k]
                 dense.local_grad(x, z, pw.g, pb.g)
+                if self.fields[k] is not None:
+                    local_fields.keep_fields(pw.g, self.fields[k])
                 self.opts[k].step(self.params[k])
                 totals[keys.index(k)] += self.loss[:rows].mean()
             if hook:
@@ -210,4 +229,5 @@ def warm_up_unsup():
         hybrid.hybrid_images(src, np.zeros(2, np.int64), np.zeros(2, np.float32), np.zeros((2, 4), np.float32),
                              (2, 2), 1.0, np.zeros((2, 12), np.float32), 1)
     norm.standardise(np.zeros((2, 3), np.float32), np.zeros(3, np.float32), np.ones(3, np.float32))
+    local_fields.keep_fields(np.zeros((64, 16), np.float32), layer_fields((8, 8), [16])[0])
     return time.perf_counter() - t0

@@ -373,3 +373,20 @@ def unit_rows_backward(p, du, eps):
     along = np.divide((u * du).sum(axis=1, keepdims=True) * (n + eps), n, out=np.zeros_like(n), where=n > 0)
     du[...] = (du - u * along) / (n + eps)
     return du
+
+
+# kernels/fields.py
+def field_mask(fields, d_in):
+    """(d_in, D_out) bool: True where unit j's window holds input i."""
+    cell = np.arange(d_in) // fields.per_in
+    row, col = cell // fields.in_cols, cell % fields.in_cols
+    unit_cell = np.arange(fields.grid ** 2 * fields.per_out) // fields.per_out
+    top = unit_cell // fields.grid * fields.stride[0]
+    left = unit_cell % fields.grid * fields.stride[1]
+    return ((row[:, None] >= top) & (row[:, None] < top + fields.field[0])
+            & (col[:, None] >= left) & (col[:, None] < left + fields.field[1]))
+
+
+def keep_fields(g, fields):
+    g[...] = np.where(field_mask(fields, g.shape[0]), g, 0.0)
+    return g

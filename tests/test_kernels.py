@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import batch, dense, ff_loss, hybrid, norm, optim, overlay, softmax
+from edgeff.kernels import batch, dense, ff_loss, fields, hybrid, norm, optim, overlay, softmax
 from edgeff.kernels import reference as ref
+from edgeff.receptive import layer_fields
 
 shapes = st.tuples(st.integers(1, 17), st.integers(1, 33))
 SETTINGS = settings(max_examples=25, deadline=None)
@@ -288,3 +289,28 @@ def test_masks_are_regions_mixing_two_real_images(passes, alike):
     assert (m[:, :, 1:] == m[:, :, :-1]).mean() > alike and (m[:, 1:] == m[:, :-1]).mean() > alike
     partner = (partner_u * 50).astype(np.int64)
     np.testing.assert_array_equal(out, np.where(masks > 0, src[idx], src[partner]))
+
+
+@pytest.mark.parametrize("image_shape,widths", [((28, 28), (2048, 1980, 2048)), ((8, 8), (32, 18, 8)),
+                                                ((12, 9, 3), (48, 27, 12)), ((10, 10), (16, 9))])
+def test_local_fields_kernel_matches_its_numpy_twin(image_shape, widths):
+    """keep_fields zeroes exactly the entries its NumPy twin's mask leaves out, in every layer."""
+    d_in = [int(np.prod(image_shape))] + list(widths[:-1])
+    for k, f in enumerate(layer_fields(image_shape, widths)):
+        assert f is not None
+        g = np.random.default_rng(k).standard_normal((d_in[k], widths[k])).astype(np.float32)
+        np.testing.assert_array_equal(fields.keep_fields(g.copy(), f), ref.keep_fields(g.copy(), f))
+        assert ref.field_mask(f, d_in[k]).sum(axis=0).tolist() == [f.fan_in] * widths[k]
+
+
+def test_local_fields_are_hintons_windows():
+    """28 x 28: layer 1's cell (1, 2) sees rows 6-15 and columns 12-21; layer 2's cell (0, 1) sees
+    layer 1's cells (0-1, 1-2), all 128 units of each; layer 3 on a 2 x 2 grid; layer 4 is full."""
+    f1, f2, f3, f4 = layer_fields((28, 28), (2048, 1980, 2048, 100))
+    assert (f1.grid, f1.per_out, f1.stride, f1.field) == (4, 128, (6, 6), (10, 10))
+    seen = ref.field_mask(f1, 784)[:, (1 * 4 + 2) * 128].reshape(28, 28)
+    rows, cols = np.nonzero(seen)
+    assert (rows.min(), rows.max(), cols.min(), cols.max(), seen.sum()) == (6, 15, 12, 21, 100)
+    seen = ref.field_mask(f2, 2048)[:, (0 * 3 + 1) * 220].reshape(4, 4, 128)
+    assert seen.all(axis=2).tolist() == (np.add.outer([1, 1, 0, 0], [0, 1, 1, 0]) == 2).tolist()
+    assert (f3.grid, f3.per_in, f3.per_out) == (2, 220, 512) and f4 is None

@@ -82,7 +82,7 @@ def test_training_loop_allocates_nothing():
     lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     kernels = [d for d in lines if "kernel" in d]
     loops = [d for d in lines if "loop" in d]
-    assert len(kernels) == 26 and len(loops) == 12
+    assert len(kernels) == 26 and len(loops) == 13
     for d in kernels:
         assert d["nrt_alloc"] == d["array_args"], d
     conv_loops = [d for d in lines if "conv_loop" in d]

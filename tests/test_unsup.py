@@ -10,6 +10,8 @@ import pytest
 from edgeff import checkpoint, export
 from edgeff.config import TrainConfig, config_from_options
 from edgeff.data import load_dataset
+from edgeff.kernels import reference as ref
+from edgeff.receptive import layer_fields
 from edgeff.unsup_model import UnsupNet
 from edgeff.model import EPS
 from edgeff.unsup_train import STATS_ROWS, UnsupTrainer
@@ -82,11 +84,12 @@ def test_folding_the_standardisation_keeps_the_logits():
     np.testing.assert_allclose(feats @ net.head_w + net.head_b, ((feats - mean) * scale) @ w + b, rtol=1e-5, atol=1e-3)
 
 
-def test_resume_is_bitwise_in_every_phase(images, tmp_path):
+@pytest.mark.parametrize("fields", ["full", "local"])
+def test_resume_is_bitwise_in_every_phase(images, tmp_path, fields):
     """A run stopped in each phase (four layers, then the probe) and resumed from its last
     checkpoint ends with the uninterrupted run's weights, bit for bit."""
     ds = load_dataset(str(images))
-    cfg = small_cfg(images, probe_labels=0.4)
+    cfg = small_cfg(images, probe_labels=0.4, fields=fields, model="64-32-18-20-10")
     whole = UnsupTrainer(cfg, ds)
     whole.fit()
     batches = -(-len(ds.y_train) // cfg.batch_size)
@@ -170,6 +173,9 @@ def test_cli_resume_after_a_checkpoint(images, tmp_path):
     (["--mask-blurs", "0"], ["--mask-blurs must be a whole number from 1 to 6, got 0"]),
     (["--mask-blurs", "7"], ["--mask-blurs must be a whole number from 1 to 6, got 7"]),
     (["--algo", "uff", "--learner", "ae", "--mask-blurs", "3"], ["--mask-blurs shapes the hybrid images", "leave it out"]),
+    (["--fields", "local"], ["layer 1's units on a 4 x 4 grid", "multiple of 16, got 20"]),
+    (["--fields", "local", "--model", "64-32-20"], ["layer 2's units on a 3 x 3 grid", "multiple of 9, got 20"]),
+    (["--algo", "uff", "--learner", "ae", "--fields", "local"], ["--fields local gives", "leave it out"]),
 ])
 def test_bad_options_are_one_line_errors(images, tmp_path, args, fragments):
     base = ["train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-20", "--epochs", "1",
@@ -191,6 +197,32 @@ def test_mask_blurs_shape_the_negatives_and_an_older_run_keeps_its_six(images):
     assert not np.array_equal(*weights)
     old = {k: v for k, v in dataclasses.asdict(TrainConfig(algo="ff-unsup", model="64-20")).items() if k != "mask_blurs"}
     assert TrainConfig.from_dict(old).mask_blurs == 6 and TrainConfig().mask_blurs == 2
+
+
+def test_local_fields_learn_only_inside_their_windows(images, tmp_path):
+    """--fields local: every weight outside a unit's window is exactly zero after training, the
+    ones inside have learned; export and infer treat the net as the dense net it is."""
+    run = tmp_path / "run"
+    m = ok(edgeff("train", "--dataset", images, "--algo", "ff-unsup", "--model", "64-32-18-8-10", "--fields", "local",
+                  "--epochs", "2", "--head-epochs", "3", "--batch-size", "32", "--out", run, "--json"))
+    assert m["test_error"] < 0.3, m
+    ds = load_dataset(str(images))
+    with np.load(run / "model.npz") as z:
+        weights = [z[f"w{k}"] for k in range(4)]
+    untrained = UnsupTrainer(small_cfg(images, model="64-32-18-8-10", fields="local"), ds).net.weights
+    changed = []
+    for w, before, f in zip(weights, untrained, layer_fields(ds.image_shape, [32, 18, 8, 10])):
+        inside = ref.field_mask(f, w.shape[0]) if f is not None else np.ones(w.shape, bool)
+        assert (w[~inside] == 0).all() and (before[~inside] == 0).all()
+        changed.append(w[inside] != before[inside])
+        assert changed[-1].any()
+    assert np.concatenate(changed).mean() > 0.5        # all but the units that never fired
+    assert layer_fields(ds.image_shape, [32, 18, 8, 10])[3] is None
+    rows = tmp_path / "rows.npy"
+    np.save(rows, ds.x_test[:20])
+    ok(edgeff("export", run, "-o", tmp_path / "m.onnx", "--json"))
+    assert ok(edgeff("infer", run, rows, "--json"))["labels"] == ok(edgeff("infer", tmp_path / "m.onnx", rows,
+                                                                          "--json"))["labels"]
 
 
 def test_flat_rows_are_refused(tmp_path):

@@ -89,10 +89,12 @@ def loop_counts(ds, schedule, negatives, batch_size, cache, batches=40):
     return step_counts(t, layers, schedule, batch_size, batches)
 
 
-def unsup_loop_counts(ds, phase, batch_size, batches=40):
-    """The loop of unsupervised FF: its last FF phase (hybrids staged) or its probe's phase."""
-    cfg = TrainConfig(model="784-300-200-100-50", batch_size=batch_size, schedule="layerwise", algo="ff-unsup",
-                      probe_labels=0.5).validate()
+def unsup_loop_counts(ds, phase, batch_size, batches=40, fields="full"):
+    """The loop of unsupervised FF: its last FF phase (hybrids staged) or its probe's phase; with local
+    fields, all layers at once (the first three have windows, kernels/fields.py)."""
+    schedule = "layerwise" if fields == "full" else "simultaneous"
+    cfg = TrainConfig(model="784-320-180-100-50", batch_size=batch_size, schedule=schedule, algo="ff-unsup",
+                      probe_labels=0.5, fields=fields).validate()
     t = UnsupTrainer(cfg, ds)
     p = len(t.phases()) - (1 if phase == "probe" else 2)
     t._bind(p)
@@ -196,6 +198,8 @@ def main():
         print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
     for phase in ("ff", "probe"):
         print(json.dumps(dict(loop=f"ff-unsup {phase}", runs=[unsup_loop_counts(ds, phase, bs) for bs in (32, 128)])))
+    runs = [unsup_loop_counts(ds, "ff", bs, fields="local") for bs in (32, 128)]
+    print(json.dumps(dict(loop="ff-unsup ff local fields", runs=runs)))
     for learner in ("ae", "dae", "contrastive"):
         print(json.dumps(dict(loop=f"uff {learner}", runs=[uff_loop_counts(ds, learner, bs) for bs in (32, 128)])))
     for late, negatives in ((True, "hard"), (False, "random")):

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..callbacks import ProgressBar, progress_of
-from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, GOODNESS, LEARNERS, MAX_EPOCHS, MAX_FEEDBACK_STEPS,
+from ..config import (ALGOS, CLASSIFIERS, CONV_BATCH_SIZE, FIELDS, GOODNESS, LEARNERS, MAX_EPOCHS, MAX_FEEDBACK_STEPS,
                       NEGATIVES, OPTIMIZERS, SAMPLES_SEEN, SCHEDULES, UNSUPERVISED, TrainConfig,
                       config_from_options, default_batch_size, default_epochs)
 from ..conv_models import HYBRID, NETS
@@ -93,6 +93,10 @@ def add_arguments(p):
     p.add_argument("--mask-blurs", type=int, default=_D.mask_blurs, metavar="N",
                    help="ff-unsup: how many times the hybrid masks' random bits are blurred, 1 to 6: more blurs, "
                         "larger regions from each image (default: %(default)s)")
+    p.add_argument("--fields", default=_D.fields, choices=FIELDS,
+                   help="ff-unsup: full (every unit sees the whole layer below) or local: layer 1's units on a 4x4 "
+                        "grid of image windows, each next layer on a grid one smaller seeing 2x2 cells below, "
+                        "no shared weights (Hinton's local receptive fields) (default: %(default)s)")
     p.add_argument("--learner", default=_D.learner,
                    help=f"uff: what each layer learns as: {', '.join(LEARNERS)} (auto-encoder, denoising "
                         "auto-encoder, contrastive on two views of each image)")
