@@ -10,7 +10,7 @@ below it (all their units); from a 1 x 1 grid on, layers are fully connected. A 
 units are split evenly over its cells, unit = cell * per_cell + j, cells row by row (so
 the widths must be multiples of 16, 9, 4: Hinton's 2048-1980-2048 has 128, 220, 512 per cell).
 The layers stay dense matrices: the trainer zeroes the weights outside the fields once and
-every gradient there (kernels/fields.py), so the model, its export and inference are the
+every gradient there (kernels/local_fields.py), so the model, its export and inference are the
 dense net's.
 """
 

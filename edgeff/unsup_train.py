@@ -30,7 +30,7 @@ import numpy as np
 from .errors import UsageError
 from .fit_loop import Optimizer, PhasedTrainer
 from .kernels import batch, dense, ff_loss, hybrid, norm, softmax
-from .kernels import fields as local_fields
+from .kernels import local_fields
 from .memory import plan_greedy
 from .receptive import layer_fields, widths_problem
 from .model import EPS

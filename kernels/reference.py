@@ -375,7 +375,7 @@ def unit_rows_backward(p, du, eps):
     return du
 
 
-# kernels/fields.py
+# kernels/local_fields.py
 def field_mask(fields, d_in):
     """(d_in, D_out) bool: True where unit j's window holds input i."""
     cell = np.arange(d_in) // fields.per_in

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import batch, dense, ff_loss, fields, hybrid, norm, optim, overlay, softmax
+from edgeff.kernels import batch, dense, ff_loss, hybrid, local_fields, norm, optim, overlay, softmax
 from edgeff.kernels import reference as ref
 from edgeff.receptive import layer_fields
 
@@ -299,7 +299,7 @@ def test_local_fields_kernel_matches_its_numpy_twin(image_shape, widths):
     for k, f in enumerate(layer_fields(image_shape, widths)):
         assert f is not None
         g = np.random.default_rng(k).standard_normal((d_in[k], widths[k])).astype(np.float32)
-        np.testing.assert_array_equal(fields.keep_fields(g.copy(), f), ref.keep_fields(g.copy(), f))
+        np.testing.assert_array_equal(local_fields.keep_fields(g.copy(), f), ref.keep_fields(g.copy(), f))
         assert ref.field_mask(f, d_in[k]).sum(axis=0).tolist() == [f.fan_in] * widths[k]
 
 

@@ -91,7 +91,7 @@ def loop_counts(ds, schedule, negatives, batch_size, cache, batches=40):
 
 def unsup_loop_counts(ds, phase, batch_size, batches=40, fields="full"):
     """The loop of unsupervised FF: its last FF phase (hybrids staged) or its probe's phase; with local
-    fields, all layers at once (the first three have windows, kernels/fields.py)."""
+    fields, all layers at once (the first three have windows, kernels/local_fields.py)."""
     schedule = "layerwise" if fields == "full" else "simultaneous"
     cfg = TrainConfig(model="784-320-180-100-50", batch_size=batch_size, schedule=schedule, algo="ff-unsup",
                       probe_labels=0.5, fields=fields).validate()
