@@ -117,7 +117,7 @@ class TrainConfig:
             parse_spec(self.model)
         for name, allowed in (("schedule", SCHEDULES), ("negatives", NEGATIVES), ("optimizer", OPTIMIZERS),
                               ("goodness", GOODNESS), ("classifier", CLASSIFIERS), ("hybrid", HYBRID),
-                              ("algo", ALGOS)):
+                              ("algo", ALGOS), ("fields", FIELDS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
         for name, low, high in (("epochs", 1, None), ("batch_size", 1, None), ("head_epochs", 0, None),
@@ -157,8 +157,6 @@ class TrainConfig:
         _check_whole("mask_blurs", self.mask_blurs, 1, MAX_MASK_BLURS)
         if self.algo != "ff-unsup" and self.mask_blurs != MASK_BLURS:
             raise UsageError("--mask-blurs shapes the hybrid images of --algo ff-unsup; leave it out")
-        if self.fields not in FIELDS:
-            raise UsageError(f"--fields must be one of {', '.join(FIELDS)}, got {self.fields!r}")
         if self.algo != "ff-unsup" and self.fields != "full":
             raise UsageError("--fields local gives the layers of --algo ff-unsup local receptive fields; leave it out")
         self._check_learner()

@@ -26,8 +26,8 @@ def _keep_fields(g, in_cols, per_in, grid, per_out, sy, sx, fy, fx):
 
 def keep_fields(g, fields):
     """g <- g with every entry outside the units' fields zeroed (module docstring); in place."""
-    if g.dtype != np.float32 or g.ndim != 2 or g.shape[1] != fields.grid * fields.grid * fields.per_out:
-        width = fields.grid ** 2 * fields.per_out
+    width = fields.grid ** 2 * fields.per_out
+    if g.dtype != np.float32 or g.ndim != 2 or g.shape[1] != width:
         raise ValueError(f"keep_fields: need float32 (D_in, {width}), got {g.dtype} {g.shape}")
     _keep_fields(g, fields.in_cols, fields.per_in, fields.grid, fields.per_out, *fields.stride, *fields.field)
     return g

@@ -10,6 +10,7 @@ import pytest
 from edgeff import checkpoint, export
 from edgeff.config import TrainConfig, config_from_options
 from edgeff.data import load_dataset
+from edgeff.errors import UsageError
 from edgeff.kernels import reference as ref
 from edgeff.receptive import layer_fields
 from edgeff.unsup_model import UnsupNet
@@ -197,6 +198,13 @@ def test_mask_blurs_shape_the_negatives_and_an_older_run_keeps_its_six(images):
     assert not np.array_equal(*weights)
     old = {k: v for k, v in dataclasses.asdict(TrainConfig(algo="ff-unsup", model="64-20")).items() if k != "mask_blurs"}
     assert TrainConfig.from_dict(old).mask_blurs == 6 and TrainConfig().mask_blurs == 2
+
+
+def test_a_config_naming_unknown_fields_is_refused():
+    """A run's config.json (a file from outside) with another fields value is one UsageError line."""
+    d = dict(dataclasses.asdict(TrainConfig(algo="ff-unsup", model="64-32")), fields="nearby")
+    with pytest.raises(UsageError, match="--fields 'nearby' is not one of: full, local"):
+        TrainConfig.from_dict(d)
 
 
 def test_local_fields_learn_only_inside_their_windows(images, tmp_path):
