@@ -68,6 +68,36 @@ def test_a_killed_server_resumes_and_the_federation_lowers_the_test_error(tmp_pa
     one_line_error(edgeff("federate", *_options(dict(SMALL, rounds=3)), "--out", out), "not this federation's")
 
 
+def test_fedadam_steps_by_server_lr_and_a_federation_saved_before_that_still_resumes(tmp_path):
+    out = str(tmp_path / "fed")
+    adam = dict(SMALL, strategy="fedadam")
+    result = ok(edgeff("federate", *_options(adam), "--out", out, "--json"))
+    assert result["test_error"] < 0.85        # its step was SMALL's client lr 0.03 once: 0.90, chance
+    assert _federation(out)["settings"]["server-lr"] == 0.1 and _federation(out)["format"] == 2
+    history = _federation(out)["history"]        # the global layer goes down float32, as the clients send it up
+    assert history[1]["bytes_down"] == history[1]["bytes_up"] and history[3]["bytes_down"] == history[3]["bytes_up"]
+    # as edgeff saved a FedAdam federation before its step was --server-lr: the clients' --lr was its step
+    with open(os.path.join(out, "metrics.json")) as f:
+        metrics = json.load(f)
+    del metrics["federation"]["format"]
+    metrics["federation"]["settings"]["server-lr"] = 1.0
+    with open(os.path.join(out, "metrics.json"), "w") as f:
+        json.dump(metrics, f)
+    one_line_error(edgeff("federate", *_options(adam), "--out", out), "not this federation's")
+    assert ok(edgeff("federate", *_options(dict(adam, server_lr=0.03)), "--out", out, "--json"))["rounds"] == 4
+
+
+@pytest.mark.parametrize("strategy, resumed_with", [("fedavg", {}), ("fedavgm", {}), ("fedavgm", {"server_lr": 1.0}),
+                                                    ("fedadam", {"server_lr": 0.01})])
+def test_federations_saved_with_the_old_server_lr_default_resume_with_the_settings_they_ran(strategy, resumed_with):
+    from edgeff.federated.server_app import _made_with
+    from edgeff.federated.settings import FederationConfig
+    settings = FederationConfig(strategy=strategy, lr=0.01, out="x")
+    saved = dict(settings.identity(), **{"server-lr": 1.0})          # the old default, saved for every strategy
+    assert _made_with({"settings": saved}) == FederationConfig(**{**settings.__dict__, **resumed_with}).identity()
+    assert _made_with({"settings": saved, "format": 2}) == saved
+
+
 def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):
     out = str(tmp_path / "fed")
     settings = dict(SMALL, rounds=1, schedule="simultaneous")

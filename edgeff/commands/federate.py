@@ -32,7 +32,8 @@ def add_arguments(p):
                    help="Flower's aggregation: fedavg, fedavgm (the server steps along a momentum over the "
                         "clients' mean change) or fedadam (Adam on the server) (default: %(default)s)")
     p.add_argument("--server-lr", type=float, default=F.server_lr, metavar="ETA",
-                   help="fedavgm: the server's step, times the clients' mean change (default: %(default)s)")
+                   help="the server's step: fedavgm's, times the clients' mean change (default 1), or fedadam's "
+                        "Adam step (default 0.1)")
     p.add_argument("--server-momentum", type=float, default=F.server_momentum, metavar="BETA",
                    help="fedavgm: the server's momentum (default: %(default)s)")
     p.add_argument("--dataset", default=F.dataset, help="name or .npz file, as edgeff train (default: %(default)s)")

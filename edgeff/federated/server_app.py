@@ -31,6 +31,8 @@ from .local import training_set
 from .records import ARRAYS, FROZEN, digest, layers_record, record_layers, update_problem
 from .settings import FederationConfig
 
+FORMAT = 2    # of the federation record in metrics.json: before 2, FedAdam stepped by the clients' --lr
+
 
 class GlobalModel:
     """The federation's global net in its run directory, with what the rounds so far did."""
@@ -46,7 +48,7 @@ class GlobalModel:
             self.net = FFNet.create(self.cfg.sizes, ds.num_classes, self.cfg.label_value, self.cfg.goodness == "mean",
                                     np.random.default_rng(self.cfg.seed), image=ds.image_shape is not None)
             self.net.describe_input(ds)
-            self.federation = dict(settings=self.wanted, round=0, total_rounds=settings.total_rounds,
+            self.federation = dict(format=FORMAT, settings=self.wanted, round=0, total_rounds=settings.total_rounds,
                                    bytes_down=0, bytes_up=0, history=[])
             self._save(self._test_error())
         self.traffic = {"down": 0, "up": 0, "updates": 0, "rejected": 0}   # of the round under way
@@ -55,10 +57,11 @@ class GlobalModel:
     def _resumed(self):
         out = self.settings.out
         federation = load_metrics(out).get("federation")
-        if not isinstance(federation, dict) or federation.get("settings") != self.wanted:
+        if not isinstance(federation, dict) or _made_with(federation) != self.wanted:
             raise UsageError(f"{out} holds a model that is not this federation's (other settings, or not a "
                              "federation); give the same settings to resume it, or another --out")
         net, _ = load_run(out)
+        federation.update(format=FORMAT, settings=self.wanted)
         return net, federation
 
     @property
@@ -102,6 +105,14 @@ class GlobalModel:
                        model=self.cfg.model, out=self.settings.out, rounds=f["round"],
                        bytes_sent=f["bytes_down"] + f["bytes_up"], federation=f)
         save_run(self.settings.out, self.cfg, self.net, metrics)
+
+
+def _made_with(federation):
+    """The identity() of the settings a saved federation record was made with, read as today's."""
+    saved = federation.get("settings")
+    if federation.get("format", 1) == 1 and isinstance(saved, dict) and saved.get("strategy") == "fedadam":
+        return dict(saved, **{"server-lr": saved.get("lr")})
+    return saved
 
 
 class CheckedUpdates:
@@ -148,7 +159,11 @@ class CheckedUpdates:
             else:
                 traffic["updates"] += 1
                 counted.append(reply)
-        return super().aggregate_train(server_round, counted)
+        arrays, metrics = super().aggregate_train(server_round, counted)
+        if arrays is not None:    # the net is float32; FedAdam's step comes out float64 (its bias correction)
+            arrays = layers_record({k: (w.astype(np.float32), b.astype(np.float32))
+                                    for k, (w, b) in record_layers(arrays).items()})
+        return arrays, metrics
 
 
 class CheckedFedAvg(CheckedUpdates, FedAvg):
@@ -168,9 +183,9 @@ STRATEGIES = {"fedavg": CheckedFedAvg, "fedavgm": CheckedFedAvgM, "fedadam": Che
 
 
 def _server_step(s):
-    """The strategy's own settings: FedAvgM's step and momentum; FedAdam's step, a client's own rate."""
-    return {"fedavg": {}, "fedavgm": dict(server_learning_rate=s.server_lr, server_momentum=s.server_momentum),
-            "fedadam": dict(eta=s.lr)}[s.strategy]
+    """The strategy's own settings: FedAvgM's step and momentum; FedAdam's step."""
+    return {"fedavg": {}, "fedavgm": dict(server_learning_rate=s.server_step, server_momentum=s.server_momentum),
+            "fedadam": dict(eta=s.server_step)}[s.strategy]
 
 
 def federate(grid, model):

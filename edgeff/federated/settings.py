@@ -17,6 +17,8 @@ CLASSIFIERS = ("goodness", "first")   # the classifiers that need no linear head
 _D = TrainConfig()
 # how the rounds run, not what they learn: a federation resumed with other values is still the same one
 RUN_ONLY = ("out", "min_clients", "round_timeout")
+# the server's step when --server-lr is 0: Flower's defaults (FedAvgM's 1 is FedAvg without momentum)
+SERVER_STEPS = {"fedavg": 1.0, "fedavgm": 1.0, "fedadam": 0.1}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +30,8 @@ class FederationConfig:
     partition: str = "iid"           # iid, or dirichlet:ALPHA (label skew; partition.py)
     schedule: str = "layerwise"
     strategy: str = "fedavg"
-    server_lr: float = 1.0           # fedavgm: the server's step along the clients' mean change
+    server_lr: float = 0.0           # the server's step: fedavgm's along the clients' mean change, fedadam's
+                                     # Adam step (0: the strategy's default, SERVER_STEPS)
     server_momentum: float = 0.0     # fedavgm: the server's momentum over rounds
     dataset: str = _D.dataset
     data_dir: str = ""
@@ -49,7 +52,7 @@ class FederationConfig:
             _check_whole(name, getattr(self, name), 1)
         _check_whole("limit_train", self.limit_train, 0)
         _check_whole("local_steps", self.local_steps, 0)
-        _check_real("server_lr", self.server_lr, low=0, above_low=True)
+        _check_real("server_lr", self.server_lr, low=0)
         _check_real("server_momentum", self.server_momentum, low=0, high=0.999)
         _check_whole("min_clients", self.min_clients, 0, self.clients)
         _check_real("round_timeout", self.round_timeout, low=0, above_low=True)
@@ -92,9 +95,16 @@ class FederationConfig:
     def total_rounds(self):
         return self.rounds * len(self.phases)
 
+    @property
+    def server_step(self):
+        """--server-lr, or (0) the strategy's default step."""
+        return self.server_lr or SERVER_STEPS[self.strategy]
+
     def identity(self):
-        """The settings that make a federation (to_record's, but RUN_ONLY's): a saved one resumes only with them."""
-        return {k: v for k, v in self.to_record().items() if k.replace("-", "_") not in RUN_ONLY}
+        """The settings that make a federation (to_record's with the server step taken, but RUN_ONLY's):
+        a saved one resumes only with them."""
+        record = dict(self.to_record(), **{"server-lr": self.server_step})
+        return {k: v for k, v in record.items() if k.replace("-", "_") not in RUN_ONLY}
 
     def to_record(self):
         """{dashed-name: value}: a Flower run config or ConfigRecord (str, int, float values only)."""
