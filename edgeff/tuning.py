@@ -17,8 +17,6 @@ The BLAS thread count changes the last bits of a product's sums, so runs are
 reproducible bit for bit on one machine while its tuning file stands.
 """
 
-import ctypes
-import glob
 import json
 import os
 import time
@@ -27,6 +25,7 @@ import numpy as np
 
 from .board import detect_board
 from .fileio import atomic_write_text
+from .kernels.blas import blas_threads, set_blas_threads
 
 FILE = "edgeff-tuning.json"
 VERSION = 1
@@ -63,30 +62,6 @@ def machine():
     config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
     return dict(cpu_model=detect_board()["cpu_model"], cores=cores(), numpy=np.__version__,
                 blas=f"{config.get('name', '?')} {config.get('version', '')}".strip())
-
-
-def _openblas():
-    """numpy's bundled OpenBLAS as (set_num_threads, get_num_threads), or None when not found."""
-    libs = os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs")
-    for path in glob.glob(os.path.join(libs, "lib*openblas*.so*")):
-        lib = ctypes.CDLL(path)          # already loaded by numpy: the same library, not a second copy
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
-            setter, getter = f"{prefix}_set_num_threads{suffix}", f"{prefix}_get_num_threads{suffix}"
-            if hasattr(lib, setter) and hasattr(lib, getter):
-                return getattr(lib, setter), getattr(lib, getter)
-    return None
-
-
-def blas_threads():
-    """Threads numpy's BLAS uses now (None when it is not an OpenBLAS edgeff can find)."""
-    found = _openblas()
-    return int(found[1]()) if found else None
-
-
-def set_blas_threads(n):
-    found = _openblas()
-    if found:
-        found[0](int(n))
 
 
 def _best(fn, repeats=3):

@@ -24,20 +24,24 @@ gemm / direct, best of 10 interleaved (tools/bench.py --conv-methods):
       1x1 64->128 at 14x14        2.7 / 113        3.1 / 142        2.6 / 109
       3x3 64->64 at 14x14 with 2, 4, 8 channels per group: gemm 2x, 4x, 10x faster
 so depthwise convs go direct (2x; 5x for the input gradient) and all others gemm.
-The direct loops pay per short output row; the gemm method spends about a fifth of
-its time in im2col. The copies stay serial: a Numba parallel loop costs 30-45 us to
-start here (workqueue layer, 2 cores), more than the im2col of a tile gains from a
-second core, while BLAS spreads each product over the cores itself. tools/bench.py
+The direct loops pay per short output row. With BLAS spreading each product over
+the cores and im2col serial, the gemm method spent a quarter of its time in im2col
+with one core idle (a Numba parallel loop costs 30-45 us to start here, workqueue
+layer, more than a tile's im2col gains); so the batch is shared among the threads
+instead, each copying and multiplying its own samples with BLAS on one thread
+(conv_gemm.py): 3x3 32->64 forward 0.54 -> 0.71 of the GEMM peak. tools/bench.py
 prints GFLOP/s against numpy's GEMM. A conv with one input channel is bound by
 writing its output (9 multiply-adds per output value), not by arithmetic.
 
-The gemm method needs scratch: a caller-supplied float32 array of at least
-`conv2d_scratch_size(...)` elements (the columns of a tile of samples, about one L2
-cache whatever the batch, one zero-padded sample, and the tile's weight gradients),
-so the memory planner can declare it as one workspace buffer shared by the three
-calls; the direct method needs none (size 0, scratch may be None). The size follows
-the L2 cache of the machine that plans (conv_gemm.l2_cache_bytes). Nothing is
-allocated per call beyond array views.
+The gemm method needs scratch: a caller-supplied float32 array of
+`conv2d_scratch_size(...)` elements, per thread the columns of a tile of samples (about
+one L2 cache whatever the batch), one zero-padded sample and the weight gradients, so
+the memory planner can declare it as one workspace buffer shared by the three calls;
+the direct method needs none (size 0, scratch may be None). The size follows the L2
+cache and the cores of the machine that plans (conv_gemm.l2_cache_bytes,
+default_workers); scratch of at least the one-thread size (workers=1) is accepted and
+runs on as many threads as it holds parts for, else on one. Nothing is allocated per
+call beyond array views and one small job per thread.
 """
 
 import numpy as np
@@ -77,12 +81,13 @@ def conv2d_method(c_in, groups):
     return "direct" if groups > 1 and c_in == groups else "gemm"
 
 
-def conv2d_scratch_size(x_shape, w_shape, stride, pad, groups):
-    """float32 elements of scratch the three calls need for these shapes (0 when direct)."""
+def conv2d_scratch_size(x_shape, w_shape, stride, pad, groups, workers=None):
+    """float32 elements of scratch the three calls need for these shapes (0 when direct) to run on
+    `workers` threads (default: this process's cores; with less scratch they run on one)."""
     conv2d_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, pad)  # it fits
     if conv2d_method(x_shape[1], groups) == "direct":
         return 0
-    return conv_gemm.GemmPlan(x_shape, w_shape, stride, pad, groups, None).size
+    return conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, workers or conv_gemm.default_workers())
 
 
 def _check(name, a, ndim):
@@ -122,7 +127,7 @@ def _integers(stride, pad, groups):
 
 
 def _scratch(scratch, x_shape, w_shape, stride, pad, groups):
-    need = conv2d_scratch_size(x_shape, w_shape, stride, pad, groups)
+    need = conv2d_scratch_size(x_shape, w_shape, stride, pad, groups, workers=1)
     if need == 0:
         return None
     if scratch is None:
@@ -130,7 +135,7 @@ def _scratch(scratch, x_shape, w_shape, stride, pad, groups):
     _check("scratch", scratch, 1)
     if scratch.shape[0] < need:
         raise ValueError(f"conv2d: scratch has {scratch.shape[0]} float32, this conv needs {need}")
-    return scratch[:need]
+    return scratch
 
 
 def conv2d_forward(x, w, b, stride, pad, groups, out, scratch=None):

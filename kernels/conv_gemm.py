@@ -15,16 +15,26 @@ one L2 whatever the batch.
   3x3 convs past the first), one product per tile and group: the columns laid out
   channel-major, (C_in*KH*KW, B*OH*OW), times dy copied to (C_out, B*OH*OW).
 
-All buffers are views of the caller's scratch (GemmPlan.size float32).
+The batch is shared among as many threads as numpy's BLAS has (contiguous shares of
+samples, each with its own GemmPlan in its own part of the scratch), each thread running
+its tiles with BLAS on one thread meanwhile: the copies run on every core, not on one
+while the others wait, and no thread pool spins against BLAS's. A weight gradient is
+summed per share, then the shares in order, so a run on the same thread count gives the
+same bits. Scratch sized for fewer threads than BLAS has runs on one.
+
+All buffers are views of the caller's scratch (scratch_size float32).
 """
 
+import contextlib
 import functools
 import glob
 import os
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
 
+from .blas import blas_threads, one_blas_thread
 from .ff_loss import FAST
 
 # L2 bytes when the system does not say (no /sys cache entries): half the L2 of the
@@ -50,12 +60,35 @@ def l2_cache_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
     return FALLBACK_L2_BYTES
 
 
-def tile_samples(n, per_sample_floats):
-    """Samples per tile: as many of the n as fit per_sample_floats each into the L2 cache (at least 1)."""
-    return max(1, min(n, l2_cache_bytes() // 4 // per_sample_floats))
+@functools.lru_cache(maxsize=None)
+def l2_sharers(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
+    """How many CPUs share the first CPU's L2 cache (its shared_cpu_list, like "0-3"); 1 when unknown."""
+    for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
+        try:
+            with open(os.path.join(index, "level")) as f:
+                level = f.read().strip()
+            with open(os.path.join(index, "shared_cpu_list")) as f:
+                spans = [part.split("-") for part in f.read().strip().split(",")]
+            if level == "2":
+                return max(1, sum(int(span[-1]) - int(span[0]) + 1 for span in spans))
+        except (OSError, ValueError):
+            continue
+    return 1
 
 
-@njit(cache=True)
+def tile_samples(n, per_sample_floats, workers=1):
+    """Samples per tile: as many of the n as fit per_sample_floats each into a worker's part of
+    the L2 cache (all of it, unless workers share it), at least 1."""
+    l2 = l2_cache_bytes() // min(workers, l2_sharers())
+    return max(1, min(n, l2 // 4 // per_sample_floats))
+
+
+def default_workers():
+    """Threads a conv plans scratch for: the cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@njit(cache=True, nogil=True)
 def _pad_into(x, pad, xp):
     # x: (C, H, W) float32 one sample; xp: (C, H + 2 pad, W + 2 pad) float32, border already 0 <- x inside
     c_in, h, w = x.shape
@@ -65,7 +98,7 @@ def _pad_into(x, pad, xp):
                 xp[c, pad + i, pad + j] = x[c, i, j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _crop_from(xp, pad, x):
     # xp: (C, H + 2 pad, W + 2 pad) float32; x: (C, H, W) float32 <- the inside of xp
     c_in, h, w = x.shape
@@ -75,7 +108,7 @@ def _crop_from(xp, pad, x):
                 x[c, i, j] = xp[c, pad + i, pad + j]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _im2col(x, pad, kh, kw, stride, xp, cols, sample_stride, row_stride):
     # x: (B, C, H, W) float32 a tile of samples
     # xp: (C, H + 2 pad, W + 2 pad) float32 scratch, border already 0
@@ -100,7 +133,7 @@ def _im2col(x, pad, kh, kw, stride, xp, cols, sample_stride, row_stride):
                                 d[ow] = src[ow * stride]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _col2im(cols, pad, kh, kw, stride, dxp, dx):
     # cols: (B, C * KH * KW, OH * OW) float32 gradient of a tile's columns
     # dxp: (C, H + 2 pad, W + 2 pad) float32 scratch
@@ -115,12 +148,16 @@ def _col2im(cols, pad, kh, kw, stride, dxp, dx):
                     src = cols[b, (c * kh + i) * kw + j]
                     for oh in range(oh_n):
                         d, s = dxp[c, oh * stride + i, j:], src[oh * ow_n:]
-                        for ow in range(ow_n):
-                            d[ow * stride] += s[ow]
+                        if stride == 1:  # a plain add, which vectorises
+                            for ow in range(ow_n):
+                                d[ow] += s[ow]
+                        else:
+                            for ow in range(ow_n):
+                                d[ow * stride] += s[ow]
         _crop_from(dxp, pad, dx[b])
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, nogil=True, fastmath=FAST)
 def _sum_tile(per_sample, g):
     # per_sample: (B, C, K) float32; g: (C, K) float32 += the sum over B
     for b in range(per_sample.shape[0]):
@@ -129,7 +166,7 @@ def _sum_tile(per_sample, g):
                 g[c, k] += per_sample[b, c, k]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _to_channel_major(y, t):
     # y: (B, C, P) float32; t: (C, B * P) float32 <- t[c, b * P + q] = y[b, c, q]
     n_b, c_n, p = y.shape
@@ -140,7 +177,7 @@ def _to_channel_major(y, t):
                 dst[q] = src[q]
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _add_bias(y, b):
     # y: (N, C, P) float32, in place += b[c]; b: (C,) float32
     for n in range(y.shape[0]):
@@ -155,12 +192,14 @@ def _is_pointwise(kh, kw, stride, pad):
 
 
 class GemmPlan:
-    """The shapes of one gemm-method conv and its views of the scratch array: [columns of a
-    tile (tile, C_in*KH*KW, OH*OW) | one padded sample (C_in, H+2p, W+2p) | per-sample weight
-    grads (tile, C_out, C_in/G*KH*KW), or when channel_major dy (C_out, tile*OH*OW) and one
-    tile's weight grad (C_out, C_in/G*KH*KW)]."""
+    """The shapes of one gemm-method conv over a share of samples and its views of the scratch
+    array: [columns of a tile (tile, C_in*KH*KW, OH*OW) | one padded sample (C_in, H+2p, W+2p) |
+    per-sample weight grads (tile, C_out, C_in/G*KH*KW), or when channel_major dy (C_out,
+    tile*OH*OW) and one tile's weight grad (C_out, C_in/G*KH*KW) | the share's weight grad
+    (C_out, C_in/G*KH*KW)]; workers: how many shares run at once (they split the L2 cache if
+    they share it)."""
 
-    def __init__(self, x_shape, w_shape, stride, pad, groups, scratch):
+    def __init__(self, x_shape, w_shape, stride, pad, groups, scratch, workers=1):
         self.n, c_in, h, w = x_shape
         self.c_out, cg_in, self.kh, self.kw = w_shape
         self.oh, self.ow = (h + 2 * pad - self.kh) // stride + 1, (w + 2 * pad - self.kw) // stride + 1
@@ -171,15 +210,17 @@ class GemmPlan:
         # floats one sample's weight gradient copies: dy (and x when pointwise) channel-major,
         # against writing and summing a per-sample gradient
         self.channel_major = self.c_out * p + (c_in * p if self.pointwise else 0) < 2 * self.c_out * self.k
-        self.tile = tile_samples(self.n, (self.rows + self.c_out) * p)
+        self.tile = tile_samples(self.n, (self.rows + self.c_out) * p, workers)
         n_cols = 0 if self.pointwise and not self.channel_major else self.tile * self.rows * p
         n_pad = c_in * (h + 2 * pad) * (w + 2 * pad)
         n_grads = self.c_out * (self.tile * p + self.k if self.channel_major else self.tile * self.k)
-        self.size = n_cols + n_pad + n_grads
+        grads_end = n_cols + n_pad + n_grads
+        self.size = grads_end + self.c_out * self.k
         if scratch is not None:
             self.cols = scratch[:n_cols]
             self.padded = scratch[n_cols:n_cols + n_pad].reshape(c_in, h + 2 * pad, w + 2 * pad)
-            self.grads = scratch[n_cols + n_pad:self.size]
+            self.grads = scratch[n_cols + n_pad:grads_end]
+            self.share_grad = scratch[grads_end:self.size].reshape(self.c_out, self.k)
             self.padded[:] = 0.0  # the border stays 0; _pad_into writes the inside
 
     def tiles(self):
@@ -208,23 +249,91 @@ class GemmPlan:
         return slice(g * self.cg_out, (g + 1) * self.cg_out), slice(g * self.k, (g + 1) * self.k)
 
 
-def forward(x, w, b, stride, pad, groups, out, scratch):
-    """out <- conv(x, w) + b (b may be None)."""
-    m = GemmPlan(x.shape, w.shape, stride, pad, groups, scratch)
-    w2, y = w.reshape(m.c_out, m.k), out.reshape(m.n, m.c_out, m.oh * m.ow)
+def _shares(n, workers):
+    """Contiguous slices of n samples, one per worker, as even as can be (never an empty one)."""
+    chunk = -(-n // workers)
+    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+
+
+def scratch_size(x_shape, w_shape, stride, pad, groups, workers=1):
+    """float32 elements of scratch the three calls need to run on `workers` threads."""
+    shares = _shares(x_shape[0], workers)
+    return len(shares) * GemmPlan((shares[0].stop, *x_shape[1:]), w_shape, stride, pad, groups, None, len(shares)).size
+
+
+_spread = None    # set by spread_over: the threads every conv spreads its samples over meanwhile
+
+
+@contextlib.contextmanager
+def spread_over(threads):
+    """Meanwhile every conv spreads its samples over `threads` threads and BLAS keeps to one
+    thread throughout (how a conv net trains): after a product on several threads, OpenBLAS's
+    idle threads spin for about 0.1 s, and a conv's threads would share the cores with them."""
+    global _spread
+    before, _spread = _spread, threads
+    try:
+        with one_blas_thread():
+            yield
+    finally:
+        _spread = before
+
+
+def _plans(x_shape, w_shape, stride, pad, groups, scratch):
+    """[(sample slice, its GemmPlan in its own part of scratch)]: one share per thread (spread_over's,
+    or BLAS's now) when the scratch holds that many, else one share."""
+    workers = _spread or blas_threads() or 1
+    if workers > 1 and scratch_size(x_shape, w_shape, stride, pad, groups, workers) > scratch.size:
+        workers = 1
+    shares = _shares(x_shape[0], workers)
+    size = scratch_size(x_shape, w_shape, stride, pad, groups, workers) // len(shares)
+    return [(s, GemmPlan((s.stop - s.start, *x_shape[1:]), w_shape, stride, pad, groups,
+                         scratch[i * size:(i + 1) * size], len(shares))) for i, s in enumerate(shares)]
+
+
+_pool = (None, 0, None)     # (pid, threads, ThreadPoolExecutor): a forked child makes its own
+
+
+def _run(jobs):
+    """Call every job, the first on this thread and the others on a pool, with BLAS on one
+    thread meanwhile; an error in any is raised once all have finished."""
+    if len(jobs) == 1:
+        return jobs[0]()
+    global _pool
+    pid, threads, pool = _pool
+    if pid != os.getpid() or threads < len(jobs) - 1:
+        if pid == os.getpid():
+            pool.shutdown(wait=False)
+        pool = ThreadPoolExecutor(len(jobs) - 1, thread_name_prefix="edgeff-conv")
+        _pool = (os.getpid(), len(jobs) - 1, pool)
+    with one_blas_thread():
+        futures = [pool.submit(job) for job in jobs[1:]]
+        try:
+            jobs[0]()
+        finally:
+            wait(futures)
+        for f in futures:
+            f.result()
+
+
+def _forward_share(m, x, w2, b, y):
     for s, _ in m.tiles():
         cols = m.columns(x[s])
-        for g in range(groups):
+        for g in range(m.groups):
             o, k = m.group(g)
             np.matmul(w2[o], cols[:, k], out=y[s, o])  # one BLAS call per sample, made by numpy
         if b is not None:
             _add_bias(y[s], b)
 
 
-def weight_grad(x, dy, stride, pad, groups, gw, scratch):
-    """gw <- sum over the batch of dy @ columns.T, per group."""
-    m = GemmPlan(x.shape, gw.shape, stride, pad, groups, scratch)
-    g2, dy2 = gw.reshape(m.c_out, m.k), dy.reshape(m.n, m.c_out, m.oh * m.ow)
+def forward(x, w, b, stride, pad, groups, out, scratch):
+    """out <- conv(x, w) + b (b may be None)."""
+    n, c_out = x.shape[0], w.shape[0]
+    w2, y = w.reshape(c_out, -1), out.reshape(n, c_out, -1)
+    _run([functools.partial(_forward_share, m, x[s], w2, b, y[s])
+          for s, m in _plans(x.shape, w.shape, stride, pad, groups, scratch)])
+
+
+def _weight_grad_share(m, x, dy2, g2):
     g2[:] = 0.0
     for s, b in m.tiles():
         if m.channel_major:
@@ -232,27 +341,43 @@ def weight_grad(x, dy, stride, pad, groups, gw, scratch):
             dy_t = m.grads[:m.c_out * columns].reshape(m.c_out, columns)
             tile_grad = m.grads[-m.c_out * m.k:].reshape(m.c_out, m.k)
             _to_channel_major(dy2[s], dy_t)
-            for g in range(groups):
+            for g in range(m.groups):
                 o, k = m.group(g)
                 np.matmul(dy_t[o], cols[k].T, out=tile_grad[o])
             np.add(g2, tile_grad, out=g2)
         else:
             cols, per_sample = m.columns(x[s]), m.grads[:b * m.c_out * m.k].reshape(b, m.c_out, m.k)
-            for g in range(groups):
+            for g in range(m.groups):
                 o, k = m.group(g)
                 np.matmul(dy2[s, o], cols[:, k].transpose(0, 2, 1), out=per_sample[:, o])
             _sum_tile(per_sample, g2)
 
 
-def input_grad(dy, w, stride, pad, groups, dx, scratch):
-    """dx <- col2im(w.T @ dy), per group; for a pointwise conv w.T @ dy is dx itself."""
-    m = GemmPlan(dx.shape, w.shape, stride, pad, groups, scratch)
-    w2, dy2 = w.reshape(m.c_out, m.k), dy.reshape(m.n, m.c_out, m.oh * m.ow)
+def weight_grad(x, dy, stride, pad, groups, gw, scratch):
+    """gw <- sum over the batch of dy @ columns.T, per group: each share's sum, then the shares in order."""
+    n, c_out = x.shape[0], gw.shape[0]
+    g2, dy2 = gw.reshape(c_out, -1), dy.reshape(n, c_out, -1)
+    plans = _plans(x.shape, gw.shape, stride, pad, groups, scratch)
+    sums = [g2] + [m.share_grad for _, m in plans[1:]]
+    _run([functools.partial(_weight_grad_share, m, x[s], dy2[s], g) for (s, m), g in zip(plans, sums)])
+    for g in sums[1:]:
+        np.add(g2, g, out=g2)
+
+
+def _input_grad_share(m, w2, dy2, dx):
     p = m.oh * m.ow
     for s, b in m.tiles():
         dcols = dx[s].reshape(b, dx.shape[1], -1) if m.pointwise else m.cols[:b * m.rows * p].reshape(b, m.rows, p)
-        for g in range(groups):
+        for g in range(m.groups):
             o, k = m.group(g)
             np.matmul(w2[o].T, dy2[s, o], out=dcols[:, k])
         if not m.pointwise:
-            _col2im(dcols, m.pad, m.kh, m.kw, stride, m.padded, dx[s])
+            _col2im(dcols, m.pad, m.kh, m.kw, m.stride, m.padded, dx[s])
+
+
+def input_grad(dy, w, stride, pad, groups, dx, scratch):
+    """dx <- col2im(w.T @ dy), per group; for a pointwise conv w.T @ dy is dx itself."""
+    n, c_out = dx.shape[0], w.shape[0]
+    w2, dy2 = w.reshape(c_out, -1), dy.reshape(n, c_out, -1)
+    _run([functools.partial(_input_grad_share, m, w2, dy2[s], dx[s])
+          for s, m in _plans(dx.shape, w.shape, stride, pad, groups, scratch)])

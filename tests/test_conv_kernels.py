@@ -203,20 +203,74 @@ def test_wrappers_reject_bad_shapes_and_dtypes(call, message):
 
 
 def test_scratch_sizes(monkeypatch):
-    """Depthwise needs none; a gemm conv declares a tile's columns, one padded sample and the
-    tile's weight gradients, the tile as many samples as fit their columns and output in L2."""
+    """Depthwise needs none; a gemm conv declares, per thread, a tile's columns, one padded sample,
+    the tile's weight gradients and its share's, the tile as many samples as fit their columns and
+    output in the thread's part of L2."""
     monkeypatch.setattr(conv_gemm, "l2_cache_bytes", lambda: 2**20)
+    monkeypatch.setattr(conv_gemm, "l2_sharers", lambda: 1)
     assert conv.conv2d_scratch_size((128, 64, 14, 14), (64, 1, 3, 3), 1, 1, 64) == 0
     tile = 2**18 // ((32 * 9 + 64) * 14 * 14)   # 3 samples
-    size = conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1)   # channel-major weight grad
-    assert size == tile * 32 * 9 * 14 * 14 + 32 * 16 * 16 + 64 * (tile * 14 * 14 + 32 * 9)
-    assert size * 4 < 2**20 + 32 * 16 * 16 * 4 + 64 * 32 * 9 * 4   # about one L2, whatever the batch
+    size = conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, workers=1)  # channel-major weight grad
+    assert size == tile * 32 * 9 * 14 * 14 + 32 * 16 * 16 + 64 * (tile * 14 * 14 + 32 * 9) + 64 * 32 * 9
+    assert size * 4 < 2**20 + 32 * 16 * 16 * 4 + 2 * 64 * 32 * 9 * 4   # about one L2, whatever the batch
+    assert conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, workers=2) == 2 * size
+    monkeypatch.setattr(conv_gemm, "l2_sharers", lambda: 2)        # two threads on one L2: half each
+    assert conv.conv2d_scratch_size((128, 32, 14, 14), (64, 32, 3, 3), 1, 1, 1, workers=2) < 2 * size
+    monkeypatch.setattr(conv_gemm, "l2_sharers", lambda: 1)
     tile = 2**18 // ((64 + 128) * 14 * 14)
-    pointwise = conv.conv2d_scratch_size((128, 64, 14, 14), (128, 64, 1, 1), 1, 0, 1)   # no columns
-    assert pointwise == 64 * 14 * 14 + tile * 128 * 64
-    first = conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1)   # per-sample weight grads
+    pointwise = conv.conv2d_scratch_size((128, 64, 14, 14), (128, 64, 1, 1), 1, 0, 1, workers=1)   # no columns
+    assert pointwise == 64 * 14 * 14 + tile * 128 * 64 + 128 * 64
+    first = conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, workers=1)   # per-sample weight grads
     tile = 2**18 // ((9 + 32) * 28 * 28)
-    assert first == tile * 9 * 28 * 28 + 30 * 30 + tile * 32 * 9
+    assert first == tile * 9 * 28 * 28 + 30 * 30 + tile * 32 * 9 + 32 * 9
+    assert conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1) == \
+        conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, workers=conv_gemm.default_workers())
+
+
+@pytest.mark.parametrize("n, workers", [(5, 1), (5, 2), (5, 3), (1, 2), (8, 4)])
+@pytest.mark.parametrize("kernel, stride, pad, groups", [(3, 1, 1, 1), (1, 1, 0, 1), (3, 2, 1, 2)])
+def test_the_batch_shared_among_threads_gives_what_one_thread_gives(monkeypatch, n, workers, kernel, stride, pad,
+                                                                    groups):
+    """A share of the samples per BLAS thread (5 samples on 3 threads: 2 + 2 + 1; 1 sample: one
+    share), each on its own thread and part of the scratch, weight gradients summed over the shares;
+    scratch sized for fewer threads runs on one; BLAS's thread count is as before afterwards."""
+    from edgeff.kernels import blas
+    rng = np.random.default_rng(n * workers)
+    x_shape, w_shape = (n, 4, 7, 6), (6, 4 // groups, kernel, kernel)
+    x, w, b, dy = arrays(rng, x_shape, w_shape, stride, pad)
+    want = (ref.conv2d_forward(x, w, b, stride, pad, groups, np.empty(dy.shape)),
+            ref.conv2d_weight_grad(x, dy, stride, pad, groups, np.empty(w.shape), None)[0],
+            ref.conv2d_input_grad(dy, w, stride, pad, groups, np.empty(x.shape)))
+    before = blas.blas_threads()
+    monkeypatch.setattr(conv_gemm, "blas_threads", lambda: workers)
+    got = {}
+    for planned in (workers, 1):
+        scratch = np.full(conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, planned), np.nan, np.float32)
+        y, gw, dx = np.empty_like(dy), np.empty_like(w), np.empty_like(x)
+        conv.conv2d_forward(x, w, b, stride, pad, groups, y, scratch)
+        conv.conv2d_weight_grad(x, dy, stride, pad, groups, gw, None, scratch)
+        conv.conv2d_input_grad(dy, w, stride, pad, groups, dx, scratch)
+        for a, b_ in zip((y, gw, dx), want):
+            close(a, b_)
+        got[planned] = (y, gw, dx)
+        assert blas.blas_threads() == before
+    monkeypatch.setattr(conv_gemm, "blas_threads", lambda: 1)
+    scratch = np.empty(conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, workers), np.float32)
+    y1 = conv.conv2d_forward(x, w, b, stride, pad, groups, np.empty_like(dy), scratch)
+    np.testing.assert_array_equal(got[1][0], y1)        # too little scratch for the threads: one share, as on one
+    assert [(s.start, s.stop) for s in conv_gemm._shares(5, 3)] == [(0, 2), (2, 4), (4, 5)]
+
+
+def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
+    done = []
+
+    def job(k):
+        if k == 1:
+            raise RuntimeError("share 1 failed")
+        done.append(k)
+    with pytest.raises(RuntimeError, match="share 1 failed"):
+        conv_gemm._run([lambda: job(0), lambda: job(1), lambda: job(2)])
+    assert sorted(done) == [0, 2]
 
 
 def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):
@@ -229,6 +283,10 @@ def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):
     (tmp_path / "index2" / "size").write_text("2M\n")
     assert conv_gemm.l2_cache_bytes.__wrapped__(str(tmp_path)) == 2 * 2**20
     assert conv_gemm.l2_cache_bytes(str(tmp_path / "none")) == conv_gemm.FALLBACK_L2_BYTES
+    assert conv_gemm.l2_sharers(str(tmp_path)) == 1          # no shared_cpu_list: a core's own
+    for listed, sharers in [("0-3", 4), ("0,2", 2), ("0-1,4-5", 4), ("junk", 1)]:
+        (tmp_path / "index2" / "shared_cpu_list").write_text(listed + "\n")
+        assert conv_gemm.l2_sharers.__wrapped__(str(tmp_path)) == sharers
 
 
 ALLOCATION_PROBE = """
