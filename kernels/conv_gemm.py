@@ -43,37 +43,41 @@ from .ff_loss import FAST
 FALLBACK_L2_BYTES = 256 * 1024
 
 
-@functools.lru_cache(maxsize=None)
-def l2_cache_bytes(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
-    """The first CPU's L2 cache size in bytes, from the kernel's cache entries (index*/level, size
-    such as "1024K"); FALLBACK_L2_BYTES when there are none."""
+CACHE_DIR = "/sys/devices/system/cpu/cpu0/cache"
+
+
+def _l2_entry(cache_dir, name):
+    """The text of the first CPU's level-2 cache entry `name` (index*/level is 2), or None."""
     for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
         try:
             with open(os.path.join(index, "level")) as f:
-                level = f.read().strip()
-            with open(os.path.join(index, "size")) as f:
-                size = f.read().strip()
+                if f.read().strip() != "2":
+                    continue
+            with open(os.path.join(index, name)) as f:
+                return f.read().strip()
         except OSError:
             continue
-        if level == "2" and size[:-1].isdigit() and size[-1] in "KM":
-            return int(size[:-1]) * (1024 if size[-1] == "K" else 1024 * 1024)
+    return None
+
+
+@functools.lru_cache(maxsize=None)
+def l2_cache_bytes(cache_dir=CACHE_DIR):
+    """The first CPU's L2 cache size in bytes, from the kernel's cache entries (size such as
+    "1024K"); FALLBACK_L2_BYTES when there are none."""
+    size = _l2_entry(cache_dir, "size") or ""
+    if size[:-1].isdigit() and size[-1] in "KM":
+        return int(size[:-1]) * (1024 if size[-1] == "K" else 1024 * 1024)
     return FALLBACK_L2_BYTES
 
 
 @functools.lru_cache(maxsize=None)
-def l2_sharers(cache_dir="/sys/devices/system/cpu/cpu0/cache"):
+def l2_sharers(cache_dir=CACHE_DIR):
     """How many CPUs share the first CPU's L2 cache (its shared_cpu_list, like "0-3"); 1 when unknown."""
-    for index in sorted(glob.glob(os.path.join(cache_dir, "index*"))):
-        try:
-            with open(os.path.join(index, "level")) as f:
-                level = f.read().strip()
-            with open(os.path.join(index, "shared_cpu_list")) as f:
-                spans = [part.split("-") for part in f.read().strip().split(",")]
-            if level == "2":
-                return max(1, sum(int(span[-1]) - int(span[0]) + 1 for span in spans))
-        except (OSError, ValueError):
-            continue
-    return 1
+    try:
+        spans = [part.split("-") for part in (_l2_entry(cache_dir, "shared_cpu_list") or "").split(",")]
+        return max(1, sum(int(span[-1]) - int(span[0]) + 1 for span in spans))
+    except ValueError:
+        return 1
 
 
 def tile_samples(n, per_sample_floats, workers=1):
