@@ -10,13 +10,15 @@ that as a fraction of numpy's matmul GFLOP/s on exactly the same shapes, timed
 here in the same run. Also the kernels' first-run compile time (empty Numba
 cache) and cached start time.
 
-Conv section (kernels/conv.py, batch 128, the convs of a small net for 28x28 gray
-images): GFLOP/s of forward, weight gradient and input gradient, each as a fraction
-of numpy's matmul doing the same multiply-adds as one GEMM per group over the whole
-batch ((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its transpose
-products for the gradients: "of same") and of numpy's GEMM peak (a 1024^3 product:
-"of peak"), all timed in the same run, interleaved, best of --conv-repeats;
-compiling happens before any timing. A benchmark, not a test:
+Conv section (kernels/conv.py, batch 128, conv-small's three 3x3 convs and a depthwise
+and a pointwise conv): GFLOP/s of forward, weight gradient and input gradient, each as
+a fraction of numpy's matmul doing the same multiply-adds as one GEMM per group over
+the whole batch ((C_out/G, C_in/G*KH*KW) @ (C_in/G*KH*KW, N*OH*OW) forward, its
+transpose products for the gradients: "of same") and of numpy's GEMM peak (a 1024^3
+product: "of peak"), all timed in the same run, the GEMMs and the convs in turn, best
+of --conv-repeats. The convs are timed as a conv net trains them: BLAS kept to one
+thread while each conv shares its batch among BLAS's thread count (after BLAS's idle
+threads went to sleep). Compiling happens before any timing. A benchmark, not a test:
 nothing is asserted.
 
 --breakdown: where one training step's time goes, per net: numpy's BLAS (matmul), each
@@ -190,6 +192,7 @@ def breakdowns(batch_size, steps):
 CONVS = {
     "3x3 1->32 @28": (1, 32, 28, 3, 1, 1, 1),
     "3x3 32->64 @14": (32, 64, 14, 3, 1, 1, 1),
+    "3x3 64->128 @7": (64, 128, 7, 3, 1, 1, 1),
     "dw3x3 64 @14": (64, 64, 14, 3, 1, 1, 64),
     "1x1 64->128 @14": (64, 128, 14, 1, 1, 0, 1),
 }
