@@ -29,7 +29,8 @@ import contextlib
 import functools
 import glob
 import os
-from concurrent.futures import ThreadPoolExecutor, wait
+import queue
+import threading
 
 import numpy as np
 from numba import njit
@@ -294,29 +295,56 @@ def _plans(x_shape, w_shape, stride, pad, groups, scratch):
                          scratch[i * size:(i + 1) * size], len(shares))) for i, s in enumerate(shares)]
 
 
-_pool = (None, 0, None)     # (pid, threads, ThreadPoolExecutor): a forked child makes its own
+class _Threads:
+    """Threads that run the jobs put to them, each reporting what its job raised (or None) once it
+    has let go of the job, so nothing a job held outlives the call that waits for them."""
+
+    def __init__(self, n):
+        self.pid, self.n = os.getpid(), n
+        self.todo, self.done = queue.SimpleQueue(), queue.SimpleQueue()
+        for _ in range(n):
+            threading.Thread(target=self._serve, name="edgeff-conv", daemon=True).start()
+
+    def _serve(self):
+        while True:
+            job, error = self.todo.get(), None
+            if job is None:                       # stop(): these threads are replaced
+                return
+            try:
+                job()
+            except BaseException as exc:      # handed to the waiting caller, which raises it
+                error = exc
+            del job
+            self.done.put(error)
+
+    def stop(self):
+        for _ in range(self.n):
+            self.todo.put(None)
+
+
+_threads = None     # made on first use, again in a forked child (threads do not survive a fork)
 
 
 def _run(jobs):
-    """Call every job, the first on this thread and the others on a pool, with BLAS on one
+    """Call every job, the first on this thread and the others on _threads, with BLAS on one
     thread meanwhile; an error in any is raised once all have finished."""
     if len(jobs) == 1:
         return jobs[0]()
-    global _pool
-    pid, threads, pool = _pool
-    if pid != os.getpid() or threads < len(jobs) - 1:
-        if pid == os.getpid():
-            pool.shutdown(wait=False)
-        pool = ThreadPoolExecutor(len(jobs) - 1, thread_name_prefix="edgeff-conv")
-        _pool = (os.getpid(), len(jobs) - 1, pool)
+    global _threads
+    if _threads is None or _threads.pid != os.getpid() or _threads.n < len(jobs) - 1:
+        if _threads is not None and _threads.pid == os.getpid():
+            _threads.stop()
+        _threads = _Threads(len(jobs) - 1)
     with one_blas_thread():
-        futures = [pool.submit(job) for job in jobs[1:]]
+        for job in jobs[1:]:
+            _threads.todo.put(job)
         try:
             jobs[0]()
         finally:
-            wait(futures)
-        for f in futures:
-            f.result()
+            errors = [_threads.done.get() for _ in jobs[1:]]
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _forward_share(m, x, w2, b, y):

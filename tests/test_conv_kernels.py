@@ -271,6 +271,14 @@ def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
     with pytest.raises(RuntimeError, match="share 1 failed"):
         conv_gemm._run([lambda: job(0), lambda: job(1), lambda: job(2)])
     assert sorted(done) == [0, 2]
+    import threading
+    conv_gemm._run([lambda k=k: job(k) for k in (3, 4, 5, 6)])             # more threads: the old ones stop
+    assert sorted(done) == [0, 2, 3, 4, 5, 6]
+    for _ in range(100):
+        if sum(t.name == "edgeff-conv" for t in threading.enumerate()) == 3:
+            break
+        threading.Event().wait(0.01)
+    assert sum(t.name == "edgeff-conv" for t in threading.enumerate()) == 3
 
 
 def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):
