@@ -341,7 +341,12 @@ def _run(jobs):
         try:
             jobs[0]()
         finally:
-            errors = [_threads.done.get() for _ in jobs[1:]]
+            try:
+                errors = [_threads.done.get() for _ in jobs[1:]]
+            except BaseException:        # a wait cut short (Ctrl-C): a late reply would answer the next call
+                _threads.stop()
+                _threads = None
+                raise
     for error in errors:
         if error is not None:
             raise error

@@ -281,6 +281,28 @@ def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
     assert sum(t.name == "edgeff-conv" for t in threading.enumerate()) == 3
 
 
+def test_a_wait_cut_short_leaves_no_late_reply_for_the_next_call(monkeypatch):
+    """Ctrl-C while the caller waits for the other threads: those threads are dropped, so their
+    reply cannot be taken for the next call's, which runs on new ones."""
+    conv_gemm._run([lambda: None, lambda: None])
+    threads = conv_gemm._threads
+    real = threads.done
+
+    class Interrupted:
+        def get(self):
+            raise KeyboardInterrupt
+
+        def put(self, reply):
+            real.put(reply)
+    monkeypatch.setattr(threads, "done", Interrupted())
+    with pytest.raises(KeyboardInterrupt):
+        conv_gemm._run([lambda: None, lambda: None])
+    assert conv_gemm._threads is None
+    ran = []
+    conv_gemm._run([lambda: ran.append(0), lambda: ran.append(1)])
+    assert sorted(ran) == [0, 1] and conv_gemm._threads is not threads
+
+
 def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):
     """The level-2 entry's size (K or M), whichever index holds it; the fallback without entries."""
     for index, level, size in [(0, "1", "32K"), (1, "1", "32K"), (2, "2", "1280K"), (3, "3", "32M")]:
