@@ -25,7 +25,7 @@ import numpy as np
 
 from .board import detect_board
 from .fileio import atomic_write_text
-from .kernels.blas import blas_threads, set_blas_threads
+from .kernels.blas import blas_threads, cores, set_blas_threads
 
 FILE = "edgeff-tuning.json"
 VERSION = 1
@@ -51,10 +51,6 @@ def numba_cache_dir():
 
 def tuning_path():
     return os.path.join(numba_cache_dir()[0], FILE)
-
-
-def cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def machine():

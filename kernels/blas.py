@@ -22,6 +22,11 @@ def _openblas():
     return None
 
 
+def cores():
+    """The cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def blas_threads():
     """Threads numpy's BLAS uses now (None when it is not an OpenBLAS edgeff can find)."""
     found = _openblas()

@@ -39,7 +39,7 @@ one L2 cache whatever the batch), one zero-padded sample and the weight gradient
 the memory planner can declare it as one workspace buffer shared by the three calls;
 the direct method needs none (size 0, scratch may be None). The size follows the L2
 cache and the cores of the machine that plans (conv_gemm.l2_cache_bytes,
-default_workers); scratch of at least the one-thread size (workers=1) is accepted and
+blas.cores); scratch of at least the one-thread size (workers=1) is accepted and
 runs on as many threads as it holds parts for, else on one. Nothing is allocated per
 call beyond array views and one small job per thread.
 """
@@ -47,7 +47,7 @@ call beyond array views and one small job per thread.
 import numpy as np
 from numba import njit
 
-from . import conv_direct, conv_gemm
+from . import blas, conv_direct, conv_gemm
 from .ff_loss import FAST
 
 _NO_BIAS = np.zeros(0, np.float32)
@@ -87,7 +87,7 @@ def conv2d_scratch_size(x_shape, w_shape, stride, pad, groups, workers=None):
     conv2d_output_size(x_shape[2], x_shape[3], w_shape[2], w_shape[3], stride, pad)  # it fits
     if conv2d_method(x_shape[1], groups) == "direct":
         return 0
-    return conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, workers or conv_gemm.default_workers())
+    return conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, workers or blas.cores())
 
 
 def _check(name, a, ndim):

@@ -88,11 +88,6 @@ def tile_samples(n, per_sample_floats, workers=1):
     return max(1, min(n, l2 // 4 // per_sample_floats))
 
 
-def default_workers():
-    """Threads a conv plans scratch for: the cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 @njit(cache=True, nogil=True)
 def _pad_into(x, pad, xp):
     # x: (C, H, W) float32 one sample; xp: (C, H + 2 pad, W + 2 pad) float32, border already 0 <- x inside
@@ -260,10 +255,15 @@ def _shares(n, workers):
     return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
 
 
+def _share_size(x_shape, w_shape, stride, pad, groups, shares):
+    """float32 elements of each share's part of the scratch (the first share is the largest)."""
+    return GemmPlan((shares[0].stop, *x_shape[1:]), w_shape, stride, pad, groups, None, len(shares)).size
+
+
 def scratch_size(x_shape, w_shape, stride, pad, groups, workers=1):
     """float32 elements of scratch the three calls need to run on `workers` threads."""
     shares = _shares(x_shape[0], workers)
-    return len(shares) * GemmPlan((shares[0].stop, *x_shape[1:]), w_shape, stride, pad, groups, None, len(shares)).size
+    return len(shares) * _share_size(x_shape, w_shape, stride, pad, groups, shares)
 
 
 _spread = None    # set by spread_over: the threads every conv spreads its samples over meanwhile
@@ -286,11 +286,11 @@ def spread_over(threads):
 def _plans(x_shape, w_shape, stride, pad, groups, scratch):
     """[(sample slice, its GemmPlan in its own part of scratch)]: one share per thread (spread_over's,
     or BLAS's now) when the scratch holds that many, else one share."""
-    workers = _spread or blas_threads() or 1
-    if workers > 1 and scratch_size(x_shape, w_shape, stride, pad, groups, workers) > scratch.size:
-        workers = 1
-    shares = _shares(x_shape[0], workers)
-    size = scratch_size(x_shape, w_shape, stride, pad, groups, workers) // len(shares)
+    shares = _shares(x_shape[0], _spread or blas_threads() or 1)
+    size = _share_size(x_shape, w_shape, stride, pad, groups, shares)
+    if len(shares) * size > scratch.size:          # planned for fewer threads
+        shares = _shares(x_shape[0], 1)
+        size = _share_size(x_shape, w_shape, stride, pad, groups, shares)
     return [(s, GemmPlan((s.stop - s.start, *x_shape[1:]), w_shape, stride, pad, groups,
                          scratch[i * size:(i + 1) * size], len(shares))) for i, s in enumerate(shares)]
 

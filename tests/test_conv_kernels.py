@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import conv, conv_direct, conv_gemm
+from edgeff.kernels import blas, conv, conv_direct, conv_gemm
 from edgeff.kernels import reference as ref
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -224,7 +224,7 @@ def test_scratch_sizes(monkeypatch):
     tile = 2**18 // ((9 + 32) * 28 * 28)
     assert first == tile * 9 * 28 * 28 + 30 * 30 + tile * 32 * 9 + 32 * 9
     assert conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1) == \
-        conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, workers=conv_gemm.default_workers())
+        conv.conv2d_scratch_size((128, 1, 28, 28), (32, 1, 3, 3), 1, 1, 1, workers=blas.cores())
 
 
 @pytest.mark.parametrize("n, workers", [(5, 1), (5, 2), (5, 3), (1, 2), (8, 4)])
@@ -234,7 +234,6 @@ def test_the_batch_shared_among_threads_gives_what_one_thread_gives(monkeypatch,
     """A share of the samples per BLAS thread (5 samples on 3 threads: 2 + 2 + 1; 1 sample: one
     share), each on its own thread and part of the scratch, weight gradients summed over the shares;
     scratch sized for fewer threads runs on one; BLAS's thread count is as before afterwards."""
-    from edgeff.kernels import blas
     rng = np.random.default_rng(n * workers)
     x_shape, w_shape = (n, 4, 7, 6), (6, 4 // groups, kernel, kernel)
     x, w, b, dy = arrays(rng, x_shape, w_shape, stride, pad)

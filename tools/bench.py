@@ -270,7 +270,7 @@ def bench_conv_methods(name, shape, n, repeats):
     _, _, _, _, stride, pad, groups = shape
     x, w, dy, y = conv_arrays(shape, n)
     gw, dx = np.empty_like(w), np.empty_like(x)
-    scratch = np.empty(conv_gemm.scratch_size(x.shape, w.shape, stride, pad, groups, conv_gemm.default_workers()),
+    scratch = np.empty(conv_gemm.scratch_size(x.shape, w.shape, stride, pad, groups, blas.cores()),
                        np.float32)
     seconds = as_conv_nets_train([
         lambda: conv_gemm.forward(x, w, None, stride, pad, groups, y, scratch),
