@@ -28,7 +28,7 @@ import numpy as np
 from .budget import backprop_bytes, backprop_cfg, layout_for_conv
 from .memory import backprop_activation_bytes, peak_live_bytes
 from .plan_report import plan_report
-from .runs import peak_rss_bytes, rss_bytes
+from .process_memory import peak_rss_bytes, rss_bytes
 
 GOAL_RATIO = 1.15       # (peak RSS - baseline) <= GOAL_RATIO * arena
 

@@ -2,7 +2,6 @@
 
 import json
 import os
-import resource
 
 from .config import TrainConfig
 from .errors import ModelError, UsageError
@@ -13,37 +12,6 @@ from .ffcl_model import NET as FFCL_NET, FFCLNet
 from .unsup_model import NET as UNSUP_NET, UnsupNet
 
 CONFIG, MODEL, METRICS = "config.json", "model.npz", "metrics.json"
-
-
-def peak_rss_bytes():
-    """This process image's peak resident memory: /proc's VmHWM where there is one. Not
-    getrusage's ru_maxrss, which Linux carries over exec from the image before it, so a
-    process started by a large one (a test runner forking it) would report the parent's peak."""
-    try:
-        with open("/proc/self/status", "rb") as f:
-            for line in f:
-                if line.startswith(b"VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
-
-
-def peak_rss_mib():
-    return peak_rss_bytes() / 2**20
-
-
-def rss_bytes():
-    """Resident memory now (Linux /proc), or the peak so far where /proc is absent."""
-    try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-    except OSError:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024   # Linux reports KiB
-
-
-def rss_mib():
-    return rss_bytes() / 2**20
 
 
 def save_run(out_dir, cfg, net, metrics):

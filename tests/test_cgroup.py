@@ -113,3 +113,26 @@ def test_a_run_inside_a_memory_limit_fits_a_budget_equal_to_it(tmp_path, memory_
     assert plan["runtime_bytes"] + plan["arena_bytes"] + plan["data_bytes"] < limit
     too_big = edgeff_inside(cgroup, "plan", "--dataset", data, "--model", "784-20000-20000")
     one_line_error(too_big, "this process's cgroup allows 320.0 MiB")  # no budget: the cgroup's limit is the limit
+
+
+def test_a_limit_below_what_linking_the_kernels_touched_holds_the_run_once_llvms_pages_are_released(
+        tmp_path, memory_limit_cgroup):
+    """The runtime a budget counts is measured after LLVM's pages are paged out: a limit just above
+    runtime + arena + data, below the process's unconstrained peak, holds the whole run."""
+    cgroup, limit_file = memory_limit_cgroup
+    limit_path = os.path.join(cgroup, limit_file)
+    with open(limit_path, "w") as f:
+        f.write(str(320 * MiB))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "digits.npz"
+    np.savez(data, x_train=rng.integers(0, 256, (3000, 784), np.uint8), y_train=rng.integers(0, 10, 3000),
+             x_test=rng.integers(0, 256, (500, 784), np.uint8), y_test=rng.integers(0, 10, 500))
+    run = ["train", "--dataset", data, "--model", "784-200-200", "--epochs", "1", "--quiet", "--json"]
+    free = ok(edgeff_inside(cgroup, *run, "--out", tmp_path / "free"))
+    plan = json.loads(edgeff_inside(cgroup, "plan", "--dataset", data, "--model", "784-200-200", "--json").stdout)
+    limit = (plan["runtime_bytes"] + plan["arena_bytes"] + plan["data_bytes"]) // MiB * MiB + 8 * MiB   # whole pages
+    assert limit < free["peak_rss_mib"] * MiB        # below what the process held when nothing held it back
+    with open(limit_path, "w") as f:
+        f.write(str(limit))
+    tight = ok(edgeff_inside(cgroup, *run, "--memory-budget", f"{limit}B", "--out", tmp_path / "tight"))
+    assert tight["test_error"] == free["test_error"] and (tmp_path / "tight" / "model.npz").exists()

@@ -214,7 +214,7 @@ def test_peak_rss_is_this_process_not_the_one_that_started_it():
     getrusage's ru_maxrss carries the parent's over fork and exec, /proc's VmHWM does not."""
     ballast = bytearray(300 * 2**20)
     ballast[::4096] = b"\x01" * len(ballast[::4096])          # touched: resident
-    r = subprocess.run([sys.executable, "-c", "from edgeff.runs import peak_rss_mib; print(peak_rss_mib())"],
+    r = subprocess.run([sys.executable, "-c", "from edgeff.process_memory import peak_rss_mib; print(peak_rss_mib())"],
                        capture_output=True, text=True, timeout=120, check=True)
     child_peak = float(r.stdout)
     with open("/proc/self/status") as f:

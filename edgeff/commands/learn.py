@@ -16,7 +16,8 @@ from ..learn_source import (JOURNAL, Rejected, SampleCheck, directory_files, rea
                             records, serial_reader)
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
-from ..runs import load_run, peak_rss_mib, rss_bytes
+from ..process_memory import peak_rss_mib, runtime_bytes
+from ..runs import load_run
 from ..stream import POLICIES, input_layout, plan_session
 from ..train import warm_up
 
@@ -75,7 +76,7 @@ def run(args):
     log = (lambda msg: None) if args.quiet else (lambda msg: print(f"learn: {msg}", file=sys.stderr, flush=True))
     options = dict(batch_size=args.batch_size, replay=args.replay, policy=args.replay_policy)
     warm_up()
-    runtime = rss_bytes()
+    runtime = runtime_bytes()
     budget = parse_bytes(args.memory_budget) if args.memory_budget else None
     test = _test_set(args.test, net) if args.test else None
     held = test or _test_set(None, net)

@@ -21,7 +21,8 @@ from ..fileio import make_output_dir, remove_made_dirs
 from ..memory import fmt_bytes, parse_bytes
 from ..plan_report import plan_report, print_plan
 from ..progress import progress_enabled
-from ..runs import MODEL, peak_rss_mib, rss_bytes, rss_mib, save_run
+from ..process_memory import peak_rss_mib, rss_mib, runtime_bytes
+from ..runs import MODEL, save_run
 from ..training import load_init, make_trainer, plan_run, warm_up_for
 
 HELP = "train a Forward-Forward net on a data set, print its test error and save it"
@@ -165,7 +166,7 @@ def prepare(args, resume_meta=None):
     if auto and budget is None:
         raise UsageError("--batch-size auto needs --memory-budget")
     compile_seconds = warm_up_for(cfg)
-    runtime = rss_bytes()      # the process itself, measured: interpreter, libraries, kernels loaded
+    runtime = runtime_bytes()  # the process itself, measured: interpreter, libraries, kernels loaded
     t0 = time.perf_counter()
     ds = (load_mapped if args.data_mmap else load_dataset)(cfg.dataset, args.data_dir)
     load_seconds = time.perf_counter() - t0

@@ -9,7 +9,7 @@ import numpy as np
 from ..data import load_dataset
 from ..errors import UsageError
 from ..memory import parse_bytes
-from ..runs import rss_bytes
+from ..process_memory import runtime_bytes
 from ..train import Trainer
 from ..training import make_trainer, plan_run
 from .partition import partition
@@ -43,7 +43,7 @@ def train_phase(settings, ds, phase, layers, seed, lr):
     ({k: (weights, bias)} of the trained layers, their mean loss in the last epoch)."""
     cfg = dataclasses.replace(settings.train_config(), seed=seed, lr=lr)
     budget = parse_bytes(settings.memory_budget) if settings.memory_budget else None
-    run = plan_run(cfg, ds, budget, runtime=rss_bytes())
+    run = plan_run(cfg, ds, budget, runtime=runtime_bytes())
     trainer = make_trainer(run, ds, dense=functools.partial(PhaseTrainer, phase=phase, layers=layers))
     history = trainer.fit(steps_per_phase=settings.local_steps or None)
     net = trainer.net
@@ -78,7 +78,7 @@ def check_clients(settings):
     UsageError line for the first that would fail, before any client starts."""
     budget = parse_bytes(settings.memory_budget) if settings.memory_budget else None
     for ds in _partitions(settings):
-        plan_run(settings.train_config(), ds, budget, runtime=rss_bytes())
+        plan_run(settings.train_config(), ds, budget, runtime=runtime_bytes())
 
 
 def _partitions(settings):

@@ -1,0 +1,114 @@
+"""The runtime a budget counts: LLVM's pages are paged out once the kernels are linked, what the
+pages hold never changes, and the kernels and Numba's compiler work as before after it."""
+
+import hashlib
+import mmap
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edgeff.process_memory import compiler_ranges, page_out
+
+LIB = "/venv/lib/python3.11/site-packages/llvmlite/binding/libllvmlite.so"
+
+
+def test_the_compiler_ranges_are_llvmlites_read_only_mappings_and_junk_is_passed_over(tmp_path):
+    maps = tmp_path / "maps"
+    maps.write_text(
+        f"7f0000000000-7f0000001000 r--p 00000000 08:01 7 {LIB}\n"
+        f"7f0000001000-7f0000003000 r-xp 00001000 08:01 7 {LIB}\n"
+        f"7f0000003000-7f0000004000 rw-p 00003000 08:01 7 {LIB}\n"              # its data: left alone
+        f"7f0000004000-7f0000005000 r-xp 00000000 08:01 8 /x/libllvmlite-old/libc.so.6\n"
+        f"7f0000005000-7f0000006000 r-xp 00000000 08:01 9 /usr/lib/libc.so.6\n"
+        f"7f0000006000-7f0000007000 r-xp 00000000 00:00 0 \n"                   # anonymous
+        f"zz-yy r-xp 00000000 08:01 7 {LIB}\n"                                  # junk
+        f"7f0000009000-7f0000008000 r-xp 00000000 08:01 7 {LIB}\n"              # end before start
+        f"7f000000a000 r-xp 00000000 08:01 7 {LIB}\n"
+        "\n\x00\xff garbage\n"
+        f"7f000000b000-7f000000c000 r--p 00000000 08:01 7 {LIB} (deleted)\n")
+    assert compiler_ranges(maps) == [(0x7f0000000000, 0x7f0000001000), (0x7f0000001000, 0x7f0000003000),
+                                     (0x7f000000b000, 0x7f000000c000)]
+    assert compiler_ranges(tmp_path / "missing") == []
+
+
+def mapping_rss_kib(address):
+    """Resident KiB of this process's mapping that starts at address (/proc/self/smaps)."""
+    inside = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            first = line.split(maxsplit=1)[0]
+            if "-" in first and not first.endswith(":"):
+                inside = int(first.split("-")[0], 16) == address
+            elif inside and first == "Rss:":
+                return int(line.split()[1])
+    raise AssertionError(f"no mapping at {address:#x}")
+
+
+def fstype(path):
+    """The type of the file system holding path (/proc/self/mounts: the longest mount point above it)."""
+    best, kind = "", ""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1].replace("\\040", " ")
+            if (str(path) + "/").startswith(point.rstrip("/") + "/") and len(point) >= len(best):
+                best, kind = point, fields[2]
+    return kind
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise(MADV_PAGEOUT) is Linux's")
+def test_paging_out_drops_a_read_only_file_mapping_from_memory_and_keeps_what_it_holds(tmp_path):
+    if fstype(tmp_path) in ("tmpfs", "ramfs"):
+        pytest.skip(f"{tmp_path} is in memory: its pages cannot go back to a disk")
+    path = tmp_path / "pages.bin"
+    data = np.random.default_rng(0).integers(0, 256, 8 << 20, np.uint8).tobytes()
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())                     # clean pages: the kernel may drop them without writing
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        view = np.frombuffer(m, np.uint8)
+        start = view.ctypes.data
+        assert int(view[::4096].sum()) >= 0      # touch every page
+        before = mapping_rss_kib(start)
+        assert before >= 8 << 10
+        advised = page_out([(start, start + len(view))])
+        if advised == 0:
+            pytest.skip("this kernel does not know MADV_PAGEOUT (Linux 5.4+)")
+        assert advised == 8 << 20
+        assert mapping_rss_kib(start) < before // 4
+        assert hashlib.sha256(view).digest() == hashlib.sha256(data).digest()
+        del view
+
+
+def test_after_the_release_the_kernels_give_their_numpy_twins_results_and_numba_still_compiles():
+    code = """if True:
+        import numpy as np, numba
+        from edgeff.process_memory import compiler_ranges, release_compiler_pages, runtime_bytes
+        from edgeff.train import warm_up
+        from kernels import dense
+        warm_up()
+        assert compiler_ranges(), "llvmlite's mappings not found"
+        runtime_bytes()                                   # releases LLVM's pages, as train does
+        rng = np.random.default_rng(1)
+        z, x = rng.standard_normal((5, 7), np.float32), rng.standard_normal((5, 3), np.float32)
+        gw, gb = np.zeros((3, 7), np.float32), np.zeros(7, np.float32)
+        dense.local_grad(x, z, gw, gb)
+        assert np.allclose(gw, x.T @ z, rtol=1e-5, atol=1e-5) and np.allclose(gb, z.sum(0), rtol=1e-5, atol=1e-5)
+
+        @numba.njit
+        def cube_sum(a):                                  # a new compile: LLVM's pages come back
+            s = 0.0
+            for v in a:
+                s += v * v * v
+            return s
+        a = rng.standard_normal(100)
+        assert np.isclose(cube_sum(a), (a ** 3).sum())
+        print(release_compiler_pages() > 0 or "no pageout")
+    """
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("True", "no pageout")
