@@ -26,7 +26,7 @@ from .conv_models import conv_blocks
 from .convnet import LN_EPS, ConvNet
 from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
-from .kernels import batch, blas, conv_gemm, norm, sff
+from .kernels import batch, blas, conv_gemm, norm, optim, sff
 from .layers import feedback
 from .layers.scratch import Scratch
 
@@ -199,4 +199,5 @@ def warm_up_conv():
         trainer.fit()
         for rows, scale in ((ds.x_test, ds.scale), (ds.x_test.astype(np.float32), 1.0)):   # data set, edgeff infer
             trainer.net.errors(rows, ds.y_test, scale)
+    optim.warm_up()      # the nets above are too small for the parallel step a full-size net takes
     return time.perf_counter() - t0

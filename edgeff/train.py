@@ -302,9 +302,6 @@ def warm_up():
     ff_loss.hardest_wrong_label(np.zeros((2, 2), np.float32), idx, np.zeros(2, np.int64))
     ff_loss.random_wrong_label(idx, np.zeros(2), 2, np.zeros(2, np.int64))
     dense.local_grad(z, z, np.zeros((3, 3), np.float32), b)
-    for n in (3, optim.PARALLEL_FROM):  # serial and parallel variants
-        p = np.zeros(n, np.float32)
-        optim.adam_step(p, p, p.copy(), p.copy(), 1, 0.0)
-        optim.sgd_momentum_step(p, p, p.copy(), 0.0)
+    optim.warm_up()
     softmax.softmax_xent_grad(z, idx, g)
     return time.perf_counter() - t0

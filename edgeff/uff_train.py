@@ -173,4 +173,5 @@ def warm_up_uff():
     uff_loss.nt_xent_grad(np.eye(2, dtype=np.float32), 0.5, np.zeros(2, np.float32))
     uff_loss.unit_rows_backward(a, a.copy(), EPS)
     dense.add_bias(a, a[0])
+    norm.standardise(a, a[0], a[1])        # the probe's features
     return time.perf_counter() - t0

@@ -72,3 +72,12 @@ def adam_step(w, g, m, v, t, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=
     lr_t = lr * c2 / (1.0 - beta1**t)
     _ADAM[w1.size >= PARALLEL_FROM](w1, g1, m1, v1, np.float32(lr_t), np.float32(beta1), np.float32(beta2),
                                     np.float32(eps * c2), np.float32(weight_decay))
+
+
+def warm_up():
+    """Compile (or load from Numba's cache) both variants, serial and parallel, of every step:
+    a trainer whose parameters are all small still may hold one large enough for the parallel one."""
+    for n in (3, PARALLEL_FROM):
+        p = np.zeros(n, np.float32)
+        adam_step(p, p, p.copy(), p.copy(), 1, 0.0)
+        sgd_momentum_step(p, p, p.copy(), 0.0)

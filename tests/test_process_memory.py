@@ -112,3 +112,26 @@ def test_after_the_release_the_kernels_give_their_numpy_twins_results_and_numba_
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() in ("True", "no pageout")
+
+
+@pytest.mark.parametrize("options", [
+    ["--model", "784-200-200", "--classifier", "goodness"],
+    ["--model", "784-200-200", "--optimizer", "sgd", "--schedule", "layerwise", "--in-turn"],
+    ["--model", "conv-small"],
+    ["--model", "conv-small", "--algo", "ffcl", "--feedback-steps", "1"],
+    ["--model", "784-200-200", "--algo", "ffcl", "--separate-labels", "--late-labels"],
+    ["--model", "784-200-200", "--algo", "ff-unsup", "--head-epochs", "1"],
+    ["--model", "784-100-100", "--algo", "uff", "--learner", "ae"],
+], ids=["dense", "sgd-layerwise", "conv", "conv-feedback", "ffcl", "ff-unsup", "uff"])
+def test_every_kernel_a_run_uses_is_ready_before_the_runtime_is_measured(tmp_path, options):
+    """After 'kernels ready' (LLVM's pages released, the runtime measured) no kernel is compiled or
+    loaded from Numba's cache: that would bring LLVM's pages back in the middle of training."""
+    env = dict(os.environ, NUMBA_DEBUG_CACHE="1", PYTHONUNBUFFERED="1")   # Numba's lines on stdout, in order
+    r = subprocess.run([sys.executable, "-m", "edgeff.cli", "train", "--limit-train", "300", "--epochs", "1",
+                        *options, "--out", str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                       text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:]
+    lines = r.stdout.splitlines()
+    ready = next(i for i, line in enumerate(lines) if line.startswith("kernels ready"))
+    late = [line for line in lines[ready:] if line.startswith("[cache] data")]
+    assert late == [], f"kernels loaded or compiled during training: {late}"
