@@ -26,7 +26,7 @@ from .conv_models import conv_blocks
 from .convnet import LN_EPS, ConvNet
 from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
-from .kernels import batch, blas, conv_gemm, norm, optim, sff
+from .kernels import batch, blas, conv_gemm, conv_threads, norm, optim, sff
 from .layers import feedback
 from .layers.scratch import Scratch
 
@@ -60,8 +60,8 @@ class ConvTrainer(PhasedTrainer):
 
     def fit(self, *args, **kwargs):
         """PhasedTrainer.fit, every conv spreading its batch over BLAS's threads while BLAS keeps to one
-        (kernels/conv_gemm.spread_over): the same thread count gives the same sums, bit for bit."""
-        with conv_gemm.spread_over(blas.blas_threads() or 1):
+        (kernels/conv_threads.spread_over): the same thread count gives the same sums, bit for bit."""
+        with conv_threads.spread_over(blas.blas_threads() or 1):
             return super().fit(*args, **kwargs)
 
     # ---- what PhasedTrainer asks of a trainer ----

@@ -15,27 +15,23 @@ one L2 whatever the batch.
   3x3 convs past the first), one product per tile and group: the columns laid out
   channel-major, (C_in*KH*KW, B*OH*OW), times dy copied to (C_out, B*OH*OW).
 
-The batch is shared among as many threads as numpy's BLAS has (contiguous shares of
-samples, each with its own GemmPlan in its own part of the scratch), each thread running
-its tiles with BLAS on one thread meanwhile: the copies run on every core, not on one
-while the others wait, and no thread pool spins against BLAS's. A weight gradient is
+The batch is shared among threads (kernels/conv_threads.py: as many as BLAS has, or
+spread_over's; contiguous shares of samples, each with its own GemmPlan in its own part
+of the scratch), each thread running its tiles with BLAS on one thread meanwhile. A weight gradient is
 summed per share, then the shares in order, so a run on the same thread count gives the
 same bits. Scratch sized for fewer threads than BLAS has runs on one.
 
 All buffers are views of the caller's scratch (scratch_size float32).
 """
 
-import contextlib
 import functools
 import glob
 import os
-import queue
-import threading
 
 import numpy as np
 from numba import njit
 
-from .blas import blas_threads, one_blas_thread
+from . import conv_threads
 from .ff_loss import FAST
 
 # L2 bytes when the system does not say (no /sys cache entries): half the L2 of the
@@ -249,12 +245,6 @@ class GemmPlan:
         return slice(g * self.cg_out, (g + 1) * self.cg_out), slice(g * self.k, (g + 1) * self.k)
 
 
-def _shares(n, workers):
-    """Contiguous slices of n samples, one per worker, as even as can be (never an empty one)."""
-    chunk = -(-n // workers)
-    return [slice(i, min(i + chunk, n)) for i in range(0, n, chunk)]
-
-
 def _share_size(x_shape, w_shape, stride, pad, groups, shares):
     """float32 elements of each share's part of the scratch (the first share is the largest)."""
     return GemmPlan((shares[0].stop, *x_shape[1:]), w_shape, stride, pad, groups, None, len(shares)).size
@@ -262,94 +252,20 @@ def _share_size(x_shape, w_shape, stride, pad, groups, shares):
 
 def scratch_size(x_shape, w_shape, stride, pad, groups, workers=1):
     """float32 elements of scratch the three calls need to run on `workers` threads."""
-    shares = _shares(x_shape[0], workers)
+    shares = conv_threads.shares(x_shape[0], workers)
     return len(shares) * _share_size(x_shape, w_shape, stride, pad, groups, shares)
 
 
-_spread = None    # set by spread_over: the threads every conv spreads its samples over meanwhile
-
-
-@contextlib.contextmanager
-def spread_over(threads):
-    """Meanwhile every conv spreads its samples over `threads` threads and BLAS keeps to one
-    thread throughout (how a conv net trains): after a product on several threads, OpenBLAS's
-    idle threads spin for about 0.1 s, and a conv's threads would share the cores with them."""
-    global _spread
-    before, _spread = _spread, threads
-    try:
-        with one_blas_thread():
-            yield
-    finally:
-        _spread = before
-
-
 def _plans(x_shape, w_shape, stride, pad, groups, scratch):
-    """[(sample slice, its GemmPlan in its own part of scratch)]: one share per thread (spread_over's,
-    or BLAS's now) when the scratch holds that many, else one share."""
-    shares = _shares(x_shape[0], _spread or blas_threads() or 1)
+    """[(sample slice, its GemmPlan in its own part of scratch)]: one share per thread
+    (conv_threads.count()) when the scratch holds that many, else one share."""
+    shares = conv_threads.shares(x_shape[0], conv_threads.count())
     size = _share_size(x_shape, w_shape, stride, pad, groups, shares)
     if len(shares) * size > scratch.size:          # planned for fewer threads
-        shares = _shares(x_shape[0], 1)
+        shares = conv_threads.shares(x_shape[0], 1)
         size = _share_size(x_shape, w_shape, stride, pad, groups, shares)
     return [(s, GemmPlan((s.stop - s.start, *x_shape[1:]), w_shape, stride, pad, groups,
                          scratch[i * size:(i + 1) * size], len(shares))) for i, s in enumerate(shares)]
-
-
-class _Threads:
-    """Threads that run the jobs put to them, each reporting what its job raised (or None) once it
-    has let go of the job, so nothing a job held outlives the call that waits for them."""
-
-    def __init__(self, n):
-        self.pid, self.n = os.getpid(), n
-        self.todo, self.done = queue.SimpleQueue(), queue.SimpleQueue()
-        for _ in range(n):
-            threading.Thread(target=self._serve, name="edgeff-conv", daemon=True).start()
-
-    def _serve(self):
-        while True:
-            job, error = self.todo.get(), None
-            if job is None:                       # stop(): these threads are replaced
-                return
-            try:
-                job()
-            except BaseException as exc:      # handed to the waiting caller, which raises it
-                error = exc
-            del job
-            self.done.put(error)
-
-    def stop(self):
-        for _ in range(self.n):
-            self.todo.put(None)
-
-
-_threads = None     # made on first use, again in a forked child (threads do not survive a fork)
-
-
-def _run(jobs):
-    """Call every job, the first on this thread and the others on _threads, with BLAS on one
-    thread meanwhile; an error in any is raised once all have finished."""
-    if len(jobs) == 1:
-        return jobs[0]()
-    global _threads
-    if _threads is None or _threads.pid != os.getpid() or _threads.n < len(jobs) - 1:
-        if _threads is not None and _threads.pid == os.getpid():
-            _threads.stop()
-        _threads = _Threads(len(jobs) - 1)
-    with one_blas_thread():
-        for job in jobs[1:]:
-            _threads.todo.put(job)
-        try:
-            jobs[0]()
-        finally:
-            try:
-                errors = [_threads.done.get() for _ in jobs[1:]]
-            except BaseException:        # a wait cut short (Ctrl-C): a late reply would answer the next call
-                _threads.stop()
-                _threads = None
-                raise
-    for error in errors:
-        if error is not None:
-            raise error
 
 
 def _forward_share(m, x, w2, b, y):
@@ -366,7 +282,7 @@ def forward(x, w, b, stride, pad, groups, out, scratch):
     """out <- conv(x, w) + b (b may be None)."""
     n, c_out = x.shape[0], w.shape[0]
     w2, y = w.reshape(c_out, -1), out.reshape(n, c_out, -1)
-    _run([functools.partial(_forward_share, m, x[s], w2, b, y[s])
+    conv_threads.run([functools.partial(_forward_share, m, x[s], w2, b, y[s])
           for s, m in _plans(x.shape, w.shape, stride, pad, groups, scratch)])
 
 
@@ -396,7 +312,7 @@ def weight_grad(x, dy, stride, pad, groups, gw, scratch):
     g2, dy2 = gw.reshape(c_out, -1), dy.reshape(n, c_out, -1)
     plans = _plans(x.shape, gw.shape, stride, pad, groups, scratch)
     sums = [g2] + [m.share_grad for _, m in plans[1:]]
-    _run([functools.partial(_weight_grad_share, m, x[s], dy2[s], g) for (s, m), g in zip(plans, sums)])
+    conv_threads.run([functools.partial(_weight_grad_share, m, x[s], dy2[s], g) for (s, m), g in zip(plans, sums)])
     for g in sums[1:]:
         np.add(g2, g, out=g2)
 
@@ -416,5 +332,5 @@ def input_grad(dy, w, stride, pad, groups, dx, scratch):
     """dx <- col2im(w.T @ dy), per group; for a pointwise conv w.T @ dy is dx itself."""
     n, c_out = dx.shape[0], w.shape[0]
     w2, dy2 = w.reshape(c_out, -1), dy.reshape(n, c_out, -1)
-    _run([functools.partial(_input_grad_share, m, w2, dy2[s], dx[s])
+    conv_threads.run([functools.partial(_input_grad_share, m, w2, dy2[s], dx[s])
           for s, m in _plans(dx.shape, w.shape, stride, pad, groups, scratch)])

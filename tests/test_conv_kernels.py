@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from edgeff.kernels import blas, conv, conv_direct, conv_gemm
+from edgeff.kernels import blas, conv, conv_direct, conv_gemm, conv_threads
 from edgeff.kernels import reference as ref
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -241,7 +241,7 @@ def test_the_batch_shared_among_threads_gives_what_one_thread_gives(monkeypatch,
             ref.conv2d_weight_grad(x, dy, stride, pad, groups, np.empty(w.shape), None)[0],
             ref.conv2d_input_grad(dy, w, stride, pad, groups, np.empty(x.shape)))
     before = blas.blas_threads()
-    monkeypatch.setattr(conv_gemm, "blas_threads", lambda: workers)
+    monkeypatch.setattr(conv_threads, "blas_threads", lambda: workers)
     got = {}
     for planned in (workers, 1):
         scratch = np.full(conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, planned), np.nan, np.float32)
@@ -253,11 +253,11 @@ def test_the_batch_shared_among_threads_gives_what_one_thread_gives(monkeypatch,
             close(a, b_)
         got[planned] = (y, gw, dx)
         assert blas.blas_threads() == before
-    monkeypatch.setattr(conv_gemm, "blas_threads", lambda: 1)
+    monkeypatch.setattr(conv_threads, "blas_threads", lambda: 1)
     scratch = np.empty(conv_gemm.scratch_size(x_shape, w_shape, stride, pad, groups, workers), np.float32)
     y1 = conv.conv2d_forward(x, w, b, stride, pad, groups, np.empty_like(dy), scratch)
     np.testing.assert_array_equal(got[1][0], y1)        # too little scratch for the threads: one share, as on one
-    assert [(s.start, s.stop) for s in conv_gemm._shares(5, 3)] == [(0, 2), (2, 4), (4, 5)]
+    assert [(s.start, s.stop) for s in conv_threads.shares(5, 3)] == [(0, 2), (2, 4), (4, 5)]
 
 
 def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
@@ -268,10 +268,10 @@ def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
             raise RuntimeError("share 1 failed")
         done.append(k)
     with pytest.raises(RuntimeError, match="share 1 failed"):
-        conv_gemm._run([lambda: job(0), lambda: job(1), lambda: job(2)])
+        conv_threads.run([lambda: job(0), lambda: job(1), lambda: job(2)])
     assert sorted(done) == [0, 2]
     import threading
-    conv_gemm._run([lambda k=k: job(k) for k in (3, 4, 5, 6)])             # more threads: the old ones stop
+    conv_threads.run([lambda k=k: job(k) for k in (3, 4, 5, 6)])             # more threads: the old ones stop
     assert sorted(done) == [0, 2, 3, 4, 5, 6]
     for _ in range(100):
         if sum(t.name == "edgeff-conv" for t in threading.enumerate()) == 3:
@@ -283,8 +283,8 @@ def test_an_error_in_a_share_is_raised_after_every_share_finished(monkeypatch):
 def test_a_wait_cut_short_leaves_no_late_reply_for_the_next_call(monkeypatch):
     """Ctrl-C while the caller waits for the other threads: those threads are dropped, so their
     reply cannot be taken for the next call's, which runs on new ones."""
-    conv_gemm._run([lambda: None, lambda: None])
-    threads = conv_gemm._threads
+    conv_threads.run([lambda: None, lambda: None])
+    threads = conv_threads._threads
     real = threads.done
 
     class Interrupted:
@@ -295,11 +295,11 @@ def test_a_wait_cut_short_leaves_no_late_reply_for_the_next_call(monkeypatch):
             real.put(reply)
     monkeypatch.setattr(threads, "done", Interrupted())
     with pytest.raises(KeyboardInterrupt):
-        conv_gemm._run([lambda: None, lambda: None])
-    assert conv_gemm._threads is None
+        conv_threads.run([lambda: None, lambda: None])
+    assert conv_threads._threads is None
     ran = []
-    conv_gemm._run([lambda: ran.append(0), lambda: ran.append(1)])
-    assert sorted(ran) == [0, 1] and conv_gemm._threads is not threads
+    conv_threads.run([lambda: ran.append(0), lambda: ran.append(1)])
+    assert sorted(ran) == [0, 1] and conv_threads._threads is not threads
 
 
 def test_l2_cache_size_is_read_from_the_cache_entries(tmp_path):

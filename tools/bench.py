@@ -42,7 +42,7 @@ import numpy as np
 from edgeff.config import TrainConfig
 from numba.core.registry import CPUDispatcher
 
-from edgeff.kernels import batch, blas, conv, conv_direct, conv_gemm, dense, ff_loss, norm, optim, overlay, softmax
+from edgeff.kernels import batch, blas, conv, conv_direct, conv_gemm, conv_threads, dense, ff_loss, norm, optim, overlay, softmax
 from edgeff import tuning
 from edgeff.data import Dataset
 from edgeff.train import Trainer, warm_up
@@ -217,10 +217,10 @@ def best_seconds(fns, repeats):
 
 def as_conv_nets_train(fns, repeats=1):
     """Best seconds of each conv call timed as a conv net trains them (sff_train.ConvTrainer.fit):
-    spread over BLAS's threads while BLAS keeps to one (conv_gemm.spread_over), after BLAS's idle
+    spread over BLAS's threads while BLAS keeps to one (conv_threads.spread_over), after BLAS's idle
     threads, which spin for about 0.1 s after a product on several, have gone to sleep."""
     time.sleep(BLAS_SPIN_SECONDS)
-    with conv_gemm.spread_over(blas.blas_threads() or 1):
+    with conv_threads.spread_over(blas.blas_threads() or 1):
         return best_seconds(fns, repeats)
 
 
