@@ -26,7 +26,7 @@ from .conv_models import conv_blocks
 from .convnet import LN_EPS, ConvNet
 from .data import Dataset
 from .fit_loop import Optimizer, Param, PhasedTrainer
-from .kernels import batch, blas, conv_gemm, conv_threads, norm, optim, sff
+from .kernels import batch, blas, conv_threads, norm, optim, sff
 from .layers import feedback
 from .layers.scratch import Scratch
 
