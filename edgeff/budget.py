@@ -13,12 +13,17 @@ from .layers.net import training_layout
 from .memory import backprop_activation_bytes, fmt_bytes, peak_live_bytes, plan_greedy
 
 
-def layout_for(cfg, in_width, num_classes, batch_size=None, cache_rows=0):
+# how a layerwise phase gets its frozen layers' output (choose_frozen_input) -> the cache's dtype
+CACHE_DTYPES = {"cache": "float32", "cache-float16": "float16", "stream": None, None: None}
+
+
+def layout_for(cfg, in_width, num_classes, batch_size=None, cache_rows=0, cache_dtype="float32"):
     """Every buffer of a training run with this config (layers/net.py), as objects; cache_rows:
-    layerwise, keep the frozen first layer's product of that many rows (choose_frozen_input)."""
+    layerwise, keep the frozen first layer's product of that many rows as cache_dtype (choose_frozen_input)."""
     widths = list(cfg.sizes[1:])
     return training_layout(["dense"] * len(widths), widths, in_width, num_classes, batch_size or cfg.batch_size,
-                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer, cfg.in_turn, cache_rows)
+                           cfg.schedule, cfg.negatives == "hard", cfg.head_epochs > 0, cfg.optimizer, cfg.in_turn, cache_rows,
+                           cache_dtype)
 
 
 def layout_for_conv(cfg, ds, batch_size=None):
@@ -39,22 +44,28 @@ def plan_for(cfg, in_width, num_classes, batch_size=None):
 
 def choose_frozen_input(cfg, ds, in_width, plan, budget, resumed=None, runtime=0):
     """(plan, how a layerwise phase gets its frozen layers' output, cache bytes). "cache": the plan
-    that also keeps the frozen first layer's product of every training row (layers/dense.py), when
-    it fits the budget (without one, this machine's memory); else `plan` and "stream": recomputed
-    every batch, as always with --shift (it moves every image anew each batch) and --in-turn (a
-    budget that tight has no room for it). The how is None when no layer is ever frozen. resumed: the how of the run a checkpoint continues, kept (the
-    two ways give weights that differ in the last bits: BLAS rounds a row by the rows beside it)."""
+    that also keeps the frozen first layer's product of every training row (layers/dense.py) as
+    float32, when it fits the budget (without one, this machine's memory); "cache-float16": the same
+    at half the bytes, when only that fits; else `plan` and "stream": recomputed every batch, as
+    always with --shift (it moves every image anew each batch) and --in-turn (a budget that tight
+    has no room for it). The bytes are the chosen cache's, or, streaming, a float32 cache's. The
+    how is None when no layer is ever frozen. resumed: the how of the run a checkpoint continues,
+    kept (the ways give weights that differ in the last bits: BLAS rounds a row by the rows beside
+    it, float16 rounds every product)."""
     if cfg.is_conv or cfg.schedule != "layerwise" or len(cfg.sizes) < 3:
         return plan, None, 0
-    layout = layout_for(cfg, in_width, ds.num_classes, cfg.batch_size, cache_rows=len(ds.y_train))
-    cache_bytes = sum(b.nbytes for b in layout.cache.buffers())
-    cached = plan_greedy(layout.buffers)
     room = memory_limit(budget)[0]
-    fits = (not cfg.shift and not cfg.in_turn and room is not None
-            and runtime + cached.arena_bytes + data_bytes(ds) <= room)
-    if resumed == "cache" or (resumed is None and fits):
-        return cached, "cache", cache_bytes
-    return plan, "stream", cache_bytes
+    float32_bytes = None
+    for how in ("cache", "cache-float16"):
+        layout = layout_for(cfg, in_width, ds.num_classes, cfg.batch_size, len(ds.y_train), CACHE_DTYPES[how])
+        cache_bytes = sum(b.nbytes for b in layout.cache.buffers())
+        float32_bytes = float32_bytes or cache_bytes
+        cached = plan_greedy(layout.buffers)
+        fits = (not cfg.shift and not cfg.in_turn and room is not None
+                and runtime + cached.arena_bytes + data_bytes(ds) <= room)
+        if resumed == how or (resumed is None and fits):
+            return cached, how, cache_bytes
+    return plan, "stream", float32_bytes
 
 
 def planner(cfg, ds, in_width=None):

@@ -87,7 +87,8 @@ def _check_fields(path, arrays, meta):
     if meta.get("limit_train") is not None:
         field(path, meta, "limit_train", int, lambda v: v >= 1, "a whole number 1 or more")
     if meta.get("frozen_input") is not None:
-        field(path, meta, "frozen_input", str, lambda v: v in ("cache", "stream"), "'cache' or 'stream'")
+        field(path, meta, "frozen_input", str, lambda v: v in ("cache", "cache-float16", "stream"),
+              "'cache', 'cache-float16' or 'stream'")
     if meta.get("blas_threads") is not None:   # the BLAS thread count the run's sums were made with
         field(path, meta, "blas_threads", int, lambda v: 1 <= v <= 4096, "a whole number 1 to 4096")
     field(path, meta, "history", list, lambda h: all(isinstance(row, list) and all(is_kind(v, float) for v in row)

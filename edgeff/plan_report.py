@@ -7,8 +7,9 @@ from .memory import fmt_bytes, peak_live_bytes
 def plan_report(plan, batch_size, held, budget, backprop_bytes, runtime=0, frozen_input=None, cache_bytes=0):
     """backprop_bytes: the activations backprop would keep for the same net (budget.backprop_bytes);
     runtime: the process's own resident memory, measured before the data and the arena;
-    frozen_input, cache_bytes: how layerwise phases get their frozen layers' output, "cache" or
-    "stream" (None: no layer is frozen), and what the cache takes or would take (budget.choose_frozen_input)."""
+    frozen_input, cache_bytes: how layerwise phases get their frozen layers' output, "cache",
+    "cache-float16" or "stream" (None: no layer is frozen), and what the cache takes or would take
+    (budget.choose_frozen_input)."""
     ff_act = peak_live_bytes(plan.buffers, ("activations",))
     workspace = peak_live_bytes(plan.buffers, ("workspace",))
     return {
@@ -47,9 +48,12 @@ def print_plan(report):
     if report["frozen_input"] == "cache":
         print(f"frozen layers: cache (layer 1's product of every training row, {fmt_bytes(report['cache_bytes'])}, "
               "made once; later layers train from it)")
+    elif report["frozen_input"] == "cache-float16":
+        print(f"frozen layers: cache at float16 (layer 1's product of every training row, "
+              f"{fmt_bytes(report['cache_bytes'])}, made once; later layers train from it; at float32 it had no room)")
     elif report["frozen_input"] == "stream":
-        print(f"frozen layers: stream (recomputed every batch; a cache would take {fmt_bytes(report['cache_bytes'])}: "
-              "no room, or --shift)")
+        print(f"frozen layers: stream (recomputed every batch; a cache would take {fmt_bytes(report['cache_bytes'])}, "
+              "about half at float16: no room, or --shift, or --in-turn)")
     if report["budget_bytes"] is not None:
         total = report["runtime_bytes"] + report["arena_bytes"] + report["data_bytes"]
         verdict = "fits" if report["fits"] else "does NOT fit"

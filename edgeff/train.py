@@ -11,6 +11,7 @@ Every buffer is a view into one arena laid out by the memory planner before the
 first batch (edgeff/memory.py); the loop allocates nothing.
 """
 
+import math
 import time
 
 import numpy as np
@@ -21,20 +22,23 @@ from .fit_loop import Optimizer, Param, PhasedTrainer
 from .layers.net import GRAD_SUM_ROWS
 from .model import EPS, FFNet, overlay_inverse_norm
 
+HALF_MAX = 65504.0    # float16's largest finite value
+
 
 class Trainer(PhasedTrainer):
     """Trains cfg's net on ds inside the arena of `plan`: the memory plan of cfg on ds, as the
     caller made it when it checked the budget (budget.plan_for), made here when not given;
-    cache: layerwise, the plan keeps the frozen first layer's product of every training row
-    (budget.choose_frozen_input), made once in the first batch of the second phase.
+    cache: layerwise, the dtype ("float32" or "float16") the plan keeps the frozen first layer's
+    product of every training row in (budget.choose_frozen_input), made once in the first batch of
+    the second phase; None: recomputed every batch.
     Every array the loop uses is the arena's view of a buffer its layer kind declared
     (self.layout, edgeff/layers/).
     The step hook and the loop are PhasedTrainer's (edgeff/fit_loop.py)."""
 
-    def __init__(self, cfg, ds, progress=None, plan=None, cache=False):
+    def __init__(self, cfg, ds, progress=None, plan=None, cache=None):
         _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-        self._lay_out(cfg, ds, progress, layout_for(cfg, in_width, ds.num_classes,
-                                                    cache_rows=len(ds.y_train) if cache else 0), plan)
+        self._lay_out(cfg, ds, progress, layout_for(cfg, in_width, ds.num_classes, cache_rows=len(ds.y_train) if cache
+                                                    else 0, cache_dtype=cache or "float32"), plan)
         v = self.arena.view
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
                                 image=ds.image_shape is not None,
@@ -56,7 +60,7 @@ class Trainer(PhasedTrainer):
         self.hs = [v(a.h) for a in ph.acts]
         self.good, self.loss = v(ph.good), v(ph.loss)
         cache = self.layout.cache if p > 0 else None
-        self.cache = (v(cache.u0), v(cache.inv)) if cache else None
+        self.cache = (v(cache.u0), v(cache.inv), v(cache.rows) if cache.rows else None) if cache else None
         self.sum_w, self.sum_b = (v(ph.grad_sum[0]), v(ph.grad_sum[1])) if ph.grad_sum else (None, None)
         if o.label_scores is not None:
             self.label_scores = v(o.label_scores)
@@ -92,8 +96,15 @@ class Trainer(PhasedTrainer):
         if self.cache is None:
             self._first_layer_product(idx)
         else:
-            np.take(self.cache[0], idx, axis=0, out=self.u0[:b], mode="clip")
-            np.take(self.cache[1], idx, out=inv, mode="clip")
+            u0, inv_all, rows = self.cache
+            if rows is None:
+                np.take(u0, idx, axis=0, out=self.u0[:b], mode="clip")
+            else:                                 # float16: taken as stored, widened exactly, unscaled
+                np.take(u0, idx, axis=0, out=rows[:b], mode="clip")
+                np.copyto(self.u0[:b], rows[:b])
+                if self.cache_scale != 1.0:
+                    np.multiply(self.u0[:b], np.float32(1.0 / self.cache_scale), out=self.u0[:b])
+            np.take(inv_all, idx, out=inv, mode="clip")
         np.multiply(net.weights[0][lo:hi], net.label_value, out=self.wl)
         if self.cfg.negatives == "hard":
             # the wrong label the first layer finds most positive: its goodness for every label
@@ -121,13 +132,18 @@ class Trainer(PhasedTrainer):
         np.matmul(x0, net.weights[0], out=self.u0[:b])
 
     def _fill_cache(self):
-        """The frozen first layer's u0 and inv of every training row, in batches as _stage makes them."""
-        u0, inv = self.cache
+        """The frozen first layer's u0 and inv of every training row, in batches as _stage makes them.
+        A float16 cache holds u0 times a power of two (cache_scale, exact both ways) that keeps every
+        product inside float16's range, and rounds each to the nearest float16."""
+        u0, inv, half = self.cache
+        self.cache_scale = 1.0 if half is None else half_scale(self.ds, self.net)
         rows = np.arange(self.cfg.batch_size, dtype=np.int64)
         for start in range(0, len(u0), len(rows)):
             b = min(len(rows), len(u0) - start)
             self._first_layer_product(rows[:b] + start)
-            u0[start:start + b] = self.u0[:b]
+            if self.cache_scale != 1.0:
+                np.multiply(self.u0[:b], np.float32(self.cache_scale), out=self.u0[:b])
+            np.copyto(u0[start:start + b], self.u0[:b])
             inv[start:start + b] = self.inv[:b]
         self.cache_pending = False
 
@@ -280,6 +296,19 @@ class Trainer(PhasedTrainer):
 
     def _lr_option(self, key):
         return ("--head-lr", self.cfg.head_lr) if key == "head" else ("--lr", self.cfg.lr)
+
+
+def half_scale(ds, net):
+    """A power of two s such that s * u0 stays inside float16's range for every training row:
+    |u0_j| = |x0 . w0[:, j]| <= max |x0| * sum_i |w0_ij| over the inputs that are not labels (x0
+    has those zeroed), with room for float32's rounding of the product. 1 when that bound fits."""
+    x = ds.x_train
+    lo, hi = net.label_offset, net.label_offset + net.num_classes
+    columns = np.abs(np.delete(net.weights[0], np.s_[lo:hi], axis=0)).sum(axis=0, dtype=np.float64)
+    bound = max(abs(float(x.max())), abs(float(x.min()))) * ds.scale * float(columns.max()) * 1.001
+    if not np.isfinite(bound) or bound <= HALF_MAX:
+        return 1.0
+    return 2.0 ** -math.ceil(math.log2(bound / HALF_MAX))
 
 
 def warm_up():

@@ -5,7 +5,7 @@ every check of the config against the data and the memory plan before anything i
 import dataclasses
 
 from . import ffcl_train, tuning, uff_train, unsup_train
-from .budget import choose_frozen_input, fit_budget, planner
+from .budget import CACHE_DTYPES, choose_frozen_input, fit_budget, planner
 from .config import UNSUPERVISED
 from .convnet import ConvNet, image_chw
 from .errors import UsageError
@@ -28,7 +28,7 @@ class RunPlan:
     cfg: object                 # TrainConfig with its batch size settled
     plan: object                # the memory plan the trainer's arena is laid out by
     in_width: int | None        # dense: the first layer's input width with label inputs
-    frozen_input: str | None    # layerwise: "cache" or "stream" (budget.choose_frozen_input)
+    frozen_input: str | None    # layerwise: "cache", "cache-float16" or "stream" (budget.choose_frozen_input)
     cache_bytes: int            # what that cache takes, or would take
 
 
@@ -105,7 +105,7 @@ def make_trainer(run, ds, progress=None, init_net=None, blas_threads=None, dense
         return uff_train.UffTrainer(run.cfg, ds, progress, run.plan)
     if run.cfg.algo == "ffcl":
         return ffcl_train.FFCLTrainer(run.cfg, ds, progress, run.plan)
-    return dense(run.cfg, ds, progress, plan=run.plan, cache=run.frozen_input == "cache")
+    return dense(run.cfg, ds, progress, plan=run.plan, cache=CACHE_DTYPES[run.frozen_input])
 
 
 def warm_up_for(cfg):

@@ -33,9 +33,20 @@ def data(tmp_path_factory):
 
 
 def train_args(data, out, schedule):
-    return ["train", "--dataset", data, "--model", "60-128-128", "--epochs", "3", "--head-epochs", "2",
+    """layerwise-float16: a wider first layer, and a budget with room for its frozen products'
+    cache at float16 only (a quarter of the float32 cache below what that needs)."""
+    model, extra = "60-128-128", []
+    if schedule == "layerwise-float16":
+        schedule, model = "layerwise", "60-1500-128"
+        plan = json.loads(subprocess.run(edgeff_cmd("plan", "--dataset", data, "--model", model, "--batch-size", "40",
+                                                    "--schedule", schedule, "--json"),
+                                         capture_output=True, check=True, timeout=600).stdout)
+        assert plan["frozen_input"] == "cache"
+        budget = plan["runtime_bytes"] + plan["arena_bytes"] + plan["data_bytes"] - plan["cache_bytes"] // 4
+        extra = ["--memory-budget", f"{budget}B"]
+    return ["train", "--dataset", data, "--model", model, "--epochs", "3", "--head-epochs", "2",
             "--batch-size", "40", "--schedule", schedule, "--negatives", "random", "--out", out,
-            "--checkpoint-every", "2", "--quiet"]
+            "--checkpoint-every", "2", "--quiet", *extra]
 
 
 def weights(run_dir):
@@ -50,11 +61,13 @@ def _mtime(path):
         return None
 
 
-@pytest.mark.parametrize("schedule", ["simultaneous", "layerwise"])
+@pytest.mark.parametrize("schedule", ["simultaneous", "layerwise", "layerwise-float16"])
 def test_sigkill_at_random_moments_then_resume_is_bitwise_identical(data, tmp_path, schedule):
     ref = tmp_path / "ref"
     subprocess.run(edgeff_cmd(*train_args(data, ref, schedule)), check=True, capture_output=True, timeout=600)
     want = weights(ref)
+    if schedule == "layerwise-float16":
+        assert json.loads((ref / "metrics.json").read_text())["frozen_input"] == "cache-float16"
 
     run = tmp_path / "run"
     rng = np.random.default_rng(7)

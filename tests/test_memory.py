@@ -89,7 +89,7 @@ def test_training_loop_allocates_nothing():
     lines = [json.loads(line) for line in r.stdout.strip().splitlines()]
     kernels = [d for d in lines if "kernel" in d]
     loops = [d for d in lines if "loop" in d]
-    assert len(kernels) == 26 and len(loops) == 13
+    assert len(kernels) == 26 and len(loops) == 14
     for d in kernels:
         assert d["nrt_alloc"] == d["array_args"], d
     conv_loops = [d for d in lines if "conv_loop" in d]
@@ -137,8 +137,9 @@ def test_auto_batch_size_and_dry_run(tmp_path):
 
 
 def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
-    """The cache when the budget has room, streaming when it has not or with --shift; none to
-    choose when no layer is frozen. The cache is a planned buffer, counted in the budget."""
+    """The cache when the budget has room, at float16 when only that fits, streaming when neither does
+    or with --shift; none to choose when no layer is frozen. The cache is a planned buffer, counted in
+    the budget."""
     def plan(*args):
         r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--batch-size", "100", *args, "--json")
         assert r.returncode == 0, r.stderr
@@ -151,7 +152,14 @@ def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
     assert sizes["cache/u0"]["first"] > 0                    # from the second phase: layer 1 is frozen by then
     needs = cached["runtime_bytes"] + cached["arena_bytes"] + cached["data_bytes"]
     noise = 2**20                                            # the runtime is measured anew by each process
-    stream = plan("--schedule", "layerwise", "--memory-budget", str(needs - noise))
+    half = plan("--schedule", "layerwise", "--memory-budget", str(needs - noise))
+    assert half["frozen_input"] == "cache-float16" and half["fits"]
+    assert half["cache_bytes"] == 5000 * 300 * 2 + 5000 * 4 + 100 * 300 * 2      # + a batch's rows as stored
+    sizes = {b["name"]: b for b in half["buffers"]}
+    assert sizes["cache/u0"]["dtype"] == "float16" and sizes["cache/rows"]["shape"] == [100, 300]
+    half_needs = half["runtime_bytes"] + half["arena_bytes"] + half["data_bytes"]
+    assert half_needs < needs - 2 * noise
+    stream = plan("--schedule", "layerwise", "--memory-budget", str(half_needs - noise))
     assert stream["frozen_input"] == "stream" and stream["fits"]
     assert "cache/u0" not in {b["name"] for b in stream["buffers"]}
     assert stream["arena_bytes"] < cached["arena_bytes"] - 2 * noise
@@ -159,11 +167,15 @@ def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
     assert plan("--schedule", "layerwise", "--shift", "1")["frozen_input"] == "stream"
     assert plan()["frozen_input"] is None
     r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--schedule", "layerwise")
-    assert "frozen layers: cache" in r.stdout, r.stdout
+    assert "frozen layers: cache (" in r.stdout, r.stdout
+    r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--batch-size", "100", "--schedule",
+               "layerwise", "--memory-budget", str(needs - noise))
+    assert "frozen layers: cache at float16" in r.stdout, r.stdout
 
 
 def test_a_resumed_run_keeps_its_runs_choice():
-    """Cache and stream differ in the last bits, so a checkpoint's choice wins over the budget's."""
+    """Cache, float16 cache and stream differ in the last bits, so a checkpoint's choice wins over the
+    budget's; the budget decides to the byte."""
     import numpy as np
     from edgeff.budget import choose_frozen_input, data_bytes
     from edgeff.data import Dataset
@@ -176,11 +188,17 @@ def test_a_resumed_run_keeps_its_runs_choice():
     tight = stream.arena_bytes + x.nbytes * 2 + y.nbytes * 2
     assert choose_frozen_input(cfg, ds, 40, stream, tight)[1] == "stream"
     assert choose_frozen_input(cfg, ds, 40, stream, tight, resumed="cache")[1] == "cache"
+    assert choose_frozen_input(cfg, ds, 40, stream, tight, resumed="cache-float16")[1] == "cache-float16"
+    assert choose_frozen_input(cfg, ds, 40, stream, 2**30, resumed="cache-float16")[2] == 500 * 30 * 2 + 500 * 4 + 50 * 30 * 2
     cached, _, _ = choose_frozen_input(cfg, ds, 40, stream, 2**30)
+    half, _, _ = choose_frozen_input(cfg, ds, 40, stream, 2**30, resumed="cache-float16")
     runtime, held = 100 * 2**20, data_bytes(ds)                # the budget covers the runtime too, to the byte
-    exact = runtime + cached.arena_bytes + held
+    exact, half_exact = runtime + cached.arena_bytes + held, runtime + half.arena_bytes + held
+    assert half_exact < exact
     assert choose_frozen_input(cfg, ds, 40, stream, exact, runtime=runtime)[1] == "cache"
-    assert choose_frozen_input(cfg, ds, 40, stream, exact - 1, runtime=runtime)[1] == "stream"
+    assert choose_frozen_input(cfg, ds, 40, stream, exact - 1, runtime=runtime)[1] == "cache-float16"
+    assert choose_frozen_input(cfg, ds, 40, stream, half_exact, runtime=runtime)[1] == "cache-float16"
+    assert choose_frozen_input(cfg, ds, 40, stream, half_exact - 1, runtime=runtime)[1] == "stream"
     in_turn = dataclasses.replace(cfg, in_turn=True)         # a budget that tight has no room for a cache
     assert choose_frozen_input(in_turn, ds, 40, plan_for(in_turn, 40, 10), 2**30)[1] == "stream"
 

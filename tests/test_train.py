@@ -245,17 +245,69 @@ def test_layerwise_cache_trains_as_streaming_does(negatives):
     cfg = TrainConfig(model=f"{ds.x_train.shape[1]}-64-64-32", schedule="layerwise", epochs=3, batch_size=32,
                       negatives=negatives).validate()
     nets = []
-    for cache in (False, True):
+    for cache in (None, "float32", "float16"):
         t = Trainer(cfg, ds, cache=cache)
         fills = []
         t._fill_cache = lambda fill=t._fill_cache: (fills.append(t.phase), fill())
         t.fit()
         assert fills == ([1] if cache else [])
-        assert (t.layout.cache is not None) == cache
+        assert (t.layout.cache is not None) == (cache is not None)
         nets.append(t.net)
-    stream, cached = nets
+    stream, cached, half = nets
     for a, b in zip(stream.weights + [stream.head_w], cached.weights + [cached.head_w]):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
-    np.testing.assert_array_equal(stream.weights[0], cached.weights[0])      # phase 1 never reads the cache
+    for net in (cached, half):
+        np.testing.assert_array_equal(stream.weights[0], net.weights[0])     # phase 1 never reads the cache
     errors = [net.error(ds.x_test, ds.y_test, ds.scale, "goodness") for net in nets]
-    assert abs(errors[0] - errors[1]) <= 0.01, errors
+    assert max(errors) - min(errors) <= 0.01, errors
+
+
+def first_layer_products(t):
+    """u0 of every training row, made in the batches the cache fill makes them in (BLAS rounds a
+    row by the rows beside it)."""
+    rows, out = np.arange(t.cfg.batch_size, dtype=np.int64), []
+    for start in range(0, len(t.ds.y_train), len(rows)):
+        b = min(len(rows), len(t.ds.y_train) - start)
+        t._first_layer_product(rows[:b] + start)
+        out.append(t.u0[:b].copy())
+    return np.concatenate(out)
+
+
+@pytest.mark.parametrize("half_max", [65504.0, 2.0])
+def test_a_float16_cache_holds_each_product_rounded_to_float16_and_gives_it_back_exactly(monkeypatch, half_max):
+    """The float16 cache holds s * u0 rounded to the nearest float16 (s a power of two keeping every
+    product inside float16's range: 1 here unless float16's largest is made 2.0 for the test), and a
+    batch is staged as exactly that value widened and divided by s; nothing overflows."""
+    from edgeff import train
+    monkeypatch.setattr(train, "HALF_MAX", half_max)
+    ds = blobs()
+    cfg = TrainConfig(model=f"{ds.x_train.shape[1]}-64-32", schedule="layerwise", epochs=1, batch_size=32).validate()
+    t = Trainer(cfg, ds, cache="float16")
+    t._bind_phase(1)
+    want = first_layer_products(t)
+    t._fill_cache()
+    u0, _, _ = t.cache
+    s = t.cache_scale
+    assert u0.dtype == np.float16 and np.isfinite(u0).all()
+    assert (s == 1.0) == (half_max == 65504.0) and np.log2(s) == round(np.log2(s))
+    assert np.abs(want).max() * s <= half_max
+    np.testing.assert_array_equal(u0, (want * np.float32(s)).astype(np.float16))
+    idx = np.random.default_rng(3).permutation(len(ds.y_train))[:cfg.batch_size]
+    t.idx[:] = idx
+    t._stage(cfg.batch_size)
+    np.testing.assert_array_equal(t.u0[:cfg.batch_size], u0[idx].astype(np.float32) / np.float32(s))
+
+
+def test_the_float16_scale_bounds_every_product_of_a_large_first_layer():
+    """Weights large enough that float16 would overflow: the scale brings the largest product back
+    inside its range, and it is the largest power of two that the bound allows."""
+    from edgeff.train import HALF_MAX, half_scale
+    ds = blobs()
+    cfg = TrainConfig(model=f"{ds.x_train.shape[1]}-64-32", schedule="layerwise", epochs=1, batch_size=32).validate()
+    t = Trainer(cfg, ds, cache="float16")
+    t.net.weights[0][:] = 5000.0
+    t._bind_phase(1)
+    products = first_layer_products(t)
+    s = half_scale(ds, t.net)
+    assert np.abs(products).max() > HALF_MAX and np.abs(products).max() * s <= HALF_MAX
+    assert np.abs(products).max() * s * 4 > HALF_MAX                   # not smaller than it needs to be

@@ -192,8 +192,8 @@ def main():
     x = rng.integers(0, 256, (128 * 50, 784), dtype=np.uint8)
     y = rng.integers(0, 10, len(x)).astype(np.int32)
     ds = Dataset("probe", x, y, x[:10], y[:10], 10, 1 / 255, (28, 28), tuple("0123456789"), "probe")
-    for schedule, negatives, cache in (("simultaneous", "hard", False), ("layerwise", "random", False),
-                                       ("layerwise", "hard", True)):
+    for schedule, negatives, cache in (("simultaneous", "hard", None), ("layerwise", "random", None),
+                                       ("layerwise", "hard", "float32"), ("layerwise", "hard", "float16")):
         counts = [loop_counts(ds, schedule, negatives, bs, cache) for bs in (32, 128)]
         print(json.dumps(dict(loop=schedule, cache=cache, runs=counts)))
     for phase in ("ff", "probe"):

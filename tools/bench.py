@@ -154,7 +154,7 @@ class KernelTimer:
             setattr(owner, attr, fn)
 
 
-def breakdown(name, cfg, phase, steps, cache=False):
+def breakdown(name, cfg, phase, steps, cache=None):
     """{label: ms per step} of `steps` batches of cfg's phase `phase`, and the total."""
     ds = random_dataset(cfg.batch_size * (steps + 2))
     trainer = Trainer(cfg, ds, cache=cache)
@@ -184,7 +184,7 @@ def breakdowns(batch_size, steps):
     out = [breakdown(name, TrainConfig(model=spec, batch_size=batch_size).validate(), 0, steps)
            for name, spec in NETS.items()]
     out.append(breakdown("peer, layer 2, streamed", peer, 1, steps))
-    out.append(breakdown("peer, layer 2, cached", peer, 1, steps, cache=True))
+    out.append(breakdown("peer, layer 2, cached", peer, 1, steps, cache="float32"))
     return out
 
 

@@ -19,7 +19,7 @@ class PhaseTrainer(Trainer):
     """A dense Trainer that trains one phase of its layout (the shipped layers; frozen layers below run
     forward), its net starting from `layers` {k: (weights, bias)}: the global net's layers up to the phase's."""
 
-    def __init__(self, cfg, ds, progress=None, plan=None, cache=False, phase=0, layers=None):
+    def __init__(self, cfg, ds, progress=None, plan=None, cache=None, phase=0, layers=None):
         super().__init__(cfg, ds, progress, plan=plan, cache=cache)
         self.trained_phase = phase
         for k, (w, b) in (layers or {}).items():

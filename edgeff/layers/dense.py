@@ -73,18 +73,22 @@ class FirstLayerCache:
     """Layerwise training from phase 2 on, when the budget has room: layer 1 is frozen, so its
     shared product u0 = x0 @ w0 and inv of every training row are made once and each batch takes
     its rows from here instead of gathering and multiplying again (any negatives: the labels
-    enter only after the product)."""
+    enter only after the product). At float16, u0 takes half the bytes, and a batch's rows are
+    taken into `rows` as stored, then widened to float32 (exactly)."""
     u0: Buffer
     inv: Buffer
+    rows: Buffer | None = None
 
     def buffers(self):
-        return [self.u0, self.inv]
+        return [b for b in (self.u0, self.inv, self.rows) if b is not None]
 
 
-def first_layer_cache(rows, width, first, last):
-    """u0 and inv of `rows` training rows, live from step `first` to step `last`."""
-    return FirstLayerCache(Buffer("cache/u0", (rows, width), F32, first, last, "data", 0),
-                           Buffer("cache/inv", (rows,), F32, first, last, "data", 0))
+def first_layer_cache(rows, width, first, last, batch_size, dtype=F32):
+    """u0 (float32 or float16) and inv of `rows` training rows, live from step `first` to step `last`."""
+    return FirstLayerCache(Buffer("cache/u0", (rows, width), dtype, first, last, "data", 0),
+                           Buffer("cache/inv", (rows,), F32, first, last, "data", 0),
+                           None if dtype == F32 else Buffer("cache/rows", (batch_size, width), dtype, first, last,
+                                                            "data", 0))
 
 
 def params(k, d_in, width, first, last):

@@ -87,13 +87,14 @@ GRAD_SUM_ROWS = 64   # in turn: rows of a gradient added at a time
 
 
 def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, hard_negatives, head, optimizer,
-                    in_turn=False, cache_rows=0):
+                    in_turn=False, cache_rows=0, cache_dtype="float32"):
     """Every buffer of a training run of layers of these kinds and widths, with lifetimes.
 
     in_width: the first layer's input width (with label inputs). in_turn: positives, then negatives,
     pass the layers (activations of B rows, not 2B; the negatives' gradients are added through grad_sum).
     cache_rows: layerwise with more than one layer, keep the frozen first layer's product of that
-    many training rows from the second phase to the last FF phase (layers/dense.FirstLayerCache)."""
+    many training rows from the second phase to the last FF phase (layers/dense.FirstLayerCache), as
+    cache_dtype ("float32" or "float16")."""
     n_layers = len(widths)
     kinds = [KINDS[k] for k in kinds]
     rows, b = (batch_size if in_turn else 2 * batch_size), batch_size
@@ -127,7 +128,8 @@ def training_layout(kinds, widths, in_width, num_classes, batch_size, schedule, 
     buffers += top.buffers() if top else []
     cache = None
     if cache_rows and len(groups) > 1:
-        cache = kinds[0].first_layer_cache(cache_rows, widths[0], phases[1].overlay.x0.first, len(groups) * steps - 1)
+        cache = kinds[0].first_layer_cache(cache_rows, widths[0], phases[1].overlay.x0.first, len(groups) * steps - 1,
+                                           b, cache_dtype)
         buffers += cache.buffers()
     return Layout(params, phases, top, buffers, cache)
 
