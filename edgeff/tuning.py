@@ -11,6 +11,10 @@ The measurement takes about a second. The result is written atomically to
 edgeff-tuning.json in the directory Numba caches edgeff's kernels in, with the machine it
 was measured on; a file that is not valid JSON, lacks a field, holds a value out of range or
 was measured on another machine is measured again and rewritten, never used.
+A tuning measured while other processes kept the CPUs busy (others_busy: their share of all
+CPU time during the measurement, from /proc/stat) picks what was fastest then, often one BLAS
+thread: it is used while the machine stays busy and measured again at the first start that finds
+the CPUs quiet (a 0.2 s look), so a first run beside a long job does not halve every later one.
 EDGEFF_TUNING=off uses the built-in defaults and no file; EDGEFF_TUNING=remeasure measures
 again. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user wins over blas_threads.
 The BLAS thread count changes the last bits of a product's sums, so runs are
@@ -33,6 +37,9 @@ ENV = "EDGEFF_TUNING"
 SIZES = [1 << e for e in range(14, 23, 2)]     # optimiser steps timed: 16 Ki to 4 Mi parameters
 NEVER = 1 << 62                                 # parallel_from when the parallel step never won
 USER_THREADS = {"OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"}   # a user's own BLAS thread count wins
+BUSY = 0.25         # others' share of the CPUs above which a measurement was taken on a busy machine
+QUIET = 0.10        # ... and below which the machine is quiet enough to measure again
+LOOK_SECONDS = 0.2  # how long a start looks at the CPUs before measuring a busy tuning again
 
 
 def numba_cache_dir():
@@ -60,6 +67,44 @@ def machine():
                 blas=f"{config.get('name', '?')} {config.get('version', '')}".strip())
 
 
+def cpu_times(stat="/proc/stat"):
+    """(busy, total) seconds of all CPUs since boot from a /proc/stat file; None where there is none
+    or it cannot be read as one."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        if fields[0] != "cpu":
+            return None
+        ticks = [int(v) for v in fields[1:9]]          # user nice system idle iowait irq softirq steal
+    except (OSError, IndexError, ValueError):
+        return None
+    if len(ticks) < 5 or min(ticks) < 0:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    total = sum(ticks) / hz
+    return total - (ticks[3] + ticks[4]) / hz, total
+
+
+def others_busy(before, after, own_seconds):
+    """Other processes' share of all CPU time between two cpu_times() readings, given the CPU
+    seconds this process used meanwhile; None without readings."""
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return min(1.0, max(0.0, (after[0] - before[0] - own_seconds) / (after[1] - before[1])))
+
+
+def _own_seconds():
+    t = os.times()
+    return t.user + t.system
+
+
+def busy_now(seconds=LOOK_SECONDS):
+    """Other processes' share of the CPUs over the next `seconds` (this one sleeps meanwhile)."""
+    before, own = cpu_times(), _own_seconds()
+    time.sleep(seconds)
+    return others_busy(before, cpu_times(), _own_seconds() - own)
+
+
 def _best(fn, repeats=3):
     best = float("inf")
     for _ in range(repeats):
@@ -73,6 +118,7 @@ def measure():
     """Time the choices on this machine (about a second); returns a tuning dict. The adam steps
     run with the BLAS thread count chosen; the count found is restored after."""
     from .kernels import optim
+    start, own = cpu_times(), _own_seconds()
     rng = np.random.default_rng(0)
     a, b = rng.random((512, 784), np.float32), rng.random((784, 1000), np.float32)
     out = np.empty((512, 1000), np.float32)
@@ -99,7 +145,9 @@ def measure():
         set_blas_threads(before)                             # measuring changes nothing: apply() does
     wins = [n for n in SIZES if step_seconds[(n, True)] < step_seconds[(n, False)]]
     first = next((n for n in SIZES if all(k in wins for k in SIZES if k >= n)), NEVER)
+    busy = others_busy(start, cpu_times(), _own_seconds() - own)
     return dict(version=VERSION, machine=machine(), parallel_from=first, blas_threads=chosen,
+                others_busy=None if busy is None else round(busy, 3),
                 measured=dict(blas_ms={str(k): round(1e3 * s, 3) for k, s in threads.items()},
                               matmul_then_adam_ms={f"{n} {'parallel' if p else 'serial'}": round(1e3 * s, 3)
                                        for (n, p), s in step_seconds.items()}))
@@ -114,6 +162,9 @@ def valid(tuning):
     if not whole(parallel_from) or not 1 <= parallel_from <= NEVER:
         return None
     if threads is not None and (not whole(threads) or not 1 <= threads <= cores()):
+        return None
+    busy = tuning.get("others_busy")        # absent in files written before it was measured: quiet
+    if busy is not None and (not isinstance(busy, (int, float)) or isinstance(busy, bool) or not 0 <= busy <= 1):
         return None
     return tuning
 
@@ -145,8 +196,12 @@ def tuned():
     if numba.config.DISABLE_JIT:      # the kernels run as Python: nothing worth measuring
         return None, path, "off (Numba JIT disabled)"
     tuning = None if mode == "remeasure" else load(path)
-    if tuning is not None:
+    if tuning is not None and (tuning.get("others_busy") or 0) <= BUSY:
         return tuning, path, "cached"
+    if tuning is not None:                 # measured on a busy machine: again once it is quiet
+        now = busy_now()
+        if now is None or now > QUIET:
+            return tuning, path, "cached (measured while the CPUs were busy; still busy)"
     tuning = measure()
     return tuning, path, "measured now" if save(path, tuning) else "measured now (not saved: directory not writable)"
 
