@@ -97,8 +97,31 @@ def release_compiler_pages():
     return page_out(compiler_ranges())
 
 
+def resident_bytes(ranges, smaps="/proc/self/smaps"):
+    """Resident bytes of the mappings that start where the given (start, end) ranges start; 0 when
+    the smaps file cannot be read."""
+    starts, total, counting = {start for start, _ in ranges}, 0, False
+    try:
+        with open(smaps, errors="replace") as f:
+            for line in f:
+                head = line.split(maxsplit=1)
+                if not head:
+                    continue
+                if head[0].endswith(":"):
+                    if counting and head[0] == "Rss:":
+                        total += int(line.split()[1]) * 1024
+                    continue
+                start = head[0].partition("-")[0]
+                counting = all(c in "0123456789abcdef" for c in start) and start != "" and int(start, 16) in starts
+    except (OSError, ValueError, IndexError):
+        return 0
+    return total
+
+
 def runtime_bytes():
-    """The runtime a memory budget counts: resident memory once the kernels are ready and the
-    compiler's pages are released (call it after the warm-up, before the data is loaded)."""
+    """The runtime a memory budget counts: resident memory once the kernels are ready, less LLVM's
+    read-only pages, released first (call it after the warm-up, before the data is loaded). Those
+    pages are clean file pages: where another process that maps them too (a parent that compiled
+    kernels) keeps them resident, they are still not this process's to need."""
     release_compiler_pages()
-    return rss_bytes()
+    return max(0, rss_bytes() - resident_bytes(compiler_ranges()))

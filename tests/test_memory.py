@@ -136,25 +136,29 @@ def test_auto_batch_size_and_dry_run(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
+ROWS = "20000"
+
+
 def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
     """The cache when the budget has room, at float16 when only that fits, streaming when neither does
     or with --shift; none to choose when no layer is frozen. The cache is a planned buffer, counted in
-    the budget."""
+    the budget. Enough rows that each cache is far larger than what the planner can lay over the
+    first phase's buffers (it reuses their bytes once layer 1 is frozen)."""
     def plan(*args):
-        r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--batch-size", "100", *args, "--json")
+        r = edgeff("plan", "--model", "784-300-200", "--limit-train", ROWS, "--batch-size", "100", *args, "--json")
         assert r.returncode == 0, r.stderr
         return json.loads(r.stdout)
 
     cached = plan("--schedule", "layerwise")
-    assert cached["frozen_input"] == "cache" and cached["cache_bytes"] == 5000 * (300 + 1) * 4
+    assert cached["frozen_input"] == "cache" and cached["cache_bytes"] == int(ROWS) * (300 + 1) * 4
     sizes = {b["name"]: b for b in cached["buffers"]}
-    assert sizes["cache/u0"]["shape"] == [5000, 300] and sizes["cache/inv"]["shape"] == [5000]
+    assert sizes["cache/u0"]["shape"] == [int(ROWS), 300] and sizes["cache/inv"]["shape"] == [int(ROWS)]
     assert sizes["cache/u0"]["first"] > 0                    # from the second phase: layer 1 is frozen by then
     needs = cached["runtime_bytes"] + cached["arena_bytes"] + cached["data_bytes"]
     noise = 2**20                                            # the runtime is measured anew by each process
     half = plan("--schedule", "layerwise", "--memory-budget", str(needs - noise))
     assert half["frozen_input"] == "cache-float16" and half["fits"]
-    assert half["cache_bytes"] == 5000 * 300 * 2 + 5000 * 4 + 100 * 300 * 2      # + a batch's rows as stored
+    assert half["cache_bytes"] == int(ROWS) * 300 * 2 + int(ROWS) * 4 + 100 * 300 * 2      # + a batch's rows as stored
     sizes = {b["name"]: b for b in half["buffers"]}
     assert sizes["cache/u0"]["dtype"] == "float16" and sizes["cache/rows"]["shape"] == [100, 300]
     half_needs = half["runtime_bytes"] + half["arena_bytes"] + half["data_bytes"]
@@ -166,9 +170,9 @@ def test_plan_shows_whether_layerwise_caches_the_frozen_layer_or_streams():
     assert plan("--schedule", "layerwise", "--memory-budget", str(needs + noise))["frozen_input"] == "cache"
     assert plan("--schedule", "layerwise", "--shift", "1")["frozen_input"] == "stream"
     assert plan()["frozen_input"] is None
-    r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--schedule", "layerwise")
+    r = edgeff("plan", "--model", "784-300-200", "--limit-train", ROWS, "--schedule", "layerwise")
     assert "frozen layers: cache (" in r.stdout, r.stdout
-    r = edgeff("plan", "--model", "784-300-200", "--limit-train", "5000", "--batch-size", "100", "--schedule",
+    r = edgeff("plan", "--model", "784-300-200", "--limit-train", ROWS, "--batch-size", "100", "--schedule",
                "layerwise", "--memory-budget", str(needs - noise))
     assert "frozen layers: cache at float16" in r.stdout, r.stdout
 
