@@ -16,7 +16,8 @@ CPU time during the measurement, from /proc/stat) picks what was fastest then, o
 thread: it is used while the machine stays busy and measured again at the first start that finds
 the CPUs quiet (a 0.2 s look), so a first run beside a long job does not halve every later one.
 EDGEFF_TUNING=off uses the built-in defaults and no file; EDGEFF_TUNING=remeasure measures
-again. OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user wins over blas_threads.
+again; EDGEFF_TUNING=keep uses a cached tuning as it stands, even one measured while busy (runs
+stay bit for bit alike: the test suite uses it). OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user wins over blas_threads.
 The BLAS thread count changes the last bits of a product's sums, so runs are
 reproducible bit for bit on one machine while its tuning file stands.
 """
@@ -196,7 +197,7 @@ def tuned():
     if numba.config.DISABLE_JIT:      # the kernels run as Python: nothing worth measuring
         return None, path, "off (Numba JIT disabled)"
     tuning = None if mode == "remeasure" else load(path)
-    if tuning is not None and (tuning.get("others_busy") or 0) <= BUSY:
+    if tuning is not None and (mode == "keep" or (tuning.get("others_busy") or 0) <= BUSY):
         return tuning, path, "cached"
     if tuning is not None:                 # measured on a busy machine: again once it is quiet
         now = busy_now()

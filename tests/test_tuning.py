@@ -137,6 +137,9 @@ def test_a_tuning_measured_on_busy_cpus_is_measured_again_once_they_are_quiet(me
     assert tuning.tuned()[0] == busy
     monkeypatch.setattr(tuning, "busy_now", lambda: 0.02)
     monkeypatch.setattr(tuning, "measure", lambda: dict(measured, others_busy=0.0))
+    monkeypatch.setenv(tuning.ENV, "keep")                          # as it stands, whatever the CPUs do now
+    assert tuning.tuned() == (busy, str(path), "cached")
+    monkeypatch.delenv(tuning.ENV)
     got, _, source = tuning.tuned()
     assert source == "measured now" and got["others_busy"] == 0.0 and tuning.load(str(path)) == got
     assert tuning.tuned()[2] == "cached"
