@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeff.process_memory import compiler_ranges, page_out, resident_bytes, runtime_bytes
+from edgeff.process_memory import compiler_ranges, page_out, resident_bytes
 
 LIB = "/venv/lib/python3.11/site-packages/llvmlite/binding/libllvmlite.so"
 
