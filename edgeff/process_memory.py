@@ -97,8 +97,9 @@ def release_compiler_pages():
     return page_out(compiler_ranges())
 
 
-def resident_bytes(ranges, smaps="/proc/self/smaps"):
-    """Resident bytes of the mappings that start where the given (start, end) ranges start; 0 when
+def clean_bytes(ranges, smaps="/proc/self/smaps"):
+    """Resident clean bytes (Shared_Clean + Private_Clean: pages the kernel may drop and read back
+    from the file) of the mappings that start where the given (start, end) ranges start; 0 when
     the smaps file cannot be read."""
     starts, total, counting = {start for start, _ in ranges}, 0, False
     try:
@@ -108,7 +109,7 @@ def resident_bytes(ranges, smaps="/proc/self/smaps"):
                 if not head:
                     continue
                 if head[0].endswith(":"):
-                    if counting and head[0] == "Rss:":
+                    if counting and head[0] in ("Shared_Clean:", "Private_Clean:"):
                         total += int(line.split()[1]) * 1024
                     continue
                 start = head[0].partition("-")[0]
@@ -120,8 +121,8 @@ def resident_bytes(ranges, smaps="/proc/self/smaps"):
 
 def runtime_bytes():
     """The runtime a memory budget counts: resident memory once the kernels are ready, less LLVM's
-    read-only pages, released first (call it after the warm-up, before the data is loaded). Those
-    pages are clean file pages: where another process that maps them too (a parent that compiled
-    kernels) keeps them resident, they are still not this process's to need."""
+    clean read-only pages, released first (call it after the warm-up, before the data is loaded).
+    Where another process that maps them too (a parent that linked kernels) keeps them resident,
+    they are still not this process's to need; the pages the loader wrote (relocations) count."""
     release_compiler_pages()
-    return max(0, rss_bytes() - resident_bytes(compiler_ranges()))
+    return max(0, rss_bytes() - clean_bytes(compiler_ranges()))
