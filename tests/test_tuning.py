@@ -84,6 +84,7 @@ def test_info_shows_the_tuning_and_where_it_lives(measured, path, capsys):
     assert info["tuning_file"] == str(path) and info["tuning_source"] == "cached"
     assert info["tuning_parallel_from"] == measured["parallel_from"]
     assert info["tuning_blas_threads"] == measured["blas_threads"]
+    assert info["tuning_others_busy"] == measured["others_busy"]
 
 
 def test_info_measures_beside_numbas_cache_and_off_writes_nothing(tmp_path):

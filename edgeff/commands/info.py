@@ -74,7 +74,8 @@ def _tuning():
     tuned, path, source = tuning.tuned()
     out = dict(tuning_file=path, tuning_source=source)
     if tuned is not None:
-        out.update(tuning_parallel_from=tuned["parallel_from"], tuning_blas_threads=tuned["blas_threads"])
+        out.update(tuning_parallel_from=tuned["parallel_from"], tuning_blas_threads=tuned["blas_threads"],
+                   tuning_others_busy=tuned.get("others_busy"))
     return out
 
 
