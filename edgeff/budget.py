@@ -55,11 +55,11 @@ def choose_frozen_input(cfg, ds, in_width, plan, budget, resumed=None, runtime=0
     if cfg.is_conv or cfg.schedule != "layerwise" or len(cfg.sizes) < 3:
         return plan, None, 0
     room = memory_limit(budget)[0]
-    float32_bytes = None
     for how in ("cache", "cache-float16"):
         layout = layout_for(cfg, in_width, ds.num_classes, cfg.batch_size, len(ds.y_train), CACHE_DTYPES[how])
         cache_bytes = sum(b.nbytes for b in layout.cache.buffers())
-        float32_bytes = float32_bytes or cache_bytes
+        if how == "cache":
+            float32_bytes = cache_bytes
         cached = plan_greedy(layout.buffers)
         fits = (not cfg.shift and not cfg.in_turn and room is not None
                 and runtime + cached.arena_bytes + data_bytes(ds) <= room)

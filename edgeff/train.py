@@ -37,8 +37,9 @@ class Trainer(PhasedTrainer):
 
     def __init__(self, cfg, ds, progress=None, plan=None, cache=None):
         _, in_width = FFNet.label_layout(cfg.sizes[0], ds.num_classes, ds.image_shape is not None)
-        self._lay_out(cfg, ds, progress, layout_for(cfg, in_width, ds.num_classes, cache_rows=len(ds.y_train) if cache
-                                                    else 0, cache_dtype=cache or "float32"), plan)
+        rows = len(ds.y_train) if cache else 0
+        self._lay_out(cfg, ds, progress, layout_for(cfg, in_width, ds.num_classes, cache_rows=rows,
+                                                    cache_dtype=cache or "float32"), plan)
         v = self.arena.view
         self.net = FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", self.rng,
                                 image=ds.image_shape is not None,

@@ -17,7 +17,8 @@ thread: it is used while the machine stays busy and measured again at the first 
 the CPUs quiet (a 0.2 s look), so a first run beside a long job does not halve every later one.
 EDGEFF_TUNING=off uses the built-in defaults and no file; EDGEFF_TUNING=remeasure measures
 again; EDGEFF_TUNING=keep uses a cached tuning as it stands, even one measured while busy (runs
-stay bit for bit alike: the test suite uses it). OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by the user wins over blas_threads.
+stay bit for bit alike: the test suite uses it). OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set by
+the user wins over blas_threads.
 The BLAS thread count changes the last bits of a product's sums, so runs are
 reproducible bit for bit on one machine while its tuning file stands.
 """

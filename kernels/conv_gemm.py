@@ -17,9 +17,9 @@ one L2 whatever the batch.
 
 The batch is shared among threads (kernels/conv_threads.py: as many as BLAS has, or
 spread_over's; contiguous shares of samples, each with its own GemmPlan in its own part
-of the scratch), each thread running its tiles with BLAS on one thread meanwhile. A weight gradient is
-summed per share, then the shares in order, so a run on the same thread count gives the
-same bits. Scratch sized for fewer threads than BLAS has runs on one.
+of the scratch), each thread running its tiles with BLAS on one thread meanwhile. A
+weight gradient is summed per share, then the shares in order, so a run on the same
+thread count gives the same bits. Scratch sized for fewer threads than BLAS has runs on one.
 
 All buffers are views of the caller's scratch (scratch_size float32).
 """
@@ -283,7 +283,7 @@ def forward(x, w, b, stride, pad, groups, out, scratch):
     n, c_out = x.shape[0], w.shape[0]
     w2, y = w.reshape(c_out, -1), out.reshape(n, c_out, -1)
     conv_threads.run([functools.partial(_forward_share, m, x[s], w2, b, y[s])
-          for s, m in _plans(x.shape, w.shape, stride, pad, groups, scratch)])
+                      for s, m in _plans(x.shape, w.shape, stride, pad, groups, scratch)])
 
 
 def _weight_grad_share(m, x, dy2, g2):
@@ -333,4 +333,4 @@ def input_grad(dy, w, stride, pad, groups, dx, scratch):
     n, c_out = dx.shape[0], w.shape[0]
     w2, dy2 = w.reshape(c_out, -1), dy.reshape(n, c_out, -1)
     conv_threads.run([functools.partial(_input_grad_share, m, w2, dy2[s], dx[s])
-          for s, m in _plans(dx.shape, w.shape, stride, pad, groups, scratch)])
+                      for s, m in _plans(dx.shape, w.shape, stride, pad, groups, scratch)])

@@ -76,9 +76,9 @@ def client_data(settings, partition_id):
 def check_clients(settings):
     """Plan every client's round as it will run (its rows against the net, the memory budget): one
     UsageError line for the first that would fail, before any client starts."""
-    budget = parse_bytes(settings.memory_budget) if settings.memory_budget else None
+    budget, runtime = parse_bytes(settings.memory_budget) if settings.memory_budget else None, runtime_bytes()
     for ds in _partitions(settings):
-        plan_run(settings.train_config(), ds, budget, runtime=runtime_bytes())
+        plan_run(settings.train_config(), ds, budget, runtime=runtime)
 
 
 def _partitions(settings):
