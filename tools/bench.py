@@ -1,13 +1,16 @@
 """Training throughput against this machine's own float32 GEMM, measured in one run.
 
-    python tools/bench.py [--batch-size 256] [--steps 20] [--json]
+    python tools/bench.py [--batch-size 256] [--steps 20] [--rounds 5] [--json]
 
 For each net: samples/s of FF training (simultaneous schedule, hard negatives),
 achieved GFLOP/s counting the matrix products actually done (the first layer's
 one product per data row, the other layers' forward of positives and
 negatives, weight gradients), and
 that as a fraction of numpy's matmul GFLOP/s on exactly the same shapes, timed
-here in the same run. Also the kernels' first-run compile time (empty Numba
+here in the same run: --rounds interleaved rounds of --steps training steps
+then the GEMMs, the median round's figures printed with the range of the
+rounds' fractions (on a shared machine one timing window of each side swung
+the fraction by 10 points between runs). Also the kernels' first-run compile time (empty Numba
 cache) and cached start time.
 
 Conv section (kernels/conv.py, batch 128, conv-small's three 3x3 convs and a depthwise
@@ -82,7 +85,10 @@ def numpy_gemm_seconds(shapes, repeats):
     return total
 
 
-def bench_net(name, spec, batch_size, steps):
+def bench_net(name, spec, batch_size, steps, rounds):
+    """Training against numpy's GEMM on the same shapes, in `rounds` interleaved rounds: each times
+    `steps` training steps, then the GEMMs, so a neighbour's burst on a shared machine lands in one
+    round's pair instead of skewing one side. Reports the median round's ratio and the range."""
     cfg = TrainConfig(model=spec, batch_size=batch_size).validate()
     ds = random_dataset(batch_size * (steps + 2))
     trainer = Trainer(cfg, ds)
@@ -96,19 +102,24 @@ def bench_net(name, spec, batch_size, steps):
 
     for i in range(2):  # warm the caches and BLAS threads
         run(i)
-    t0 = time.perf_counter()
-    for i in range(2, steps + 2):
-        run(i)
-    seconds = (time.perf_counter() - t0) / steps
     shapes = gemm_shapes(cfg)
+    train, peak = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        for i in range(2, steps + 2):
+            run(i)
+        train.append((time.perf_counter() - t0) / steps)
+        peak.append(numpy_gemm_seconds(shapes, max(3, steps // 2)))
+    ratios = np.array(peak) / np.array(train)
+    mid = int(np.argsort(ratios)[len(ratios) // 2])     # the median round (rounds is odd)
     flops = sum(2 * m * k * n for m, k, n in shapes)
-    peak_seconds = numpy_gemm_seconds(shapes, max(3, steps // 2))
     return {
-        "net": name, "model": spec, "batch_size": batch_size,
-        "samples_per_s": batch_size / seconds,
-        "gflops": flops / seconds / 1e9,
-        "numpy_gflops": flops / peak_seconds / 1e9,
-        "fraction_of_numpy": peak_seconds / seconds,
+        "net": name, "model": spec, "batch_size": batch_size, "rounds": rounds,
+        "samples_per_s": batch_size / train[mid],
+        "gflops": flops / train[mid] / 1e9,
+        "numpy_gflops": flops / peak[mid] / 1e9,
+        "fraction_of_numpy": float(ratios[mid]),
+        "fraction_of_numpy_range": [float(ratios.min()), float(ratios.max())],
     }
 
 
@@ -297,12 +308,16 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=5, help="interleaved rounds of training steps and GEMMs, "
+                   "odd (default: 5); the median round is reported")
     p.add_argument("--conv-batch-size", type=int, default=128)
     p.add_argument("--conv-repeats", type=int, default=10)
     p.add_argument("--conv-methods", action="store_true", help="only time both conv methods on the conv shapes")
     p.add_argument("--breakdown", action="store_true", help="only where a training step's time goes, per kernel")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.rounds < 1 or args.rounds % 2 == 0:
+        p.error("--rounds must be odd and at least 1 (the median round is reported)")
     tuning.apply(tuning.tuned()[0])      # this machine's thread use and thresholds, as training has them
     if args.breakdown:
         warm_up()
@@ -322,16 +337,18 @@ def main():
                 f"  {op} {r[op + '_gemm_ms']:.2f} / {r[op + '_direct_ms']:.2f}" for op in CONV_OPS))
         return
     warm_up()
-    rows = [bench_net(name, spec, args.batch_size, args.steps) for name, spec in NETS.items()]
+    rows = [bench_net(name, spec, args.batch_size, args.steps, args.rounds) for name, spec in NETS.items()]
     convs = [bench_conv(name, shape, args.conv_batch_size, args.conv_repeats) for name, shape in CONVS.items()]
     cold, cached = compile_times()
     if args.json:
         print(json.dumps({"nets": rows, "convs": convs, "compile_seconds": cold, "cached_start_seconds": cached}))
         return
-    print(f"{'net':8} {'model':26} {'samples/s':>10} {'GFLOP/s':>8} {'numpy GFLOP/s':>14} {'of numpy':>9}")
+    print(f"{'net':8} {'model':26} {'samples/s':>10} {'GFLOP/s':>8} {'numpy GFLOP/s':>14} {'of numpy':>9}"
+          f"  (median of {args.rounds} rounds; range)")
     for r in rows:
+        low, high = r["fraction_of_numpy_range"]
         print(f"{r['net']:8} {r['model']:26} {r['samples_per_s']:10.0f} {r['gflops']:8.1f} "
-              f"{r['numpy_gflops']:14.1f} {r['fraction_of_numpy']:9.1%}")
+              f"{r['numpy_gflops']:14.1f} {r['fraction_of_numpy']:9.1%}  ({low:.1%}-{high:.1%})")
     print(f"\n{'conv (N=' + str(args.conv_batch_size) + ')':18} {'method':6} {'GEMM peak':>9}"
           + "".join(f" {op + ' GFLOP/s':>15} {'of same':>8} {'of peak':>8}" for op in CONV_OPS))
     for r in convs:
