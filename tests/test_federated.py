@@ -87,6 +87,27 @@ def test_fedadam_steps_by_server_lr_and_a_federation_saved_before_that_still_res
     assert ok(edgeff("federate", *_options(dict(adam, server_lr=0.03)), "--out", out, "--json"))["rounds"] == 4
 
 
+def test_a_fraction_of_the_clients_trains_each_round(tmp_path):
+    out = str(tmp_path / "fed")
+    third = dict(SMALL, fraction_train=0.34)           # of 3 clients: one a round, drawn by Flower
+    result = ok(edgeff("federate", *_options(third), "--out", out, "--json"))
+    history = result["history"]
+    assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 1, 0) for r in (1, 2, 3, 4)]
+    # one client's layer each way; the frozen layer 1 goes down once to each node that trains in phase 2
+    assert history[1]["bytes_down"] == history[1]["bytes_up"] == history[0]["bytes_up"]
+    assert result["test_error"] < 0.85 and _federation(out)["settings"]["fraction-train"] == 0.34
+    one_line_error(edgeff("federate", *_options(SMALL), "--out", out), "not this federation's")
+
+
+def test_a_federation_saved_before_fraction_train_resumes_as_every_client_a_round():
+    from edgeff.federated.server_app import _made_with
+    from edgeff.federated.settings import FederationConfig
+    settings = FederationConfig(out="x")
+    saved = {k: v for k, v in settings.identity().items() if k != "fraction-train"}
+    assert _made_with({"settings": saved, "format": 2}) == settings.identity()
+    assert _made_with({"settings": saved, "format": 2}) != FederationConfig(fraction_train=0.5, out="x").identity()
+
+
 @pytest.mark.parametrize("strategy, resumed_with", [("fedavg", {}), ("fedavgm", {}), ("fedavgm", {"server_lr": 1.0}),
                                                     ("fedadam", {"server_lr": 0.01})])
 def test_federations_saved_with_the_old_server_lr_default_resume_with_the_settings_they_ran(strategy, resumed_with):
@@ -162,6 +183,9 @@ def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
     (["--clients", "3", "--min-clients", "4"], ["--min-clients must be a whole number from 0 to 3"]),
     (["--clients", "3", "--round-timeout", "0"], ["--round-timeout must be a number above 0"]),
     (["--clients", "3", "--local-steps", "-1"], ["--local-steps must be a whole number at least 0"]),
+    (["--clients", "3", "--fraction-train", "0"], ["--fraction-train must be a number above 0 and at most 1"]),
+    (["--clients", "3", "--fraction-train", "1.5"], ["--fraction-train must be a number above 0 and at most 1"]),
+    (["--clients", "3", "--fraction-train", "nan"], ["--fraction-train must be a number above 0 and at most 1"]),
 ])
 def test_bad_settings_are_one_line(tmp_path, args, fragments):
     out = tmp_path / "fed"
@@ -173,7 +197,8 @@ def test_the_flower_app_carries_every_setting_and_the_rate_decays_over_each_phas
     import tomllib
     from edgeff.federated.settings import FederationConfig, flower_app_toml
     settings = FederationConfig(clients=3, min_clients=2, round_timeout=7.5, rounds=4, local_steps=12, lr=0.01,
-                                lr_decay=True, strategy="fedavgm", out=str(tmp_path / "fed")).validate()
+                                lr_decay=True, strategy="fedavgm", fraction_train=0.5,
+                                out=str(tmp_path / "fed")).validate()
     app_config = tomllib.loads(flower_app_toml(settings))["tool"]["flwr"]["app"]["config"]
     assert FederationConfig.from_record(app_config) == settings
     # layerwise, 2 layers of 4 rounds: full rate for the first half of each layer's rounds, then down to 2/4

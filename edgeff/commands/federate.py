@@ -18,6 +18,10 @@ def add_arguments(p):
     p.add_argument("--min-clients", type=int, default=0, metavar="N",
                    help="a round starts once N clients are connected and trains every connected one, so with N "
                         "below --clients the federation goes on when a client dies (default: all --clients)")
+    p.add_argument("--fraction-train", type=float, default=F.fraction_train, metavar="F",
+                   help="the share of connected clients each round trains, drawn at random by Flower (at least "
+                        "one): 0.2 of 5 trains one a round, so give 5x the --rounds for the same examples; "
+                        "fewer clients a round take more optimiser steps per example (default: %(default)g)")
     p.add_argument("--round-timeout", type=float, default=F.round_timeout, metavar="SECONDS",
                    help="how long a round waits for replies; those later are left out (default: %(default)g)")
     p.add_argument("--rounds", type=int, default=F.rounds, metavar="R",

@@ -110,9 +110,11 @@ class GlobalModel:
 def _made_with(federation):
     """The identity() of the settings a saved federation record was made with, read as today's."""
     saved = federation.get("settings")
-    if federation.get("format", 1) == 1 and isinstance(saved, dict) and saved.get("strategy") == "fedadam":
-        return dict(saved, **{"server-lr": saved.get("lr")})
-    return saved
+    if not isinstance(saved, dict):
+        return saved
+    if federation.get("format", 1) == 1 and saved.get("strategy") == "fedadam":
+        saved = dict(saved, **{"server-lr": saved.get("lr")})
+    return {"fraction-train": 1.0, **saved}    # before --fraction-train, every round trained every node
 
 
 class CheckedUpdates:
@@ -196,8 +198,8 @@ def federate(grid, model):
         if left <= 0:
             continue
         frozen = layers_record(model.layers(range(trained[0])))
-        strategy = STRATEGIES[s.strategy](model, frozen, model.shapes(trained), fraction_train=1.0,
-                                          min_train_nodes=s.needed_clients, min_available_nodes=s.needed_clients,
+        strategy = STRATEGIES[s.strategy](model, frozen, model.shapes(trained), fraction_train=s.fraction_train,
+                                          min_train_nodes=s.least_trained, min_available_nodes=s.needed_clients,
                                           **_server_step(s))
         config = ConfigRecord({**s.to_record(), PHASE: phase, FROZEN_SHA256: digest(frozen)})
         strategy.start(grid, layers_record(model.layers(trained)), num_rounds=left, timeout=s.round_timeout,

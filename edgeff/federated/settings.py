@@ -26,6 +26,7 @@ class FederationConfig:
     clients: int = 2                 # partitions of the training set, one per client (SuperNode)
     min_clients: int = 0             # a round starts with this many connected and counts what they send (0: all)
     round_timeout: float = 3600.0    # seconds a round waits for replies; later ones are left out (Flower's default)
+    fraction_train: float = 1.0      # the share of connected nodes a round trains, at least one (Flower's)
     rounds: int = 3                  # rounds of each phase: of each layer when layerwise, in all when simultaneous
     partition: str = "iid"           # iid, or dirichlet:ALPHA (label skew; partition.py)
     schedule: str = "layerwise"
@@ -55,6 +56,7 @@ class FederationConfig:
         _check_real("server_lr", self.server_lr, low=0)
         _check_real("server_momentum", self.server_momentum, low=0, high=0.999)
         _check_whole("min_clients", self.min_clients, 0, self.clients)
+        _check_real("fraction_train", self.fraction_train, low=0, high=1, above_low=True)
         _check_real("round_timeout", self.round_timeout, low=0, above_low=True)
         _check_whole("seed", self.seed, 0, MAX_SEED)
         for name, allowed in (("schedule", SCHEDULES), ("strategy", STRATEGIES), ("classifier", CLASSIFIERS)):
@@ -90,6 +92,12 @@ class FederationConfig:
     def needed_clients(self):
         """The clients a round waits for before it starts: --min-clients, or all of them."""
         return self.min_clients or self.clients
+
+    @property
+    def least_trained(self):
+        """The nodes a round trains at the least: --fraction-train of those it waits for, at least one
+        (Flower trains that share of the nodes connected, drawn at random, but never fewer)."""
+        return max(1, int(self.needed_clients * self.fraction_train))
 
     @property
     def total_rounds(self):
