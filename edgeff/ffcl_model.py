@@ -45,9 +45,12 @@ class FFCLNet:
     @classmethod
     def create(cls, sizes, num_classes, rng, alloc, separate, late, feedback_steps, mean_goodness):
         """Weights as FFNet.create draws them into alloc(k)'s (w, b), then L_k and F_k (uniform in
-        +-1/sqrt(fan_in) too, F_k's fan-in H_{k+1}) into alloc(('l', k)) and alloc(('f', k))."""
+        +-1/sqrt(fan_in) too, F_k's fan-in H_{k+1}) into alloc(('l', k)) and alloc(('f', k));
+        alloc None: arrays of the net's own."""
         ff = FFNet.create(sizes, 0, 1.0, mean_goodness, rng, alloc=alloc)    # no label inputs: any width of row
         n = len(ff.weights)
+        alloc = alloc or (lambda key: np.empty((num_classes if key[0] == "l" else sizes[key[1] + 2], sizes[key[1] + 1]),
+                                               np.float32))
         label_w = [alloc(("l", k)) for k in range(n if separate else 1)]
         for k, lw in enumerate(label_w):
             lw[...] = rng.uniform(-1, 1, lw.shape) / np.sqrt(ff.weights[k].shape[0])

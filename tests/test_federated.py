@@ -99,11 +99,28 @@ def test_a_fraction_of_the_clients_trains_each_round(tmp_path):
     one_line_error(edgeff("federate", *_options(SMALL), "--out", out), "not this federation's")
 
 
-def test_a_federation_saved_before_fraction_train_resumes_as_every_client_a_round():
+def test_an_ffcl_federation_ships_its_label_and_feedback_weights_and_evaluates_as_a_run(tmp_path):
+    out = str(tmp_path / "fed")
+    ffcl = dict(SMALL, algo="ffcl", schedule="simultaneous", limit_train=3000, rounds=3, local_epochs=2, lr=0.01,
+                feedback_steps=1)
+    result = ok(edgeff("federate", *_options(ffcl), "--separate-labels", "--late-labels", "--out", out, "--json"))
+    assert [(h["updates"], h["rejected"]) for h in result["history"]] == [(3, 0)] * 3
+    assert result["test_error"] < 0.7                     # chance is 0.9
+    net, cfg = load_run(out)                              # an ordinary FFCL run directory
+    assert (cfg.algo, cfg.separate_labels, cfg.late_labels, cfg.feedback_steps) == ("ffcl", True, True, 1)
+    assert [lw.shape for lw in net.label_w] == [(10, 64), (10, 64)] and [f.shape for f in net.feedback_w] == [(64, 64)]
+    # every round ships each layer's w, b, l and the first layer's f down and back, float32
+    arrays = 784 * 64 + 64 + 10 * 64 + 64 * 64 + 64 * 64 + 64 + 10 * 64
+    assert all(h["bytes_down"] == h["bytes_up"] >= 3 * 4 * arrays for h in result["history"])
+    assert ok(edgeff("eval", out, "--json"))["test_error"] == pytest.approx(result["test_error"])
+
+
+def test_a_federation_saved_before_fraction_train_and_algo_resumes_as_plain_ff_every_client_a_round():
     from edgeff.federated.server_app import _made_with
     from edgeff.federated.settings import FederationConfig
     settings = FederationConfig(out="x")
-    saved = {k: v for k, v in settings.identity().items() if k != "fraction-train"}
+    added = ("fraction-train", "algo", "separate-labels", "late-labels", "feedback-steps")
+    saved = {k: v for k, v in settings.identity().items() if k not in added}
     assert _made_with({"settings": saved, "format": 2}) == settings.identity()
     assert _made_with({"settings": saved, "format": 2}) != FederationConfig(fraction_train=0.5, out="x").identity()
 
@@ -136,7 +153,7 @@ def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):
 def test_an_update_counts_only_as_sent_finite_and_with_its_weight():
     from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
     from edgeff.federated.records import layers_record, update_problem
-    sent = layers_record({1: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})
+    sent = layers_record({1: dict(w=np.ones((3, 2), np.float32), b=np.zeros(2, np.float32))})
     shapes = {name: a.numpy().shape for name, a in sent.items()}
 
     def problem(arrays=sent, metrics=None, **more):
@@ -146,13 +163,16 @@ def test_an_update_counts_only_as_sent_finite_and_with_its_weight():
     assert problem() is None
     garbled = ArrayRecord({"w2": Array(dtype="float32", shape=(3, 2), stype="numpy.ndarray", data=b"junk"),
                            "b2": sent["b2"]})
-    nan = layers_record({1: (np.full((3, 2), np.nan, np.float32), np.zeros(2, np.float32))})
+    nan = layers_record({1: dict(w=np.full((3, 2), np.nan, np.float32), b=np.zeros(2, np.float32))})
     for kind, found in [(problem(arrays=garbled), "w2 is not a NumPy array"),
                         (problem(arrays=nan), "w2 holds NaN or Inf"),
-                        (problem(arrays=layers_record({1: (np.ones((3, 2)), np.zeros(2, np.float32))})),
+                        (problem(arrays=layers_record({1: dict(w=np.ones((3, 2)), b=np.zeros(2, np.float32))})),
                          "w2 is float64 (3, 2), not float32 (3, 2)"),
-                        (problem(arrays=layers_record({0: (np.ones((3, 2), np.float32), np.zeros(2, np.float32))})),
+                        (problem(arrays=layers_record({0: dict(w=np.ones((3, 2), np.float32), b=np.zeros(2, np.float32))})),
                          "its arrays are ['b1', 'w1'], not the ['b2', 'w2'] sent"),
+                        (problem(arrays=layers_record({1: dict(w=np.ones((3, 2), np.float32), b=np.zeros(2, np.float32),
+                                                               l=np.ones((10, 2), np.float32))})),
+                         "its arrays are ['b2', 'l2', 'w2'], not the ['b2', 'w2'] sent"),
                         (problem(extra=sent), "2 array records"),
                         (problem(metrics={"num-examples": 5, "loss": 0.5, "more": 1.0}), "metrics are not one record"),
                         (problem(metrics={"num-examples": 0, "loss": 0.5}), "num-examples is 0"),
@@ -183,6 +203,9 @@ def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
     (["--clients", "3", "--min-clients", "4"], ["--min-clients must be a whole number from 0 to 3"]),
     (["--clients", "3", "--round-timeout", "0"], ["--round-timeout must be a number above 0"]),
     (["--clients", "3", "--local-steps", "-1"], ["--local-steps must be a whole number at least 0"]),
+    (["--clients", "3", "--algo", "ffcl"], ["--algo ffcl trains all layers at once", "--schedule simultaneous"]),
+    (["--clients", "3", "--late-labels", "--schedule", "simultaneous"], ["--late-labels is an FFCL option"]),
+    (["--clients", "3", "--algo", "ffcl", "--schedule", "simultaneous", "--classifier", "first"], ["--classifier"]),
     (["--clients", "3", "--fraction-train", "0"], ["--fraction-train must be a number above 0 and at most 1"]),
     (["--clients", "3", "--fraction-train", "1.5"], ["--fraction-train must be a number above 0 and at most 1"]),
     (["--clients", "3", "--fraction-train", "nan"], ["--fraction-train must be a number above 0 and at most 1"]),
@@ -201,6 +224,9 @@ def test_the_flower_app_carries_every_setting_and_the_rate_decays_over_each_phas
                                 out=str(tmp_path / "fed")).validate()
     app_config = tomllib.loads(flower_app_toml(settings))["tool"]["flwr"]["app"]["config"]
     assert FederationConfig.from_record(app_config) == settings
+    ffcl = FederationConfig(algo="ffcl", schedule="simultaneous", separate_labels=True, late_labels=True,
+                            feedback_steps=2, out="x").validate()
+    assert FederationConfig.from_record(tomllib.loads(flower_app_toml(ffcl))["tool"]["flwr"]["app"]["config"]) == ffcl
     # layerwise, 2 layers of 4 rounds: full rate for the first half of each layer's rounds, then down to 2/4
     assert [settings.round_lr(r) for r in range(1, 9)] == pytest.approx([0.01, 0.01, 0.01, 0.005] * 2)
     assert {FederationConfig(lr=0.01, out="x").round_lr(r) for r in range(1, 9)} == {0.01}

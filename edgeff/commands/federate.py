@@ -8,11 +8,11 @@ import sys
 from ..fileio import atomic_write_text, make_output_dir, remove_made_dirs, write_error
 from ..runs import load_metrics
 
-HELP = "train a dense FF net federated over N simulated clients with Flower, layer by layer"
+HELP = "train a dense FF (or FFCL) net federated over N simulated clients with Flower, layer by layer"
 
 
 def add_arguments(p):
-    from ..federated.settings import CLASSIFIERS, SCHEDULES, STRATEGIES, FederationConfig as F
+    from ..federated.settings import ALGOS, CLASSIFIERS, SCHEDULES, STRATEGIES, FederationConfig as F
     p.add_argument("--clients", type=int, required=True, metavar="N",
                    help="clients, each training on its own partition of the training set")
     p.add_argument("--min-clients", type=int, default=0, metavar="N",
@@ -45,6 +45,13 @@ def add_arguments(p):
     p.add_argument("--limit-train", type=int, default=0, metavar="N",
                    help="share only the first N training examples among the clients")
     p.add_argument("--model", default=F.model, help="dense FF layer widths, input first (default: %(default)s)")
+    p.add_argument("--algo", default=F.algo, choices=ALGOS,
+                   help="ff: Hinton's FF; ffcl: FFCL (with --schedule simultaneous) (default: %(default)s)")
+    p.add_argument("--separate-labels", action="store_true", help="ffcl: a label vector per class at every layer")
+    p.add_argument("--late-labels", action="store_true", help="ffcl: labels meet the features only in the goodness "
+                   "(needs --separate-labels)")
+    p.add_argument("--feedback-steps", type=int, default=0, metavar="K",
+                   help="ffcl: K settling steps with each layer's activity fed back to the one below (default: 0)")
     p.add_argument("--local-epochs", type=int, default=F.local_epochs, metavar="E",
                    help="epochs over its partition a client trains each round (default: %(default)s)")
     p.add_argument("--local-steps", type=int, default=0, metavar="N",

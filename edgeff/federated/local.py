@@ -1,5 +1,6 @@
 """One client round, without Flower: the layers the server shipped, trained on the client's partition
-by edgeff's dense Trainer (its kernels, memory plan and loop), the frozen layers below only run forward."""
+by edgeff's own trainer (dense FF's or FFCL's: its kernels, memory plan and loop), the frozen layers
+below only run forward."""
 
 import dataclasses
 import functools
@@ -17,18 +18,11 @@ from .partition import partition
 
 class PhaseTrainer(Trainer):
     """A dense Trainer that trains one phase of its layout (the shipped layers; frozen layers below run
-    forward), its net starting from `layers` {k: (weights, bias)}: the global net's layers up to the phase's."""
+    forward)."""
 
-    def __init__(self, cfg, ds, progress=None, plan=None, cache=None, phase=0, layers=None):
+    def __init__(self, cfg, ds, progress=None, plan=None, cache=None, phase=0):
         super().__init__(cfg, ds, progress, plan=plan, cache=cache)
         self.trained_phase = phase
-        for k, (w, b) in (layers or {}).items():
-            if w.shape != self.net.weights[k].shape:
-                raise UsageError(f"the federation's layer {k + 1} is {w.shape[0]}x{w.shape[1]}, but {ds.name} makes it "
-                                 f"{self.net.weights[k].shape[0]}x{self.net.weights[k].shape[1]}: give this node rows "
-                                 "like the federation's (images of the same shape, or the same flat features)")
-            self.net.weights[k][...] = w
-            self.net.biases[k][...] = b
 
     def phases(self):
         return [self.layout.phases[self.trained_phase].layers]
@@ -37,17 +31,44 @@ class PhaseTrainer(Trainer):
         self._bind_phase(self.trained_phase)
 
 
+def layer_arrays(net, k):
+    """{letter: array} of layer k of a dense FF or an FFCL net, as the federation ships it: w and b,
+    and an FFCL layer's label vectors l and feedback weights f where it has them."""
+    arrays = {"w": net.weights[k], "b": net.biases[k]}
+    if k < len(getattr(net, "label_w", ())):
+        arrays["l"] = net.label_w[k]
+    if k < len(getattr(net, "feedback_w", ())):
+        arrays["f"] = net.feedback_w[k]
+    return arrays
+
+
+def set_layers(net, layers, source):
+    """Copy layers {k: {letter: array}} into net's own arrays; one UsageError line when one does not
+    fit (this node's data makes another net than the federation's)."""
+    for k, arrays in layers.items():
+        own = layer_arrays(net, k) if k < len(net.weights) else {}
+        for letter, a in arrays.items():
+            if letter not in own or own[letter].shape != a.shape:
+                mine = "x".join(map(str, own[letter].shape)) if letter in own else "none"
+                raise UsageError(f"the federation's {letter}{k + 1} is {'x'.join(map(str, a.shape))}, but {source} "
+                                 f"makes it {mine}: give this node rows like the federation's (images of the same "
+                                 "shape, or the same flat features)")
+            own[letter][...] = a
+
+
 def train_phase(settings, ds, phase, layers, seed, lr):
     """Train phase `phase`'s layers at rate lr for settings.local_epochs on ds (or settings.local_steps
-    batches of them) inside settings.memory_budget (the whole process), starting from `layers`; returns
-    ({k: (weights, bias)} of the trained layers, their mean loss in the last epoch)."""
+    batches of them) inside settings.memory_budget (the whole process), starting from `layers`
+    {k: {letter: array}}: the global net's layers up to the phase's; returns ({k: {letter: array}} of
+    the trained layers, their mean loss in the last epoch)."""
     cfg = dataclasses.replace(settings.train_config(), seed=seed, lr=lr)
     budget = parse_bytes(settings.memory_budget) if settings.memory_budget else None
     run = plan_run(cfg, ds, budget, runtime=runtime_bytes())
-    trainer = make_trainer(run, ds, dense=functools.partial(PhaseTrainer, phase=phase, layers=layers))
+    trainer = make_trainer(run, ds, dense=functools.partial(PhaseTrainer, phase=phase))
+    set_layers(trainer.net, layers, ds.name)
     history = trainer.fit(steps_per_phase=settings.local_steps or None)
-    net = trainer.net
-    trained = {k: (net.weights[k].copy(), net.biases[k].copy()) for k in settings.phases[phase]}
+    trained = {k: {letter: a.copy() for letter, a in layer_arrays(trainer.net, k).items()}
+               for k in settings.phases[phase]}
     return trained, float(np.mean(history[-1]))
 
 

@@ -1,7 +1,9 @@
 """Layers to and from Flower's ArrayRecords, and a client's update checked before it may count.
 
-A layer k (0-based) travels as two arrays named w{k+1} (weights, float32 (D_in, D_out)) and b{k+1}
-(bias, float32 (D_out,)). Every byte of a reply is hostile until checked (DESIGN.md, trust model):
+A layer k (0-based) travels as its arrays, each named by a letter and k + 1: w{k+1} (weights, float32
+(D_in, D_out)) and b{k+1} (bias, float32 (D_out,)), and in an FFCL net l{k+1} (its label vectors,
+(C, D_out)) and f{k+1} (its feedback weights, (D_{k+2}, D_out)) where the layer has them
+(local.layer_arrays). Every byte of a reply is hostile until checked (DESIGN.md, trust model):
 an update counts only with one ArrayRecord holding exactly the arrays sent, each float32 of the global
 layer's shape and finite, and one MetricRecord of a whole positive num-examples and a finite loss
 (anything else would also stop Flower's aggregation for every client)."""
@@ -17,18 +19,20 @@ NUM_EXAMPLES, LOSS = "num-examples", "loss"                 # a reply's metrics:
 
 
 def layers_record(layers):
-    """An ArrayRecord of layers {k: (weights, bias)}."""
+    """An ArrayRecord of layers {k: {letter: array}}."""
     record = ArrayRecord()
-    for k, (w, b) in layers.items():
-        record[f"w{k + 1}"] = Array(np.ascontiguousarray(w))
-        record[f"b{k + 1}"] = Array(np.ascontiguousarray(b))
+    for k, arrays in layers.items():
+        for letter, a in arrays.items():
+            record[f"{letter}{k + 1}"] = Array(np.ascontiguousarray(a))
     return record
 
 
 def record_layers(record):
-    """{k: (weights, bias)} of an ArrayRecord made by layers_record (arrays as they are: check first)."""
-    arrays = {name: a.numpy() for name, a in record.items()}
-    return {int(name[1:]) - 1: (w, arrays[f"b{name[1:]}"]) for name, w in arrays.items() if name.startswith("w")}
+    """{k: {letter: array}} of an ArrayRecord made by layers_record (arrays as they are: check first)."""
+    layers = {}
+    for name, a in record.items():
+        layers.setdefault(int(name[1:]) - 1, {})[name[0]] = a.numpy()
+    return layers
 
 
 def digest(record):

@@ -1,9 +1,10 @@
-"""The Flower ServerApp: FedAvg (or FedAvgM, FedAdam) over the layers of a dense FF net, phase by phase.
+"""The Flower ServerApp: FedAvg (or FedAvgM, FedAdam) over the layers of a dense FF or FFCL net, phase
+by phase.
 
 Layerwise, phase k federates layer k for `rounds` rounds with the layers below frozen: a round ships
 layer k to the clients and back, and the frozen layers go down once to each node (in the phase's
 first round, or the first round a node joins or comes back in). A round starts once min-clients nodes
-are connected, trains every connected one and ends when all have answered or round-timeout passes;
+are connected, trains every connected one (or fraction-train of them, drawn by Flower) and ends when all have answered or round-timeout passes;
 a node that dies is answered for by the SuperLink (an error, once it misses its heartbeats) and left
 out. Simultaneous, one phase ships every layer every round. After every round the server evaluates the
 global net on the held-out test set and saves it atomically as an ordinary run directory
@@ -24,14 +25,17 @@ from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore import log
 
 from ..errors import UsageError
+from ..ffcl_model import FFCLNet
 from ..model import FFNet
 from ..runs import MODEL, load_metrics, load_run, save_run
 from .client_app import FROZEN_SHA256, GLOBAL_ROUND, PHASE
-from .local import training_set
+from .local import layer_arrays, set_layers, training_set
 from .records import ARRAYS, FROZEN, digest, layers_record, record_layers, update_problem
 from .settings import FederationConfig
 
 FORMAT = 2    # of the federation record in metrics.json: before 2, FedAdam stepped by the clients' --lr
+# settings added since federations were first saved, as those federations ran: every node each round, plain FF
+ADDED = {"fraction-train": 1.0, "algo": "ff", "separate-labels": False, "late-labels": False, "feedback-steps": 0}
 
 
 class GlobalModel:
@@ -45,8 +49,7 @@ class GlobalModel:
         if os.path.exists(os.path.join(settings.out, MODEL)):
             self.net, self.federation = self._resumed()
         else:
-            self.net = FFNet.create(self.cfg.sizes, ds.num_classes, self.cfg.label_value, self.cfg.goodness == "mean",
-                                    np.random.default_rng(self.cfg.seed), image=ds.image_shape is not None)
+            self.net = _new_net(self.cfg, ds)
             self.net.describe_input(ds)
             self.federation = dict(format=FORMAT, settings=self.wanted, round=0, total_rounds=settings.total_rounds,
                                    bytes_down=0, bytes_up=0, history=[])
@@ -69,7 +72,7 @@ class GlobalModel:
         return self.federation["round"]
 
     def layers(self, ks):
-        return {k: (self.net.weights[k], self.net.biases[k]) for k in ks}
+        return {k: layer_arrays(self.net, k) for k in ks}
 
     def shapes(self, ks):
         return {name: a.shape for name, a in layers_record(self.layers(ks)).items()}
@@ -79,9 +82,7 @@ class GlobalModel:
         test set, save it; returns the round's metrics (None before the phase's first round)."""
         if server_round == 0:
             return None
-        for k, (w, b) in record_layers(arrays).items():
-            self.net.weights[k][...] = w
-            self.net.biases[k][...] = b
+        set_layers(self.net, record_layers(arrays), "the global net")
         error = self._test_error()
         f, t = self.federation, self.traffic
         f["round"] += 1
@@ -97,7 +98,7 @@ class GlobalModel:
         return MetricRecord({"test-error": error})
 
     def _test_error(self):
-        return self.net.error(*self.test, self.cfg.classifier)
+        return self.net.errors(*self.test, [self.cfg.classifier])[self.cfg.classifier]
 
     def _save(self, error):
         f = self.federation
@@ -107,6 +108,16 @@ class GlobalModel:
         save_run(self.settings.out, self.cfg, self.net, metrics)
 
 
+def _new_net(cfg, ds):
+    """The global net of cfg (a dense FF or an FFCL net) at the federation's first weights."""
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.algo == "ffcl":
+        return FFCLNet.create(cfg.sizes, ds.num_classes, rng, None, cfg.separate_labels, cfg.late_labels,
+                              cfg.feedback_steps, cfg.goodness == "mean")
+    return FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", rng,
+                        image=ds.image_shape is not None)
+
+
 def _made_with(federation):
     """The identity() of the settings a saved federation record was made with, read as today's."""
     saved = federation.get("settings")
@@ -114,7 +125,7 @@ def _made_with(federation):
         return saved
     if federation.get("format", 1) == 1 and saved.get("strategy") == "fedadam":
         saved = dict(saved, **{"server-lr": saved.get("lr")})
-    return {"fraction-train": 1.0, **saved}    # before --fraction-train, every round trained every node
+    return {**ADDED, **saved}
 
 
 class CheckedUpdates:
@@ -163,8 +174,8 @@ class CheckedUpdates:
                 counted.append(reply)
         arrays, metrics = super().aggregate_train(server_round, counted)
         if arrays is not None:    # the net is float32; FedAdam's step comes out float64 (its bias correction)
-            arrays = layers_record({k: (w.astype(np.float32), b.astype(np.float32))
-                                    for k, (w, b) in record_layers(arrays).items()})
+            arrays = layers_record({k: {letter: a.astype(np.float32) for letter, a in layer.items()}
+                                    for k, layer in record_layers(arrays).items()})
         return arrays, metrics
 
 

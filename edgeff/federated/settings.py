@@ -14,6 +14,7 @@ from ..memory import parse_bytes
 SCHEDULES = ("layerwise", "simultaneous")
 STRATEGIES = ("fedavg", "fedavgm", "fedadam")
 CLASSIFIERS = ("goodness", "first")   # the classifiers that need no linear head (the head is not federated yet)
+ALGOS = ("ff", "ffcl")                 # the dense FF nets a federation trains (edgeff train --algo's)
 _D = TrainConfig()
 # how the rounds run, not what they learn: a federation resumed with other values is still the same one
 RUN_ONLY = ("out", "min_clients", "round_timeout")
@@ -38,6 +39,10 @@ class FederationConfig:
     data_dir: str = ""
     limit_train: int = 0             # the first N training rows only (0: all), before partitioning
     model: str = _D.model
+    algo: str = "ff"                 # ff, or ffcl with its three switches below (edgeff train's)
+    separate_labels: bool = False
+    late_labels: bool = False
+    feedback_steps: int = 0
     local_epochs: int = 1            # epochs over its partition a client trains each round
     local_steps: int = 0             # or only this many batches of them (0: the whole epochs)
     batch_size: int = _D.batch_size
@@ -59,7 +64,8 @@ class FederationConfig:
         _check_real("fraction_train", self.fraction_train, low=0, high=1, above_low=True)
         _check_real("round_timeout", self.round_timeout, low=0, above_low=True)
         _check_whole("seed", self.seed, 0, MAX_SEED)
-        for name, allowed in (("schedule", SCHEDULES), ("strategy", STRATEGIES), ("classifier", CLASSIFIERS)):
+        for name, allowed in (("schedule", SCHEDULES), ("strategy", STRATEGIES), ("classifier", CLASSIFIERS),
+                              ("algo", ALGOS)):
             if getattr(self, name) not in allowed:
                 raise UsageError(f"--{name} {getattr(self, name)!r} is not one of: {', '.join(allowed)}")
         parse_partition(self.partition)
@@ -67,6 +73,9 @@ class FederationConfig:
             parse_bytes(self.memory_budget)
         if not self.out:
             raise UsageError("a federation needs a run directory for its global model: give --out DIR")
+        if self.algo == "ffcl" and self.schedule != "simultaneous":
+            raise UsageError("--algo ffcl trains all layers at once (its label and feedback paths join them): "
+                             "add --schedule simultaneous")
         self.train_config()
         return self
 
@@ -75,7 +84,9 @@ class FederationConfig:
         a client's round gets its own, local.round_seed; its rate, round_lr)."""
         return TrainConfig(dataset=self.dataset, model=self.model, schedule=self.schedule, epochs=self.local_epochs,
                            batch_size=self.batch_size, lr=self.lr, lr_decay=False, head_epochs=0,
-                           classifier=self.classifier, seed=self.seed).validate()
+                           classifier=self.classifier, seed=self.seed, algo=self.algo,
+                           separate_labels=self.separate_labels, late_labels=self.late_labels,
+                           feedback_steps=self.feedback_steps).validate()
 
     def round_lr(self, global_round):
         """The clients' learning rate in global round 1, 2, ...: --lr, or with lr_decay Hinton's schedule
