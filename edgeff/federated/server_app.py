@@ -4,9 +4,9 @@ by phase.
 Layerwise, phase k federates layer k for `rounds` rounds with the layers below frozen: a round ships
 layer k to the clients and back, and the frozen layers go down once to each node (in the phase's
 first round, or the first round a node joins or comes back in). A round starts once min-clients nodes
-are connected, trains every connected one (or fraction-train of them, drawn by Flower) and ends when all have answered or round-timeout passes;
-a node that dies is answered for by the SuperLink (an error, once it misses its heartbeats) and left
-out. Simultaneous, one phase ships every layer every round. After every round the server evaluates the
+are connected, trains every connected one (or fraction-train of them, drawn by Flower) and ends when
+all have answered or round-timeout passes; a node that dies is answered for by the SuperLink (an
+error, once it misses its heartbeats) and left out. Simultaneous, one phase ships every layer every round. After every round the server evaluates the
 global net on the held-out test set and saves it atomically as an ordinary run directory
 (settings.out: model.npz, config.json, metrics.json; edgeff eval and export take it); metrics.json's
 "federation" holds the settings, the rounds done, the bytes sent and a line per round (its test
