@@ -180,6 +180,29 @@ def test_an_update_counts_only_as_sent_finite_and_with_its_weight():
         assert kind is not None and found in kind, (found, kind)
 
 
+@pytest.mark.parametrize("name", ["w", "wx", "", "w0", "q1", "w1x", "b01", "l" + "9" * 40])
+def test_a_crafted_array_name_is_one_line_not_a_crash(name):
+    from flwr.app import Array, ArrayRecord
+    from edgeff.errors import ModelError
+    from edgeff.federated.records import record_layers
+    with pytest.raises(ModelError, match="is not a layer's"):
+        record_layers(ArrayRecord({name: Array(np.zeros(2, np.float32))}))
+
+
+@pytest.mark.parametrize("layers", [{-1: {"w": np.zeros((4, 3), np.float32)}}, {1: {"w": np.zeros((4, 3), np.float32)}},
+                                    {0: {"l": np.zeros((2, 3), np.float32)}},
+                                    {0: {"w": np.ones((4, 3), np.float32), "b": np.zeros(4, np.float32)}}])
+def test_layers_that_do_not_fit_the_net_are_one_line_and_change_nothing(layers):
+    from edgeff.errors import UsageError
+    from edgeff.federated.local import set_layers
+    from edgeff.model import FFNet
+    net = FFNet.create((4, 3), 2, 1.0, False, np.random.default_rng(0), image=False)
+    before = [a.copy() for a in net.weights + net.biases]
+    with pytest.raises(UsageError, match="rows like the federation's"):
+        set_layers(net, layers, "this node")
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.weights + net.biases))
+
+
 def test_partitions_are_deterministic_and_dirichlet_skews_the_labels():
     labels = np.repeat(np.arange(10), 300)
     iid = partition(labels, 5, "iid", 0)

@@ -43,17 +43,20 @@ def layer_arrays(net, k):
 
 
 def set_layers(net, layers, source):
-    """Copy layers {k: {letter: array}} into net's own arrays; one UsageError line when one does not
-    fit (this node's data makes another net than the federation's)."""
+    """Copy layers {k: {letter: array}} into net's own arrays once every one fits; one UsageError line,
+    nothing copied, when one does not (this node's data makes another net than the federation's)."""
+    pairs = []
     for k, arrays in layers.items():
-        own = layer_arrays(net, k) if k < len(net.weights) else {}
+        own = layer_arrays(net, k) if 0 <= k < len(net.weights) else {}
         for letter, a in arrays.items():
             if letter not in own or own[letter].shape != a.shape:
                 mine = "x".join(map(str, own[letter].shape)) if letter in own else "none"
                 raise UsageError(f"the federation's {letter}{k + 1} is {'x'.join(map(str, a.shape))}, but {source} "
                                  f"makes it {mine}: give this node rows like the federation's (images of the same "
                                  "shape, or the same flat features)")
-            own[letter][...] = a
+            pairs.append((own[letter], a))
+    for mine, theirs in pairs:
+        mine[...] = theirs
 
 
 def train_phase(settings, ds, phase, layers, seed, lr):

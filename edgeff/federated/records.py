@@ -10,12 +10,16 @@ layer's shape and finite, and one MetricRecord of a whole positive num-examples 
 
 import hashlib
 import math
+import re
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord
 
+from ..errors import ModelError
+
 ARRAYS, METRICS, FROZEN = "arrays", "metrics", "frozen"   # the keys of a message's records
 NUM_EXAMPLES, LOSS = "num-examples", "loss"                 # a reply's metrics: FedAvg's weight, the mean loss
+LETTERS = "wblf"        # a layer's arrays: weights, bias, FFCL's label vectors and feedback weights
 
 
 def layers_record(layers):
@@ -28,9 +32,12 @@ def layers_record(layers):
 
 
 def record_layers(record):
-    """{k: {letter: array}} of an ArrayRecord made by layers_record (arrays as they are: check first)."""
+    """{k: {letter: array}} of an ArrayRecord made by layers_record (arrays as they are: check first);
+    a name that is not a letter of LETTERS and a layer number is one ModelError line."""
     layers = {}
     for name, a in record.items():
+        if not re.fullmatch(f"[{LETTERS}][1-9][0-9]{{0,5}}", name):
+            raise ModelError(f"array {name[:40]!r} is not a layer's ({', '.join(LETTERS)} and the layer's number)")
         layers.setdefault(int(name[1:]) - 1, {})[name[0]] = a.numpy()
     return layers
 
