@@ -78,6 +78,16 @@ class FFCLNet:
     def feeds_back(self, k):
         return k < len(self.feedback_w)
 
+    def layer_arrays(self, k):
+        """{name: array} of layer k: weights w, bias b, and its label vectors l and feedback weights f
+        where it has them (what it trains, and the federation ships)."""
+        arrays = {"w": self.weights[k], "b": self.biases[k]}
+        if k < len(self.label_w):
+            arrays["l"] = self.label_w[k]
+        if self.feeds_back(k):
+            arrays["f"] = self.feedback_w[k]
+        return arrays
+
     # ---- the settling forward, shared by training and inference ----
 
     def settle(self, p, labels, ones, zs, hs, tmps, good, at_last):

@@ -127,11 +127,7 @@ class FFCLTrainer(PhasedTrainer):
         v, net = self.arena.view, self.net
         self.phase, self.params, self.opts, self.grads = p, {}, {}, {}
         for k in self.phases()[0]:
-            tensors = dict(w=net.weights[k], b=net.biases[k])
-            if k < len(net.label_w):
-                tensors["l"] = net.label_w[k]
-            if net.feeds_back(k):
-                tensors["f"] = net.feedback_w[k]
+            tensors = net.layer_arrays(k)
             state = [{name: v(b) for name, b in slot.items()} for slot in self.layout.opt[k]]
             for slot in state:
                 for a in slot.values():

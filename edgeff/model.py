@@ -69,6 +69,10 @@ class FFNet:
             biases.append(b)
         return cls(weights, biases, num_classes, label_offset, label_value, mean_goodness)
 
+    def layer_arrays(self, k):
+        """{name: array} of FF layer k: its weights w and bias b (FFCLNet's adds l and f)."""
+        return {"w": self.weights[k], "b": self.biases[k]}
+
     def copy_layers_from(self, other):
         """Set every FF layer's weights and bias to those of `other`, a net of the same shape (in place:
         a trainer's arena views stay its own)."""

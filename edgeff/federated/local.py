@@ -31,23 +31,12 @@ class PhaseTrainer(Trainer):
         self._bind_phase(self.trained_phase)
 
 
-def layer_arrays(net, k):
-    """{letter: array} of layer k of a dense FF or an FFCL net, as the federation ships it: w and b,
-    and an FFCL layer's label vectors l and feedback weights f where it has them."""
-    arrays = {"w": net.weights[k], "b": net.biases[k]}
-    if k < len(getattr(net, "label_w", ())):
-        arrays["l"] = net.label_w[k]
-    if k < len(getattr(net, "feedback_w", ())):
-        arrays["f"] = net.feedback_w[k]
-    return arrays
-
-
 def set_layers(net, layers, source):
     """Copy layers {k: {letter: array}} into net's own arrays once every one fits; one UsageError line,
     nothing copied, when one does not (this node's data makes another net than the federation's)."""
     pairs = []
     for k, arrays in layers.items():
-        own = layer_arrays(net, k) if 0 <= k < len(net.weights) else {}
+        own = net.layer_arrays(k) if 0 <= k < len(net.weights) else {}
         for letter, a in arrays.items():
             if letter not in own or own[letter].shape != a.shape:
                 mine = "x".join(map(str, own[letter].shape)) if letter in own else "none"
@@ -70,7 +59,7 @@ def train_phase(settings, ds, phase, layers, seed, lr):
     trainer = make_trainer(run, ds, dense=functools.partial(PhaseTrainer, phase=phase))
     set_layers(trainer.net, layers, ds.name)
     history = trainer.fit(steps_per_phase=settings.local_steps or None)
-    trained = {k: {letter: a.copy() for letter, a in layer_arrays(trainer.net, k).items()}
+    trained = {k: {letter: a.copy() for letter, a in trainer.net.layer_arrays(k).items()}
                for k in settings.phases[phase]}
     return trained, float(np.mean(history[-1]))
 

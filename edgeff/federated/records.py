@@ -2,9 +2,9 @@
 
 A layer k (0-based) travels as its arrays, each named by a letter and k + 1: w{k+1} (weights, float32
 (D_in, D_out)) and b{k+1} (bias, float32 (D_out,)), and in an FFCL net l{k+1} (its label vectors,
-(C, D_out)) and f{k+1} (its feedback weights, (D_{k+2}, D_out)) where the layer has them
-(local.layer_arrays). Every byte of a reply is hostile until checked (DESIGN.md, trust model):
-an update counts only with one ArrayRecord holding exactly the arrays sent, each float32 of the global
+(C, D_out)) and f{k+1} (its feedback weights, (D_{k+2}, D_out)) where the layer has them (the nets'
+layer_arrays). Every byte of a reply is hostile until checked (DESIGN.md, trust model): an update
+counts only with one ArrayRecord holding exactly the arrays sent, each float32 of the global
 layer's shape and finite, and one MetricRecord of a whole positive num-examples and a finite loss
 (anything else would also stop Flower's aggregation for every client)."""
 

@@ -29,7 +29,7 @@ from ..ffcl_model import FFCLNet
 from ..model import FFNet
 from ..runs import MODEL, load_metrics, load_run, save_run
 from .client_app import FROZEN_SHA256, GLOBAL_ROUND, PHASE
-from .local import layer_arrays, set_layers, training_set
+from .local import set_layers, training_set
 from .records import ARRAYS, FROZEN, digest, layers_record, record_layers, update_problem
 from .settings import FederationConfig
 
@@ -72,7 +72,7 @@ class GlobalModel:
         return self.federation["round"]
 
     def layers(self, ks):
-        return {k: layer_arrays(self.net, k) for k in ks}
+        return {k: self.net.layer_arrays(k) for k in ks}
 
     def shapes(self, ks):
         return {name: a.shape for name, a in layers_record(self.layers(ks)).items()}
