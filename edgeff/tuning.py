@@ -34,7 +34,7 @@ from .fileio import atomic_write_text
 from .kernels.blas import blas_threads, cores, set_blas_threads
 
 FILE = "edgeff-tuning.json"
-VERSION = 1
+VERSION = 2                 # 2: the serial optimiser step vectorises (kernels/optim.py), so 1's choice is stale
 ENV = "EDGEFF_TUNING"
 SIZES = [1 << e for e in range(14, 23, 2)]     # optimiser steps timed: 16 Ki to 4 Mi parameters
 NEVER = 1 << 62                                 # parallel_from when the parallel step never won

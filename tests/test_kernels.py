@@ -179,6 +179,41 @@ def test_optimisers(n, steps, wd, seed):
     assert not np.array_equal(w, w0)
 
 
+def test_optimiser_warm_up_when_the_pool_never_pays(monkeypatch):
+    """A tuning of 'never' (2^62) once made warm_up allocate an array of that many parameters."""
+    from edgeff import tuning
+    monkeypatch.setattr(optim, "PARALLEL_FROM", tuning.NEVER)
+    optim.warm_up()
+    w = np.ones(5, np.float32)
+    optim.adam_step(w, np.ones(5, np.float32), np.zeros(5, np.float32), np.zeros(5, np.float32), 1, 0.5)
+    np.testing.assert_allclose(w, 0.5, rtol=1e-4)           # one Adam step moves each weight by lr
+
+
+@SETTINGS
+@given(st.integers(1, 3000), st.floats(0.0, 0.1), st.integers(0, 2**31))
+def test_optimiser_variants_agree_bit_for_bit(n, wd, seed):
+    """The tuning picks serial or parallel per machine (edgeff/tuning.py): that choice must not
+    change a run's bits, nor whether a zero denominator raises (NumPy's error model in both)."""
+    rng = np.random.default_rng(seed)
+    w, g, m, v = (rand(rng, n) * np.float32(10.0 ** rng.integers(-30, 3)) for _ in range(4))
+    v = np.abs(v)
+    g[: n // 3] = 0.0                                 # 0/0 with eps 0 below: nan, not ZeroDivisionError
+    w[: n // 3] = m[: n // 3] = v[: n // 3] = 0.0
+    args = np.float32(0.01), np.float32(0.9), np.float32(0.999), np.float32(1e-8), np.float32(wd)
+    outs = []
+    for variant in (False, True):
+        ws, ms, vs = w.copy(), m.copy(), v.copy()
+        optim._ADAM[variant](ws, g, ms, vs, *args)
+        w0 = ws.copy()
+        optim._ADAM[variant](w0, g, ms.copy(), vs.copy(), args[0], args[1], args[2], np.float32(0.0), args[4])
+        sw, sv = w.copy(), m.copy()
+        optim._SGD[variant](sw, g, sv, np.float32(0.05), np.float32(0.9), np.float32(wd))
+        outs.append([a.view(np.int32) for a in (ws, ms, vs, w0, sw, sv)])
+    for serial, parallel in zip(*outs):
+        np.testing.assert_array_equal(serial, parallel)
+    assert np.isnan(outs[0][3].view(np.float32)[: n // 3]).all()
+
+
 @SETTINGS
 @given(st.integers(1, 20), st.integers(2, 12), st.integers(0, 2**31))
 def test_softmax_xent_grad(rows, c, seed):
