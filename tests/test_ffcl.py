@@ -217,10 +217,10 @@ def test_cli_trains_evaluates_infers_and_exports(images, tmp_path):
 
 def test_bench_infer_times_an_ffcl_run_beside_plain_ff(images, tmp_path):
     runs = [tmp_path / "ff", tmp_path / "ffcl"]
-    ok(edgeff("train", "--dataset", images, "--model", "64-16-16", "--epochs", "1", "--classifier", "goodness",
-              "--head-epochs", "0", "--out", runs[0], "--json"))
-    ok(edgeff("train", "--dataset", images, "--algo", "ffcl", "--separate-labels", "--late-labels", "--model",
-              "64-16-16", "--epochs", "1", "--out", runs[1], "--json"))
+    trained = [ok(edgeff("train", "--dataset", images, "--model", "64-16-16", "--epochs", "1", "--classifier",
+                         "goodness", "--head-epochs", "0", "--out", runs[0], "--json")),
+               ok(edgeff("train", "--dataset", images, "--algo", "ffcl", "--separate-labels", "--late-labels",
+                         "--model", "64-16-16", "--epochs", "1", "--out", runs[1], "--json"))]
     tool = Path(__file__).resolve().parent.parent / "tools" / "bench_infer.py"
     r = subprocess.run([sys.executable, str(tool), *map(str, runs), "--seconds", "0.05", "--json"],
                        capture_output=True, text=True, timeout=300)
@@ -231,6 +231,9 @@ def test_bench_infer_times_an_ffcl_run_beside_plain_ff(images, tmp_path):
     assert all(row["over_first_goodness"]["numpy"] > 0 and row["onnxruntime"] > 0 for row in ffcl)
     first = [row for row in rows if row["algo"] == "ff" and row["head"] == "goodness"]
     assert all(row["over_first_goodness"] == {"numpy": 1.0, "onnxruntime": 1.0} for row in first)
+    # each row beside its head's test error from training, so classifiers compare at the same error
+    assert {row["test_error"] for row in first} == {trained[0]["test_error_goodness"]}
+    assert {row["test_error"] for row in ffcl} == {trained[1]["test_error_goodness"]}
 
 
 @pytest.mark.parametrize("args,message", [

@@ -6,9 +6,11 @@ For each run, each head it has (linear, goodness, first; a conv run: goodness, e
 and last; an ffcl run: goodness, its one classifier) and batch size (1, 256): rows/s of the
 NumPy/Numba forward (FFNet.predict, ConvNet.predict, FFCLNet.predict) and of onnxruntime on the
 exported graph (float32, and int8 dynamic for the linear head and for conv nets), all measured in
-this one run on random rows. With several runs, each row also holds its speed over the first
-run's goodness head at the same batch size and engine ("over_first_goodness": e.g. an ffcl run
-with late labels against plain FF's C-pass classifier, timed side by side on a shared machine).
+this one run on random rows, beside the test error each head had when the run was trained (its
+metrics.json: classifiers compared at the same error). With several runs, each row also holds
+its speed over the first run's goodness head at the same batch size and engine
+("over_first_goodness": e.g. an ffcl run with late labels against plain FF's C-pass classifier,
+timed side by side on a shared machine).
 --rounds N measures everything N times over, interleaved, and keeps each figure's best: on a
 machine shared with other jobs, the round least disturbed.
 A benchmark, not a test: nothing is asserted.
@@ -22,7 +24,7 @@ import numpy as np
 
 from edgeff import export
 from edgeff.convnet import ConvNet
-from edgeff.runs import load_run
+from edgeff.runs import load_metrics, load_run
 from edgeff.sff_train import warm_up_conv
 from edgeff.train import warm_up
 
@@ -39,6 +41,8 @@ def rows_per_second(fn, x, seconds):
 def run_cases(run_dir, rng):
     """(row, {engine: predict(x)}, x) for every head and batch size of one run (module docstring)."""
     net, cfg = load_run(run_dir)
+    metrics = load_metrics(run_dir)
+    metrics = metrics if isinstance(metrics, dict) else {}
     conv = isinstance(net, ConvNet)
     warm_up_conv() if conv else warm_up()
     cases = []
@@ -51,7 +55,10 @@ def run_cases(run_dir, rng):
             engines["onnxruntime-int8"] = lambda x, q=q: q.run(["label"], {"x": x})
         for batch in (1, 256):
             x = rng.random((batch, net.in_features)).astype(np.float32)
-            cases.append(({"run": run_dir, "algo": cfg.algo, "head": head, "batch": batch}, engines, x))
+            error = metrics.get(f"test_error_{head}")
+            row = {"run": run_dir, "algo": cfg.algo, "head": head, "batch": batch,
+                   "test_error": error if isinstance(error, (int, float)) else None}
+            cases.append((row, engines, x))
     return cases
 
 
@@ -82,7 +89,8 @@ def main():
     for r in results:
         speeds = ", ".join(f"{k} {r[k]:,.0f} rows/s" for k in ("numpy", "onnxruntime", "onnxruntime-int8") if k in r)
         over = r.get("over_first_goodness")
-        print(f"{r['run']} ({r['algo']}) {r['head']:8s} batch {r['batch']:3d}: {speeds}; onnxruntime/numpy "
+        error = "" if r["test_error"] is None else f" (test error {100 * r['test_error']:.2f} %)"
+        print(f"{r['run']} ({r['algo']}) {r['head']:8s}{error} batch {r['batch']:3d}: {speeds}; onnxruntime/numpy "
               f"{r['onnxruntime_over_numpy']:.2f}x" + (f"; over the first run's goodness: numpy {over['numpy']:.2f}x, "
                                                       f"onnxruntime {over['onnxruntime']:.2f}x" if over else ""))
 
