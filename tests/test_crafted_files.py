@@ -144,6 +144,26 @@ def test_tampered_model_metadata_is_one_line(run, tmp_path, what, change, fragme
     one_line_error(edgeff("eval", d, "--classifier", "all"), "model.npz", fragment)
 
 
+@pytest.mark.parametrize("content, fragment", [
+    (b"{garbage", "not strict JSON"),
+    (b"[1, 2]", "a JSON list, not an object"),
+    (b'"x"', "a JSON str, not an object"),
+    (b'{"test_error": NaN}', "NaN is not a JSON number"),
+    (b"\xff\xfe{}", "not strict JSON"),
+    (b"[" * 200_000, "nested too deeply"),
+    (b" " * (16 << 20) + b"{}", "longer than 16 MiB"),
+], ids=["not JSON", "a list", "a string", "NaN", "not UTF-8", "nested deep", "too long"])
+def test_a_damaged_metrics_json_is_one_line_and_nothing_is_written(run, tmp_path, content, fragment):
+    """metrics.json is read as untrusted by every command that reads it (export, bundle, FFClassifier.load,
+    federate); `edgeff export` stands for them."""
+    d = _copy(run, tmp_path)
+    (d / "metrics.json").write_bytes(content)
+    out = tmp_path / "m.onnx"
+    one_line_error(edgeff("export", d, "-o", out, "--parity-samples", "10"), "metrics.json", fragment,
+                   "restore it or train the run again")
+    assert not out.exists() and (d / "metrics.json").read_bytes() == content
+
+
 # ---- ONNX metadata and infer inputs ----
 
 @pytest.fixture(scope="module")
