@@ -13,7 +13,7 @@ import numpy as np
 
 from .data import DataError, Dataset, cache_dir, load_dataset, locate, source_files, validate
 from .fields import field, is_kind
-from .fileio import atomic_write_files, atomic_write_text, sha256_file, write_error
+from .fileio import atomic_write_files, atomic_write_text, read_json, sha256_file, write_error
 
 ARRAYS = ("x_train", "y_train", "x_test", "y_test")
 META = "meta.json"
@@ -33,8 +33,7 @@ def _open(directory, identity):
     """The prepared copy in `directory` as a memory-mapped Dataset, or None if it is missing, stale or damaged."""
     path = os.path.join(directory, META)
     try:
-        with open(path) as f:
-            meta = json.load(f)
+        meta = read_json(path)
         check = lambda key, kind, ok=None: field(path, meta, key, kind, ok, error=DataError)
         sha256 = check("sha256", dict, lambda d: all(isinstance(d.get(k), str) for k in ARRAYS))
         if check("identity", list) != identity or any(sha256_file(os.path.join(directory, f"{k}.npy")) != sha256[k]

@@ -3,6 +3,7 @@ locations checked before any work is done."""
 
 import errno
 import hashlib
+import json
 import os
 import tempfile
 
@@ -11,6 +12,31 @@ import numpy as np
 from .errors import EdgeFFError, UsageError
 
 CHUNK = 1 << 20            # bytes per read when streaming files and downloads
+MAX_JSON = 16 << 20        # bytes: edgeff's own JSON files (metrics, tunings, records) are KiB
+
+
+def parse_json(data):
+    """The value of JSON text (str or bytes) read as untrusted: ValueError when it is not UTF-8,
+    not strict JSON (NaN, Infinity) or nested deeper than the parser goes (a RecursionError
+    otherwise, which no caller expects of a file)."""
+    try:
+        return json.loads(data, parse_constant=_not_a_number)
+    except RecursionError:
+        raise ValueError("nested deeper than the parser goes") from None
+
+
+def _not_a_number(token):
+    raise ValueError(f"{token} is not a JSON number")
+
+
+def read_json(path, limit=MAX_JSON):
+    """parse_json of a file; ValueError also when it is longer than limit bytes (read no further);
+    OSError as open and read raise it."""
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise ValueError(f"longer than {limit:,} bytes")
+    return parse_json(data)
 
 
 def atomic_write(path, write):

@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DataError, ModelError, UsageError
 from .fields import field
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, parse_json
 from .inputs import read_input
 from .npzfile import NpzError, open_npz
 
@@ -248,7 +248,7 @@ def read_journal(run_dir):
     files = {}
     for i, line in enumerate(lines):
         try:
-            entry = json.loads(line)
+            entry = parse_json(line)
         except ValueError:
             if i == len(lines) - 1:
                 break

@@ -1,13 +1,13 @@
 """A trained model ready to label rows: a run directory (NumPy/Numba forward) or an .onnx
 file (onnxruntime). Both give .features, .scale, .label_names and .predict(rows)."""
 
-import json
 import os
 
 import numpy as np
 
 from .errors import ExportError, UsageError
 from .fields import field
+from .fileio import parse_json
 from .runs import check_classifier, load_run
 
 DEFAULT_SCALE = 1 / 255  # runs saved before the model recorded its input scale held 8-bit pixels
@@ -83,7 +83,7 @@ def _metadata(path, props, classes):
     the width of its scores output, if it has one."""
     def parsed(key, default):
         try:
-            return json.loads(props[key]) if key in props else default
+            return parse_json(props[key]) if key in props else default
         except ValueError:
             raise ExportError(f"{path}: metadata '{key}' is not JSON; re-export the model with 'edgeff export'") from None
     info = parsed("input", {})

@@ -5,7 +5,7 @@ import os
 
 from .config import TrainConfig
 from .errors import ModelError, UsageError
-from .fileio import atomic_write_files, write_error
+from .fileio import atomic_write_files, read_json, write_error
 from .convnet import ConvNet
 from .model import FFNet, read_model_file
 from .ffcl_model import NET as FFCL_NET, FFCLNet
@@ -29,36 +29,22 @@ def save_run(out_dir, cfg, net, metrics):
         raise write_error(out_dir, exc, "the run was not saved") from None
 
 
-MAX_METRICS = 16 << 20      # bytes: a run's metrics.json is a few KiB (epoch losses included)
-
-
 def load_metrics(run_dir):
     """metrics.json of a run directory (or of the one holding a model.npz) as a dict; {} if it has
-    none. Read as untrusted: a file that is too long, not UTF-8, not strict JSON (NaN, Infinity),
-    nested deeper than the parser goes, or not a JSON object is a ModelError, one line."""
+    none. Read as untrusted (fileio.read_json): damage of any kind is a ModelError, one line."""
     path = os.path.join(run_dir if os.path.isdir(run_dir) else os.path.dirname(run_dir), METRICS)
     damaged = f"{path}: %s; it is damaged or not written by edgeff: restore it or train the run again"
     try:
-        with open(path, "rb") as f:
-            data = f.read(MAX_METRICS + 1)
+        metrics = read_json(path)
     except FileNotFoundError:
         return {}
     except OSError as exc:                           # a directory, no permission
         raise ModelError(damaged % f"cannot be read ({exc.strerror or exc})") from None
-    if len(data) > MAX_METRICS:
-        raise ModelError(damaged % f"longer than {MAX_METRICS >> 20} MiB")
-    try:
-        metrics = json.loads(data.decode("utf-8"), parse_constant=_not_strict)
-    except (ValueError, RecursionError) as exc:   # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        reason = "nested too deeply" if isinstance(exc, RecursionError) else f"not strict JSON ({exc})"
-        raise ModelError(damaged % reason) from None
+    except ValueError as exc:                        # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ModelError(damaged % f"not strict JSON ({exc})") from None
     if not isinstance(metrics, dict):
         raise ModelError(damaged % f"a JSON {type(metrics).__name__}, not an object")
     return metrics
-
-
-def _not_strict(token):
-    raise ValueError(f"{token} is not a JSON number")
 
 
 def load_run(run_dir):

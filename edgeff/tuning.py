@@ -30,7 +30,7 @@ import time
 import numpy as np
 
 from .board import detect_board
-from .fileio import atomic_write_text
+from .fileio import atomic_write_text, read_json
 from .kernels.blas import blas_threads, cores, set_blas_threads
 
 FILE = "edgeff-tuning.json"
@@ -173,9 +173,8 @@ def valid(tuning):
 
 def load(path):
     try:
-        with open(path, encoding="utf-8") as f:
-            return valid(json.load(f))
-    except (OSError, ValueError):      # absent, unreadable, not JSON (UnicodeDecodeError is a ValueError)
+        return valid(read_json(path))
+    except (OSError, ValueError):      # absent, unreadable, not strict JSON, too long or too deep
         return None
 
 

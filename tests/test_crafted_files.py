@@ -150,8 +150,8 @@ def test_tampered_model_metadata_is_one_line(run, tmp_path, what, change, fragme
     (b'"x"', "a JSON str, not an object"),
     (b'{"test_error": NaN}', "NaN is not a JSON number"),
     (b"\xff\xfe{}", "not strict JSON"),
-    (b"[" * 200_000, "nested too deeply"),
-    (b" " * (16 << 20) + b"{}", "longer than 16 MiB"),
+    (b"[" * 200_000, "nested deeper than the parser goes"),
+    (b" " * (16 << 20) + b"{}", "longer than 16,777,216 bytes"),
 ], ids=["not JSON", "a list", "a string", "NaN", "not UTF-8", "nested deep", "too long"])
 def test_a_damaged_metrics_json_is_one_line_and_nothing_is_written(run, tmp_path, content, fragment):
     """metrics.json is read as untrusted by every command that reads it (export, bundle, FFClassifier.load,
@@ -181,6 +181,8 @@ def onnx_model(run, tmp_path_factory):
     ("label_names", "[garbage", "metadata 'label_names' is not JSON"),
     ("label_names", '{"a": 1}', "'label_names'"),
     ("label_names", '["a"]', "a list of 3 names"),
+    ("input", "[" * 200_000, "metadata 'input' is not JSON"),
+    ("label_names", '["a", NaN, "c"]', "metadata 'label_names' is not JSON"),
 ])
 def test_onnx_metadata_that_is_not_what_export_writes(onnx_model, tmp_path, key, value, fragment):
     model = onnx.load(onnx_model)

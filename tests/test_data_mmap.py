@@ -67,3 +67,9 @@ def test_a_crafted_record_of_the_copy_is_remade_not_trusted(tmp_path, monkeypatc
         assert (ds.num_classes, ds.scale, ds.label_names) == (4, 1 / 255, tuple(good["label_names"])), key
         with open(record) as f:
             assert json.load(f) == good, key
+    for text in ("[" * 200_000, json.dumps(good).replace('"scale": ', '"scale": NaN, "was": ')):
+        with open(record, "w") as f:                                        # too deep (a RecursionError once), NaN
+            f.write(text)
+        assert load_mapped(data).num_classes == 4
+        with open(record) as f:
+            assert json.load(f) == good

@@ -281,6 +281,9 @@ def test_a_journal_line_cut_short_by_a_crash_is_ignored_and_a_damaged_one_refuse
         f.write('\n{"file": "d.npz", "rows": 1, "rejected": 0, "update": -4}\n')
     with pytest.raises(ModelError, match="line 3 is not JSON"):
         read_journal(tmp_path)
+    (tmp_path / "learn-journal.jsonl").write_text("[" * 200_000 + "\n{}\n")   # too deep: a RecursionError once
+    with pytest.raises(ModelError, match="line 1 is not JSON"):
+        read_journal(tmp_path)
 
 
 def write_pgm(path, image):

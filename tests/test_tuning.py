@@ -57,8 +57,11 @@ def test_the_cache_file_round_trips(measured, path):
     lambda t: json.dumps(dict(t, others_busy=1.5)).encode(),
     lambda t: json.dumps(dict(t, others_busy="0.1")).encode(),
     lambda t: json.dumps(dict(t, others_busy=True)).encode(),
+    lambda t: b"[" * 200_000,                                                  # a RecursionError once
+    lambda t: json.dumps(dict(t, others_busy="X")).replace('"X"', "NaN").encode(),
+    lambda t: json.dumps(t).encode() + b" " * (16 << 20),
 ], ids=["binary", "truncated", "list", "negative", "string", "too-many-threads", "bool", "missing", "other-machine",
-        "newer", "busy-above-1", "busy-string", "busy-bool"])
+        "newer", "busy-above-1", "busy-string", "busy-bool", "nested-deep", "nan", "too-long"])
 def test_a_damaged_or_foreign_cache_is_measured_again_and_rewritten(measured, path, damage):
     path.parent.mkdir()
     path.write_bytes(damage(measured))
