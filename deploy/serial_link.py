@@ -42,6 +42,7 @@ take; install.py checks their values (release ids, keep, smoke).
 import json
 import os
 import random
+import re
 import struct
 import time
 import zlib
@@ -50,6 +51,9 @@ from collections import namedtuple
 import serial
 
 from edgeff.errors import DeployError
+from edgeff.fileio import parse_json
+
+from .upload import printable
 
 MAGIC = b"\xedF"
 _HEAD = struct.Struct(">2sBHI")           # magic, type, seq, length
@@ -61,6 +65,8 @@ ANY_SEQ = 0xFFFF                           # NAK for a frame whose seq could not
 OFFSET = struct.Struct(">Q")
 KEEPALIVE = 0.25                           # s between BUSY frames of a running request
 ACTIONS = ("ping", "adopt", "install", "rollback", "status")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 Frame = namedtuple("Frame", "type seq payload")
 Damaged = namedtuple("Damaged", "seq")     # seq None: garbage, no frame header seen
@@ -209,7 +215,11 @@ class SerialTransport:
         out = {}
         for i in range(0, len(rel_paths), self.hash_batch):
             batch = rel_paths[i:i + self.hash_batch]
-            out.update(zip(batch, self._request({"op": "hashes", "paths": batch})))
+            found = self._request({"op": "hashes", "paths": batch})
+            if not (isinstance(found, list) and len(found) == len(batch) and
+                    all(h is None or (isinstance(h, str) and _HEX64.fullmatch(h)) for h in found)):
+                raise self._bad_answer("hashes", f"{len(batch)} sha256s or nulls")
+            out.update(zip(batch, found))
         return out
 
     def put(self, local_path, rel_path, sha256, progress=None):
@@ -220,8 +230,11 @@ class SerialTransport:
         actually sent (resends included).
         """
         total = os.path.getsize(local_path)
-        offset = self._request({"op": "put", "path": rel_path, "sha256": sha256, "size": total})["offset"]
-        sent, chunk, good = 0, self.chunk_size, 0
+        opened = self._request({"op": "put", "path": rel_path, "sha256": sha256, "size": total})
+        offset = opened.get("offset") if isinstance(opened, dict) else None
+        if not (isinstance(offset, int) and not isinstance(offset, bool) and 0 <= offset <= total):
+            raise self._bad_answer("put", f"an offset from 0 to {total}")
+        sent, chunk, good, stalled = 0, self.chunk_size, 0, 0
 
         def payload(attempt):                    # the DATA frame from `offset`, try number `attempt`
             nonlocal chunk, sent, good
@@ -239,9 +252,16 @@ class SerialTransport:
                 answer = self._exchange(DATA, payload, f"chunk at {offset} of {rel_path}")
                 if answer.type == REPLY:
                     self._result(answer)          # an error: raises
+                    raise self._bad_answer(f"a chunk of {rel_path}", "an ACK")
+                if len(answer.payload) != OFFSET.size:
+                    raise self._bad_answer(f"a chunk of {rel_path}", f"an ACK of {OFFSET.size} bytes")
                 acked = OFFSET.unpack(answer.payload)[0]
                 if acked > total:
                     raise DeployError(f"{self.url}: the agent holds more of {rel_path} than was sent; deploy again")
+                stalled = stalled + 1 if acked <= offset else 0
+                if stalled >= self.tries:
+                    raise DeployError(f"{self.url}: the agent acknowledged no new byte of {rel_path} {self.tries} "
+                                      "times in a row; is the device's disk full? Deploy again")
                 good += 1
                 if good >= 8 and chunk < self.chunk_size:
                     chunk, good = chunk * 2, 0
@@ -254,6 +274,8 @@ class SerialTransport:
     def probe(self):
         """{"machine", "model", "python"} of the device, as the other transports report it."""
         ping = self.call("ping")
+        if not (isinstance(ping, dict) and all(isinstance(ping.get(k), str) for k in ("machine", "model", "python"))):
+            raise self._bad_answer("ping", "machine, model and python as strings")
         return {key: ping[key] for key in ("machine", "model", "python")}
 
     def call(self, action, **kwargs):
@@ -266,7 +288,10 @@ class SerialTransport:
 
     def _check_root(self):
         self._checked_root = True
-        root = self._request({"op": "call", "action": "ping", "kwargs": {}}, check_root=False)["root"]
+        ping = self._request({"op": "call", "action": "ping", "kwargs": {}}, check_root=False)
+        root = ping.get("root") if isinstance(ping, dict) else None
+        if not isinstance(root, str):
+            raise self._bad_answer("ping", "its root as a string")
         if os.path.normpath(self.root_hint) != os.path.normpath(root):
             raise DeployError(f"{self.url}: the agent serves {root}, not {self.root_hint}; "
                               f"restart it with 'edgeff agent serial --root {self.root_hint}' or deploy to {root}")
@@ -281,10 +306,22 @@ class SerialTransport:
         if answer.type != REPLY:
             raise DeployError(f"{self.url}: unexpected answer type {answer.type:#x} from the agent; "
                               "is the agent the same edgeff version?")
-        reply = json.loads(answer.payload)
-        if not reply.get("ok"):
-            raise DeployError(reply.get("error") or "the agent reported an unknown error")
+        try:
+            reply = parse_json(answer.payload)
+        except ValueError:
+            reply = None
+        if not (isinstance(reply, dict) and isinstance(reply.get("ok"), bool) and ("result" in reply or not reply["ok"])):
+            raise self._bad_answer("a request", '{"ok": true, "result": ...} or {"ok": false, "error": "..."}')
+        if not reply["ok"]:
+            error = reply.get("error")
+            raise DeployError(printable(error) if isinstance(error, str) and error.strip()
+                              else "the agent reported an unknown error")
         return reply["result"]
+
+    def _bad_answer(self, what, expected):
+        """The agent answered something the protocol does not allow: a broken or hostile device."""
+        return DeployError(f"{self.url}: the agent's answer to {what} is not {expected}; "
+                           "is 'edgeff agent serial' on the device the same edgeff version?")
 
     def _exchange(self, ftype, payload, what):
         """Send a frame until an answer with its seq arrives; payload(attempt) builds it."""
