@@ -234,6 +234,10 @@ def test_bench_infer_times_an_ffcl_run_beside_plain_ff(images, tmp_path):
     # each row beside its head's test error from training, so classifiers compare at the same error
     assert {row["test_error"] for row in first} == {trained[0]["test_error_goodness"]}
     assert {row["test_error"] for row in ffcl} == {trained[1]["test_error_goodness"]}
+    (runs[1] / "metrics.json").write_text("[1]")            # damaged: one line, no traceback
+    r = subprocess.run([sys.executable, str(tool), *map(str, runs), "--seconds", "0.05"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "metrics.json: a JSON list" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("args,message", [

@@ -18,12 +18,14 @@ A benchmark, not a test: nothing is asserted.
 
 import argparse
 import json
+import sys
 import time
 
 import numpy as np
 
 from edgeff import export
 from edgeff.convnet import ConvNet
+from edgeff.errors import EdgeFFError
 from edgeff.runs import load_metrics, load_run
 from edgeff.sff_train import warm_up_conv
 from edgeff.train import warm_up
@@ -41,8 +43,7 @@ def rows_per_second(fn, x, seconds):
 def run_cases(run_dir, rng):
     """(row, {engine: predict(x)}, x) for every head and batch size of one run (module docstring)."""
     net, cfg = load_run(run_dir)
-    metrics = load_metrics(run_dir)
-    metrics = metrics if isinstance(metrics, dict) else {}
+    metrics = load_metrics(run_dir)          # a dict: load_metrics refuses anything else
     conv = isinstance(net, ConvNet)
     warm_up_conv() if conv else warm_up()
     cases = []
@@ -70,7 +71,10 @@ def main():
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     rng = np.random.default_rng(0)
-    cases = [case for run_dir in args.run_dirs for case in run_cases(run_dir, rng)]
+    try:
+        cases = [case for run_dir in args.run_dirs for case in run_cases(run_dir, rng)]
+    except EdgeFFError as exc:                      # a run directory that is not one, or is damaged
+        sys.exit(f"bench_infer: {exc}")
     for _ in range(args.rounds):
         for row, engines, x in cases:
             for name, fn in engines.items():
