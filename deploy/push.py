@@ -17,7 +17,7 @@ import os
 import tempfile
 
 from ..errors import DeployError
-from . import trust
+from . import answers, trust
 from .bundle import build, open_bundle
 from .targets import detect
 from .transport import open_transport
@@ -40,10 +40,10 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
     with tempfile.TemporaryDirectory(prefix="edgeff-deploy-") as work, \
             open_transport(url, ssh_config=ssh_config) as t:
         step(f"probing {t.url}")
-        probe = t.probe()
+        probe = answers.probe(t.url, t.probe())
+        python = probe["python"]                      # the device's own (None: it has no python3)
         if _is_run(source):
-            name = target or detect(probe["machine"], probe.get("model", "")).name
-            python = probe.get("python") if probe.get("python") != "none" else None   # the device's own
+            name = target or detect(probe["machine"], probe["model"]).name
             step(f"bundling {source} for {name}" + (f", Python {python}" if python else ""))
             bundle_dir = os.path.join(work, "bundle")
             manifest = build(source, name, bundle_dir, step=step, sign=sign, python=python)
@@ -55,9 +55,9 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
         if manifest["arch"] not in ("any", probe["machine"]):
             raise DeployError(f"the bundle is for {manifest['arch']} ({manifest['target']}) but {t.url} is "
                               f"{probe['machine']}; bundle the run with --target for that device")
-        if probe.get("python") not in (manifest["python"], None) and manifest.get("wheelhouse"):
-            raise DeployError(f"{t.url} runs Python {probe['python']} but the bundle's wheelhouse is for Python "
-                              f"{manifest['python']}; bundle with --python-version {probe['python']}, or deploy "
+        if python not in (manifest["python"], None) and manifest.get("wheelhouse"):
+            raise DeployError(f"{t.url} runs Python {python} but the bundle's wheelhouse is for Python "
+                              f"{manifest['python']}; bundle with --python-version {python}, or deploy "
                               "the run directory (it is bundled for the device's Python)")
         release = manifest["release"]
         stage = f"incoming/{release}"
@@ -84,9 +84,7 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
             for p in [p for p in FIRST if p in missing]:
                 report["sent_bytes"] += t.put(os.path.join(bundle_dir, p), f"{stage}/{p}", files[p]["sha256"])
                 report["sent_files"] += 1
-            adopted = t.call("adopt", release=release)
-            report["linked_files"] = adopted["linked"]
-            missing = adopted["missing"]
+            report["linked_files"], missing = answers.adopted(t.url, t.call("adopt", release=release), files)
             total = sum(files[p]["size"] for p in missing)
             progress = bar(total, f"sending {len(missing)} files") if missing else None
             for p in missing:
@@ -96,15 +94,11 @@ def push(source, url, target=None, keep=3, smoke=True, dry_run=False, ssh_config
             if progress:
                 progress.close()
         step(f"installing release {release} on the device" + (" (venv, smoke test)" if not installed else ""))
-        report["install"] = t.call("install", release=release, keep=keep, smoke=smoke)
+        report["install"] = answers.installed(t.url, t.call("install", release=release, keep=keep, smoke=smoke),
+                                              release)
         return report
 
 
 def rollback(url, ssh_config=None):
     with open_transport(url, ssh_config=ssh_config) as t:
-        return t.call("rollback")
-
-
-def status(url, ssh_config=None):
-    with open_transport(url, ssh_config=ssh_config) as t:
-        return t.call("status")
+        return answers.rolled_back(t.url, t.call("rollback"))

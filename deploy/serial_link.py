@@ -53,7 +53,7 @@ import serial
 from edgeff.errors import DeployError
 from edgeff.fileio import parse_json
 
-from .upload import printable
+from .answers import printable
 
 MAGIC = b"\xedF"
 _HEAD = struct.Struct(">2sBHI")           # magic, type, seq, length

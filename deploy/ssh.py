@@ -8,7 +8,6 @@ options, `--`, destination, command. Only put and call create ROOT: probe and ha
 that --dry-run uses) change nothing on the device.
 """
 
-import json
 import os
 import shlex
 import shutil
@@ -16,6 +15,8 @@ import subprocess
 import tempfile
 
 from ..errors import DeployError
+from ..fileio import parse_json
+from .answers import bad_answer, printable
 from .upload import CHUNK, part_name
 
 CONNECT_TIMEOUT = 10
@@ -49,8 +50,7 @@ class SshTransport:
         except subprocess.TimeoutExpired:
             raise DeployError(f"{self.url}: no answer in {timeout} s; is the device up?") from None
         if r.returncode == 255:  # ssh's own failure: connection, authentication, host key
-            msg = r.stderr.decode(errors="replace").strip().splitlines()
-            raise DeployError(f"{self.url}: ssh failed: {msg[-1] if msg else 'connection lost'}; check the "
+            raise DeployError(f"{self.url}: ssh failed: {_last_line(r.stderr, 'connection lost')}; check the "
                               "address, your key (ssh-add) and known_hosts")
         return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
 
@@ -86,8 +86,10 @@ class SshTransport:
         rc, out, err = self._sh('mkdir -p "$(dirname "$1")" && { [ -f "$1" ] && wc -c < "$1" || echo 0; }', part,
                                 create_root=True)
         size = os.path.getsize(local)
-        offset = int(out.strip() or 0) if rc == 0 else 0
-        offset = offset if offset <= size else 0
+        said = out.strip() if rc == 0 else "0"
+        if not (said.isdigit() and said.isascii()):
+            raise bad_answer(self.url, f"the size of {rel}'s partial", f"a byte count (it said {printable(said)!r})")
+        offset = int(said) if int(said) <= size else 0   # longer than the file: not its partial, start again
         if progress:
             progress(offset)          # a resumed partial counts as done
         cmd = self._argv() + [self._in_root(False) + ("cat >> " if offset else "cat > ") + shlex.quote(part)]
@@ -102,9 +104,9 @@ class SshTransport:
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
-        err = proc.stderr.read().decode(errors="replace").strip()
+        err = proc.stderr.read()
         if proc.wait() != 0:
-            raise DeployError(f"{self.url}: transfer of {rel} cut off ({err.splitlines()[-1] if err else 'connection lost'}); "
+            raise DeployError(f"{self.url}: transfer of {rel} cut off ({_last_line(err, 'connection lost')}); "
                               "deploy again to resume where it stopped")
         rc, out, err = self._sh('h=$(sha256sum < "$1" | cut -c1-64); if [ "$h" = "$3" ]; then mv -f "$1" "$2"; '
                                 'else rm -f "$1"; echo "sha256 $h"; exit 3; fi', part, rel, sha256)
@@ -119,14 +121,20 @@ class SshTransport:
         args = [action] + [arg for key, value in kwargs.items() for arg in _option(key, value)]
         rc, out, err = self._ssh(self._in_root(True) + "python3 - " + " ".join(shlex.quote(a) for a in args) +
                                  ' --root "$PWD"', stdin=source, timeout=3600)
+        lines = out.strip().splitlines()
         try:
-            result = json.loads(out.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            said = (out.strip() or err.strip())[-200:] or "nothing"
-            raise DeployError(f"{self.url}: the installer printed no result ({said})") from None
-        if "error" in result:
-            raise DeployError(f"{self.url}: {result['error']}")
-        return result
+            answer = parse_json(lines[-1]) if lines else None
+        except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            said = printable((out.strip() or err.strip())[-200:]) or "nothing"
+            raise DeployError(f"{self.url}: the installer printed no result ({said}); is python3 installed on "
+                              "the device?")
+        if "error" in answer:
+            error = answer["error"]
+            raise DeployError(f"{self.url}: " + (printable(error) if isinstance(error, str) and error.strip()
+                                                 else "the installer reported an unknown error"))
+        return answer
 
     def close(self):
         subprocess.run(self._argv("-O", "exit"), capture_output=True, timeout=10)
@@ -137,6 +145,12 @@ class SshTransport:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _last_line(stderr, default):
+    """The last line ssh (or the device through it) wrote to stderr, fit for the terminal."""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    return printable(lines[-1]) if lines else default
 
 
 DEVICE_MODULES = ("ed25519", "trust", "install")   # what the device runs, each importing the ones before

@@ -35,7 +35,10 @@ def _descendants(pid):
 
 
 class Sshd:
-    def __init__(self, workdir):
+    """force_command: a command sshd runs instead of every one a client sends (ForceCommand; the
+    client's is in $SSH_ORIGINAL_COMMAND)."""
+
+    def __init__(self, workdir, force_command=None):
         self.dir = workdir
         os.makedirs(workdir, exist_ok=True)
         for name in ("host_key", "client_key"):
@@ -53,7 +56,8 @@ class Sshd:
             f.write(f"Port {self.port}\nListenAddress 127.0.0.1\nHostKey {workdir}/host_key\n"
                     f"AuthorizedKeysFile {workdir}/authorized_keys\nPidFile {workdir}/sshd.pid\n"
                     "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-                    "PermitRootLogin yes\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
+                    "PermitRootLogin yes\nSubsystem sftp internal-sftp\nLogLevel ERROR\n" +
+                    (f"ForceCommand {force_command}\n" if force_command else ""))
         self.client_config = os.path.join(workdir, "ssh_config")
         with open(self.client_config, "w") as f:
             f.write(f"Host device\n  HostName 127.0.0.1\n  Port {self.port}\n  User {os.environ.get('USER') or 'root'}\n"
