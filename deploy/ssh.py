@@ -8,11 +8,15 @@ options, `--`, destination, command. Only put and call create ROOT: probe and ha
 that --dry-run uses) change nothing on the device.
 """
 
+import collections
 import os
+import selectors
 import shlex
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
 
 from ..errors import DeployError
 from ..fileio import parse_json
@@ -20,6 +24,7 @@ from .answers import bad_answer, printable
 from .upload import CHUNK, part_name
 
 CONNECT_TIMEOUT = 10
+MAX_OUTPUT = 1 << 24            # bytes a device may print for one command (the installer's answer is a few KiB)
 
 
 class SshTransport:
@@ -43,16 +48,39 @@ class SshTransport:
     def _argv(self, *ssh_options):
         return ["ssh", *self.options, *ssh_options, "--", self.destination]
 
-    def _ssh(self, line, stdin=None, timeout=600):
-        """Run one shell line on the device; (returncode, stdout, stderr)."""
-        try:
-            r = subprocess.run(self._argv() + [line], input=stdin, capture_output=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise DeployError(f"{self.url}: no answer in {timeout} s; is the device up?") from None
-        if r.returncode == 255:  # ssh's own failure: connection, authentication, host key
-            raise DeployError(f"{self.url}: ssh failed: {_last_line(r.stderr, 'connection lost')}; check the "
+    def _ssh(self, line, stdin=b"", timeout=600):
+        """Run one shell line on the device; (returncode, stdout, stderr). Output past MAX_OUTPUT bytes
+        ends the command: a device that prints without end is cut off, not held in memory."""
+        with tempfile.TemporaryFile() as f:
+            f.write(stdin)
+            f.seek(0)
+            proc = subprocess.Popen(self._argv() + [line], stdin=f, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        fds = proc.stdout.fileno(), proc.stderr.fileno()
+        said = {fd: bytearray() for fd in fds}
+        deadline = time.monotonic() + timeout
+        with proc, selectors.DefaultSelector() as pipes:
+            for fd in said:
+                pipes.register(fd, selectors.EVENT_READ)
+            while pipes.get_map():
+                ready = pipes.select(deadline - time.monotonic())
+                if not ready:
+                    proc.kill()
+                    raise DeployError(f"{self.url}: no answer in {timeout} s; is the device up?")
+                for key, _ in ready:
+                    block = os.read(key.fd, 1 << 16)
+                    said[key.fd] += block
+                    if not block:
+                        pipes.unregister(key.fd)
+                    elif len(said[key.fd]) > MAX_OUTPUT:
+                        proc.kill()
+                        raise DeployError(f"{self.url}: the device printed more than {MAX_OUTPUT >> 20} MiB "
+                                          f"for one command; check the device")
+            rc = proc.wait()
+        out, err = (said[fd] for fd in fds)
+        if rc == 255:  # ssh's own failure: connection, authentication, host key
+            raise DeployError(f"{self.url}: ssh failed: {_last_line(err, 'connection lost')}; check the "
                               "address, your key (ssh-add) and known_hosts")
-        return r.returncode, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace")
+        return rc, out.decode(errors="replace"), err.decode(errors="replace")
 
     def _in_root(self, create):
         """The start of a shell line that enters ROOT (made first if create; else a missing ROOT fails the line)."""
@@ -94,6 +122,9 @@ class SshTransport:
             progress(offset)          # a resumed partial counts as done
         cmd = self._argv() + [self._in_root(False) + ("cat >> " if offset else "cat > ") + shlex.quote(part)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        said = collections.deque(maxlen=16)  # the last blocks ssh and the device wrote to stderr, drained as they come
+        drain = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read1(1 << 16), b"")))
+        drain.start()
         try:
             with open(local, "rb") as f:
                 f.seek(offset)
@@ -104,9 +135,11 @@ class SshTransport:
             proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
-        err = proc.stderr.read()
-        if proc.wait() != 0:
-            raise DeployError(f"{self.url}: transfer of {rel} cut off ({_last_line(err, 'connection lost')}); "
+        rc = proc.wait()
+        drain.join()
+        proc.stderr.close()
+        if rc != 0:
+            raise DeployError(f"{self.url}: transfer of {rel} cut off ({_last_line(b''.join(said), 'connection lost')}); "
                               "deploy again to resume where it stopped")
         rc, out, err = self._sh('h=$(sha256sum < "$1" | cut -c1-64); if [ "$h" = "$3" ]; then mv -f "$1" "$2"; '
                                 'else rm -f "$1"; echo "sha256 $h"; exit 3; fi', part, rel, sha256)

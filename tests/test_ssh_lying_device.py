@@ -71,6 +71,7 @@ LIES = {
                                   "?[2J?]0;owned?disk full"),
     "adopt: error a number": (["python3 - adopt", answer({"error": 5}), 1], "reported an unknown error"),
     "adopt: escapes, no JSON": (["python3 - adopt", "\x1b[2Jowned\n", 1], "printed no result (?[2Jowned)"),
+    "adopt: endless output": (["python3 - adopt", "y" * 4096, "endless"], "printed more than 16 MiB"),
     "install: another release": (["python3 - install", answer({"current": RELEASE, "smoke": None}), 0],
                                  "answer to install"),
     "install: a list": (["python3 - install", answer([]), 0], "printed no result"),
