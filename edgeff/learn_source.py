@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import DataError, ModelError, UsageError
 from .fields import field
-from .fileio import atomic_write_text, parse_json
+from .fileio import atomic_write_text, open_regular, parse_json
 from .inputs import read_input
 from .npzfile import NpzError, open_npz
 
@@ -78,6 +78,9 @@ class SampleCheck:
             raise Rejected(f"y is {y.dtype} {y.shape}; give {len(x)} integer labels")
         if len(x) == 0:
             raise Rejected("holds no rows")
+        if x.size * 4 > MAX_RECORD_BYTES:     # its float32 rows, made next: uint8 pixels grow 4x
+            raise Rejected(f"{len(x):,} rows are more than {MAX_RECORD_BYTES >> 20} MiB as float32; split it into "
+                           "smaller files")
         with np.errstate(over="ignore", invalid="ignore"):
             rows = x.reshape(len(x), self.features).astype(np.float32)
             if x.dtype == np.uint8:
@@ -91,6 +94,8 @@ class SampleCheck:
             why = (f"row {i}: " + ("NaN, Inf or a value beyond " + f"{self.largest:.3g}" if bad_value[i] else
                                    f"label {int(y[i])} outside the run's classes 0..{self.num_classes - 1}: "
                                    "room for new classes is made when training (label_names in its .npz)"))
+        if why is None:                       # every row kept: no second copy
+            return rows, y.astype(np.int64), 0, None
         keep = ~bad
         return np.ascontiguousarray(rows[keep]), y[keep].astype(np.int64), int(bad.sum()), why
 
@@ -239,12 +244,14 @@ def read_journal(run_dir):
     file's updates were not all checkpointed, so it is learned again)."""
     path = os.path.join(run_dir, JOURNAL)
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         return {}
     except OSError as exc:
         raise ModelError(f"{path}: cannot read it ({exc.strerror})") from None
+    except ValueError as exc:
+        raise ModelError(f"{path}: {exc}; remove it (and learn-checkpoint.npz) to learn every file again") from None
     files = {}
     for i, line in enumerate(lines):
         try:

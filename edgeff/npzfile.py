@@ -11,6 +11,7 @@ import zipfile
 import numpy as np
 
 from .cgroup import machine_memory
+from .fileio import open_regular
 
 
 class NpzError(ValueError):
@@ -34,27 +35,39 @@ def _check_header(f, size, what):
 
 
 def load_npy(path):
-    """np.load of an .npy file whose header passes the checks above."""
-    with open(path, "rb") as f:
+    """np.load of an .npy file (a regular one: fileio.open_regular) whose header passes the checks above."""
+    with _open(path) as f:
         _check_header(f, os.fstat(f.fileno()).st_size, os.path.basename(path))
         f.seek(0)
         return np.load(f, allow_pickle=False)
 
 
+def _open(path):
+    try:
+        return open_regular(path)
+    except ValueError as exc:
+        raise NpzError(str(exc)) from None
+
+
 def open_npz(source, limit=None):
-    """np.load(source) (a path or bytes) of an .npz whose members all pass the checks above and hold at
-    most `limit` bytes together (default: default_limit()); use it as np.load's result, in a with."""
+    """np.load(source) (a path to a regular file, or bytes) of an .npz whose members all pass the checks
+    above and hold at most `limit` bytes together (default: default_limit()); use it as np.load's
+    result, in a with."""
     limit = default_limit() if limit is None else limit
-    if isinstance(source, bytes):
-        source = io.BytesIO(source)
-    total = 0
-    with zipfile.ZipFile(source) as zf:
-        for info in zf.infolist():
-            total += info.file_size
-            if total > limit:
-                raise NpzError(f"its arrays hold more than {limit} bytes")
-            with zf.open(info) as f:
-                _check_header(f, info.file_size, info.filename)
-    if isinstance(source, io.BytesIO):
-        source.seek(0)
-    return np.load(source, allow_pickle=False)
+    f = io.BytesIO(source) if isinstance(source, bytes) else _open(source)
+    try:
+        total = 0
+        with zipfile.ZipFile(f) as zf:
+            for info in zf.infolist():
+                total += info.file_size
+                if total > limit:
+                    raise NpzError(f"its arrays hold more than {limit} bytes")
+                with zf.open(info) as member:
+                    _check_header(member, info.file_size, info.filename)
+        f.seek(0)
+        npz = np.load(f, allow_pickle=False)
+    except BaseException:
+        f.close()
+        raise
+    npz.fid = f          # closed with the NpzFile (np.load leaves a file it was given open)
+    return npz

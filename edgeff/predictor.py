@@ -7,10 +7,11 @@ import numpy as np
 
 from .errors import ExportError, UsageError
 from .fields import field
-from .fileio import parse_json
+from .fileio import open_regular, parse_json
 from .runs import check_classifier, load_run
 
 DEFAULT_SCALE = 1 / 255  # runs saved before the model recorded its input scale held 8-bit pixels
+MAX_FIXED_BATCH = 4096   # rows per onnxruntime run (a fixed-batch model's own, padded, at most this)
 
 
 class RunPredictor:
@@ -34,13 +35,22 @@ class OnnxPredictor:
 
     def __init__(self, path, classifier=None, threads=0):
         from .export import session
+        self.path = path
         try:
-            with open(path, "rb") as f:
-                self.session = session(f.read(), threads)
+            with open_regular(path) as f:
+                model = f.read()
         except OSError as exc:
             raise ExportError(f"{path}: cannot read it ({exc.strerror})") from None
+        except ValueError as exc:
+            raise ExportError(f"{path}: {exc}; give an .onnx file") from None
+        _refuse_external_data(path, model)
+        import onnxruntime
+        self.quiet = onnxruntime.RunOptions()
+        self.quiet.log_severity_level = 4     # a failing run raises, shown as one line: no log of it on stderr
+        try:
+            self.session = session(model, threads)
         except Exception as exc:  # onnxruntime: InvalidProtobuf, InvalidGraph, Fail, ...
-            raise ExportError(f"{path}: not a model onnxruntime can load ({str(exc).splitlines()[0][:200]})") from None
+            raise ExportError(f"{path}: not a model onnxruntime can load ({_first_line(exc)})") from None
         inputs, outputs = self.session.get_inputs(), [o.name for o in self.session.get_outputs()]
         shape = inputs[0].shape if len(inputs) == 1 else None
         if shape is None or inputs[0].type != "tensor(float)" or len(shape) != 2 or not isinstance(shape[1], int):
@@ -49,6 +59,10 @@ class OnnxPredictor:
                               "(as 'edgeff export' writes)")
         self.input_name, self.batch = inputs[0].name, shape[0] if isinstance(shape[0], int) else None
         self.features = shape[1]
+        if self.features < 1 or (self.batch is not None and not 1 <= self.batch <= MAX_FIXED_BATCH):
+            raise ExportError(f"{path}: takes {shape[0]} rows of {shape[1]} features at a time; edgeff infer runs "
+                              f"models of 1 or more features and at most {MAX_FIXED_BATCH} rows fixed (it pads a "
+                              "short batch): export with --batch dynamic")
         # 'edgeff export' names them: label + probabilities (linear), label or goodness_label + scores
         # a conv net's export holds one vote: its metadata 'head' says which (goodness or last; dense: first)
         props = self.session.get_modelmeta().custom_metadata_map
@@ -66,16 +80,56 @@ class OnnxPredictor:
         widths = {o.name: o.shape[1] for o in self.session.get_outputs() if len(o.shape) == 2}
         classes = widths.get("probabilities", widths.get("scores"))
         self.scale, self.label_names = _metadata(path, props, classes)
+        self.classes = len(self.label_names) if self.label_names else classes   # None: the model does not say
 
     def predict(self, rows):
-        step = self.batch or 4096
+        step = self.batch or MAX_FIXED_BATCH
         labels = np.empty(len(rows), np.int64)
         for i in range(0, len(rows), step):
             chunk = rows[i:i + step]
-            if self.batch and len(chunk) < self.batch:   # a fixed-batch model: pad the last chunk
-                chunk = np.concatenate([chunk, np.zeros((self.batch - len(chunk), rows.shape[1]), np.float32)])
-            labels[i:i + step] = self.session.run([self.output], {self.input_name: chunk})[0][:len(rows) - i]
+            n = len(chunk)
+            if self.batch and n < self.batch:   # a fixed-batch model: pad the last chunk
+                chunk = np.concatenate([chunk, np.zeros((self.batch - n, rows.shape[1]), np.float32)])
+            try:
+                out = self.session.run([self.output], {self.input_name: chunk}, self.quiet)[0]
+            except Exception as exc:  # onnxruntime's Fail, InvalidArgument, RuntimeException
+                raise ExportError(f"{self.path}: onnxruntime failed running it ({_first_line(exc)})") from None
+            if out.dtype.kind not in "iu" or out.shape != (len(chunk),):
+                raise ExportError(f"{self.path}: its {self.output} output is {out.dtype} {out.shape}, not one class "
+                                  f"index per row ({len(chunk)}); export the model with 'edgeff export'")
+            labels[i:i + n] = out[:n]
+        if len(labels) and (labels.min() < 0 or (self.classes and labels.max() >= self.classes)):
+            bad = int(labels.min()) if labels.min() < 0 else int(labels.max())
+            raise ExportError(f"{self.path}: gave class {bad} for a row, outside "
+                              f"{f'0..{self.classes - 1}' if self.classes else '0 and up'}; export the model with "
+                              "'edgeff export'")
         return labels
+
+
+def _first_line(exc):
+    """onnxruntime's message, one line, short (it may carry a whole node dump)."""
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+def _refuse_external_data(path, model):
+    """An ONNX file must hold its own weights: a tensor stored outside it (external data) would be read
+    from wherever its location points, relative to the working directory, outside the model."""
+    import onnx
+    try:
+        proto = onnx.load_model_from_string(model)
+    except Exception as exc:  # protobuf's DecodeError and friends
+        raise ExportError(f"{path}: not a model onnxruntime can load ({_first_line(exc)})") from None
+    graphs = [proto.graph]
+    while graphs:
+        g = graphs.pop()
+        tensors = list(g.initializer) + [a.t for n in g.node for a in n.attribute if a.HasField("t")]
+        tensors += [t for n in g.node for a in n.attribute for t in a.tensors]
+        graphs += [a.g for n in g.node for a in n.attribute if a.HasField("g")]
+        graphs += [sub for n in g.node for a in n.attribute for sub in a.graphs]
+        if any(t.data_location == onnx.TensorProto.EXTERNAL for t in tensors):
+            raise ExportError(f"{path}: keeps weights in files outside it (external data), which edgeff infer "
+                              "does not read; save the model as one file")
 
 
 def _metadata(path, props, classes):
