@@ -39,7 +39,7 @@ import numpy as np
 from .. import __version__
 from ..errors import DeployError
 from ..fields import field
-from ..fileio import atomic_write
+from ..fileio import CHUNK, atomic_write
 from . import signing, trust
 from .install import LOCK
 from .targets import get as get_target
@@ -49,6 +49,12 @@ SAMPLE_ROWS = 16
 RUNTIME = ["numpy", "numba", "onnx", "onnxruntime", "pyserial"]
 EXTRAS = {"fed": ["flwr"]}     # an extra's distributions, at the host's versions (setup.py pins them)
 EXTRA_PYTHON = {"fed": (3, 11)}  # the oldest Python an extra has wheels for (Flower 1.42: 3.11)
+# What a bundle's .tar.gz may unpack to. A real one is about 130 MiB, nearly all wheelhouse (llvmlite 60,
+# onnxruntime 24, numpy 19, onnx 9 MiB; --extra fed adds about 20), so 1 GiB leaves room for bigger wheels
+# and models while a few KiB of gzip claiming more (a bomb, or a sparse file's holes) are refused unwritten.
+MAX_UNPACKED = 1 << 30
+MAX_ENTRIES = 1 << 12     # files and directories: a bundle has a few dozen (tarfile keeps each header in memory)
+MAX_HEADER = 1 << 14      # bytes of a pax or GNU long-name header: a bundle's hold a path (PATH_MAX: 4096)
 
 
 def _normalized(name):
@@ -215,36 +221,85 @@ def _write_tarball(root, out):
     atomic_write(out, write)
 
 
+class _Header(tarfile.TarInfo):
+    """A tar header that keeps tarfile from reading more than a bundle holds before open_bundle sees the
+    member: tarfile reads a pax or GNU long-name header whole into memory, however long it claims to
+    be, and a sparse file's map however long the archive makes it. A bundle has short path headers
+    only, no global ones, no sparse files. (_proc_member is tarfile's hook for subclasses;
+    _proc_gnusparse_10 is where it reads a pax sparse map.)"""
+
+    def _proc_member(self, tar):
+        if self.type == tarfile.GNUTYPE_SPARSE:
+            raise _not_regular(tar.name, self.name, "sparse file")
+        if self.type in (tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE) or (
+                self.type in (tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+                and self.size > MAX_HEADER):
+            raise DeployError(f"{tar.name}: a tar extended header of type {self.type.decode()!r} and {self.size:,} "
+                              f"bytes; a bundle has only path headers ('x', 'L') of up to {MAX_HEADER:,} bytes: "
+                              "give what 'edgeff bundle' wrote")
+        return super()._proc_member(tar)
+
+    def _proc_gnusparse_10(self, next, pax_headers, tar):
+        raise _not_regular(tar.name, pax_headers.get("GNU.sparse.name", next.name), "sparse file")
+
+
+def _not_regular(source, entry, kind):
+    return DeployError(f"{source}: entry {entry!r} is a {kind}; a bundle holds regular files only")
+
+
 def open_bundle(source, workdir):
     """A verified bundle directory from a directory or a .tar.gz (unpacked into workdir, every
-    entry checked: regular files only, no absolute paths, no '..'); returns (dir, manifest)."""
+    entry checked: regular files only (no links, special or sparse files), no absolute paths, no
+    '..', at most MAX_ENTRIES of them, their sizes adding up to at most MAX_UNPACKED and what the
+    disk has free, each checked before it is written); returns (dir, manifest)."""
     if os.path.isdir(source):
         return source, _checked(source, trust.verify(source))
     try:
-        tar = tarfile.open(source, "r:gz")   # gzip only, as build writes it; no other compressor runs on it
+        # gzip only, as build writes it; no other compressor runs on it
+        tar = tarfile.open(source, "r:gz", tarinfo=_Header)
     except OSError as exc:
         raise DeployError(f"{source}: cannot read it ({exc.strerror}); give a bundle directory or .tar.gz") from None
-    except (tarfile.TarError, EOFError, zlib.error) as exc:
+    except (tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:   # RecursionError: chained headers
         raise DeployError(f"{source}: not a bundle directory or a gzip-compressed tar ({type(exc).__name__}); "
                           "give what 'edgeff bundle' wrote") from None
     dest = os.path.join(workdir, "bundle")
     os.makedirs(dest)
+    free, unpacked = shutil.disk_usage(dest).free, 0
     with tar:
         try:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > MAX_ENTRIES:
+                    raise DeployError(f"{source}: more than {MAX_ENTRIES} entries, and a bundle has a few dozen; "
+                                      "give what 'edgeff bundle' wrote")
                 name = member.name.removeprefix("./").rstrip("/")   # tar -C dir . writes ./x
                 if member.isdir():
                     if name not in (".", ""):
                         os.makedirs(trust.safe_path(dest, name), exist_ok=True)
                     continue
-                if not member.isfile():
-                    kind = "link" if member.issym() or member.islnk() else "special file"
-                    raise DeployError(f"{source}: entry {member.name!r} is a {kind}; a bundle holds regular files only")
+                if member.issparse() or member.type not in (tarfile.REGTYPE, tarfile.AREGTYPE):
+                    kind = ("sparse file" if member.issparse() else "link" if member.issym() or member.islnk()
+                            else "special file")
+                    raise _not_regular(source, member.name, kind)
+                # The header's size, checked before a byte is written; the copy below holds the member to it.
+                unpacked += member.size
+                if unpacked > MAX_UNPACKED:
+                    raise DeployError(f"{source}: unpacks to more than {MAX_UNPACKED:,} bytes (at entry "
+                                      f"{member.name!r}), far more than a bundle holds; give what 'edgeff bundle' "
+                                      "wrote")
+                if unpacked > free:
+                    raise DeployError(f"{source}: unpacks to more than the {free:,} bytes free in {workdir} (at entry "
+                                      f"{member.name!r}); free some space there, or set TMPDIR to a disk with more")
                 path = trust.safe_path(dest, name)
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 with tar.extractfile(member) as src, open(path, "wb") as f:
-                    shutil.copyfileobj(src, f)
-        except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+                    copied = 0      # reading one byte past the header's size, to see that there is none
+                    while copied <= member.size and (block := src.read(min(CHUNK, member.size + 1 - copied))):
+                        f.write(block)
+                        copied += len(block)
+                if copied != member.size:
+                    raise DeployError(f"{source}: entry {member.name!r} does not hold the {member.size:,} bytes its "
+                                      "header says; build it again")
+        except (OSError, tarfile.TarError, EOFError, zlib.error, RecursionError) as exc:
             raise DeployError(f"{source}: truncated or corrupt bundle ({type(exc).__name__}); build it again") from None
     return dest, _checked(source, trust.verify(dest))
 

