@@ -340,8 +340,8 @@ def write_pgm(path, image):
 
 def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir, trained, tmp_path):
     """LABEL/IMAGE.pgm under --from is the sample (image, LABEL): the same weights, bit for bit, as the same
-    rows in .npz files in the same order; an unknown folder, a broken image and a label beyond the run's
-    classes are rejected one line each."""
+    rows in .npz files in the same order; an unknown folder (digits other than '0'-'9' among them), a broken
+    image and a label beyond the run's classes are rejected one line each."""
     x, y = samples(6, 5)
     images = tmp_path / "images"
     for i, (image, label) in enumerate(zip(x, y)):
@@ -360,11 +360,13 @@ def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir
     assert sorted(read_journal(run_dir)) == sorted(f"{y[i]}/{i}.pgm" for i in range(6))
     write_pgm(images / "cat" / "a.pgm", x[0])
     write_pgm(images / "7" / "a.pgm", x[0])
+    write_pgm(images / "²" / "a.pgm", x[0])          # digits to str.isdigit, but only '0'-'9' name a class
+    write_pgm(images / "١" / "a.pgm", x[0])          # an Arabic-Indic 1: int() reads it, learn does not
     (images / "1" / "broken.pgm").write_bytes(b"P5\n5 4\n255\n\x01")
     r = edgeff("learn", run_dir, "--from", images, *args)
-    assert ok(r)["rejected"] == 3 and ok(r)["samples"] == 6
+    assert ok(r)["rejected"] == 5 and ok(r)["samples"] == 6
     lines = [line for line in r.stderr.splitlines() if "rejected" in line]
-    assert len(lines) == 3 and any("'cat'" in line for line in lines), lines
+    assert len(lines) == 5 and all(any(f"'{d}'" in line for line in lines) for d in ("cat", "²", "١")), lines
 
 
 def test_a_class_declared_when_training_but_never_seen_is_learned_later(tmp_path):
