@@ -15,7 +15,7 @@ import numpy as np
 
 from .config import TrainConfig
 from .errors import ModelError, UsageError
-from .fields import array, field, is_kind
+from .fields import array, field, is_count, is_kind
 from .fileio import atomic_write, npz_writer, write_error
 from .npzfile import open_npz
 
@@ -93,14 +93,10 @@ def _check_fields(path, arrays, meta):
         field(path, meta, "blas_threads", int, lambda v: 1 <= v <= 4096, "a whole number 1 to 4096")
     field(path, meta, "history", list, lambda h: all(isinstance(row, list) and all(is_kind(v, float) for v in row)
                                                      for row in h), "a list of lists of numbers")
-    field(path, meta, "opt_t", dict, lambda t: all(is_kind(v, int) and v >= 1 for v in t.values()),
-          "optimiser step counts of 1 or more")
+    field(path, meta, "opt_t", dict, lambda t: all(is_count(v, 1) for v in t.values()),
+          "optimiser step counts 1 to 2**53")
     field(path, meta, "data", dict)
-    rng = field(path, meta, "rng", dict)
-    try:
-        np.random.PCG64().state = rng
-    except (TypeError, ValueError, KeyError):
-        raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
+    set_rng(path, meta, np.random.PCG64())
     order = array(path, arrays, "order", np.int64, ndim=1)
     if not np.array_equal(np.sort(order), np.arange(len(order))):
         raise ModelError(f"{path}: 'order' is not a permutation of the {len(order)} training rows; "
@@ -110,6 +106,15 @@ def _check_fields(path, arrays, meta):
         if a.dtype.kind != "f" and name != "order":
             raise ModelError(f"{path}: array '{name}' is {a.dtype}, not a float array; the checkpoint is damaged")
         array(path, arrays, name, a.dtype)      # finite
+
+
+def set_rng(path, meta, bit_generator):
+    """Set bit_generator (a PCG64) to the checkpoint's 'rng' state; ModelError if it is not one."""
+    state = field(path, meta, "rng", dict)
+    try:
+        bit_generator.state = state
+    except (TypeError, ValueError, KeyError, OverflowError):     # OverflowError: a number beyond its C type
+        raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
 
 
 def check_resume(path, arrays, meta, trainer):

@@ -1,4 +1,4 @@
-"""Checked reads of values taken from files: model.npz, checkpoints, ONNX metadata.
+"""Checked reads of values taken from files: model.npz, checkpoints, metrics.json, ONNX metadata.
 
 A checksum in the same file proves integrity, not origin, so every field is checked
 for type and range, and every array for dtype, shape and finiteness, before a kernel
@@ -14,6 +14,7 @@ from .errors import ModelError
 
 KIND_NAMES = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a string",
               dict: "a JSON object", list: "a JSON list"}
+MAX_COUNT = 2**53     # a count read from a file (steps, samples, bytes): exact as a float, int64 sums far from overflow
 
 
 def is_kind(value, kind):
@@ -23,6 +24,11 @@ def is_kind(value, kind):
     if kind is float:
         return is_kind(value, int) or (isinstance(value, float) and math.isfinite(value))
     return isinstance(value, kind)
+
+
+def is_count(value, low=0):
+    """A whole number low..MAX_COUNT: a count a file may hold."""
+    return is_kind(value, int) and low <= value <= MAX_COUNT
 
 
 def field(source, d, key, kind, ok=None, want="", error=ModelError):
@@ -37,6 +43,11 @@ def field(source, d, key, kind, ok=None, want="", error=ModelError):
         wanted = want or KIND_NAMES[kind]
         raise error(f"{source}: '{key}' is {_show(value)}, not {wanted}; it is damaged or not written by edgeff")
     return float(value) if kind is float else value
+
+
+def count(source, d, key):
+    """d[key], checked to be a count 0 or more (is_count)."""
+    return field(source, d, key, int, is_count, "a whole number 0 to 2**53")
 
 
 def array(source, arrays, name, dtype, shape=None, ndim=None):

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import checkpoint, export
 from .errors import ModelError, TrainingDiverged
-from .fields import field, is_kind
+from .fields import array, count, field, is_count
 from .fileio import atomic_write_files, write_error
 from .learn_source import SampleCheck, append_journal, read_journal, write_journal
 from .runs import MODEL
@@ -102,34 +102,37 @@ class LearnSession:
             raise ModelError(f"{path}: was made with {_options(learn.get('options'))}, not {_options(self.options)}; "
                              "give those options, or remove it (and learn-journal.jsonl) to start learning afresh")
         for key in self.counts:
-            self.counts[key] = field(path, learn, key, int, lambda v: v >= 0, "a whole number 0 or more")
+            self.counts[key] = count(path, learn, key)
         position = field(path, learn, "position", dict)
-        self.position = {"source": field(path, position, "source", str),
-                         "rows": field(path, position, "rows", int, lambda v: v >= 0, "a whole number 0 or more")}
-        steps = field(path, learn, "opt_t", dict, lambda t: all(is_kind(v, int) and v >= 0 for v in t.values()),
-                      "optimiser step counts")
+        self.position = {"source": field(path, position, "source", str), "rows": count(path, position, "rows")}
+        steps = field(path, learn, "opt_t", dict, lambda t: all(is_count(v) for v in t.values()),
+                      "optimiser step counts 0 to 2**53")
         self.trainer.restore(arrays, steps, path)
         if self.replay is not None:
-            n = len(self.replay.y)
-            filled = field(path, learn, "replay_filled", int, lambda v: 0 <= v <= n, f"0 to {n}")
-            seen = field(path, learn, "replay_seen", list, lambda s: len(s) == self.net.num_classes and
-                         all(is_kind(v, int) and v >= 0 for v in s), "a count per class")
-            x, y = arrays.get("replay_x"), arrays.get("replay_y")
-            if x is None or y is None or x.shape != self.replay.x.shape or y.shape != self.replay.y.shape or \
-                    y.dtype != np.int64 or ((y[:filled] < 0) | (y[:filled] >= self.net.num_classes)).any():
-                raise ModelError(f"{path}: its replay buffer does not fit this run; remove it to start afresh")
-            self.replay.x[...] = x
-            self.replay.y[...] = y
-            self.replay.restore(filled, seen)
-        try:
-            self.trainer.rng.bit_generator.state = field(path, meta, "rng", dict)
-        except (TypeError, ValueError, KeyError):
-            raise ModelError(f"{path}: 'rng' is not a PCG64 generator state; the checkpoint is damaged") from None
+            self._restore_replay(path, arrays, learn)
+        checkpoint.set_rng(path, meta, self.trainer.rng.bit_generator)
         for name in [name for name, entry in self.journal.items() if entry["update"] > self.counts["updates"]]:
             del self.journal[name]
         write_journal(self.run_dir, self.journal)       # without the dropped entries, or a line a crash cut short
         self.exported_at = self.counts["updates"]
         return True
+
+    def _restore_replay(self, path, arrays, learn):
+        """The replay buffer from a learn checkpoint, checked: its counts, and rows and labels within a sample's
+        bounds (SampleCheck)."""
+        n, classes = len(self.replay.y), self.net.num_classes
+        filled = field(path, learn, "replay_filled", int, lambda v: 0 <= v <= n, f"0 to {n}")
+        seen = field(path, learn, "replay_seen", list, lambda s: len(s) == classes and all(is_count(v) for v in s)
+                     and is_count(sum(s)), f"{classes} counts, one per class, 2**53 at most in all")
+        x = array(path, arrays, "replay_x", np.float32, self.replay.x.shape)
+        y = array(path, arrays, "replay_y", np.int64, self.replay.y.shape)
+        if (np.abs(x) > self.check.largest).any() or ((y[:filled] < 0) | (y[:filled] >= classes)).any():
+            raise ModelError(f"{path}: its replay buffer holds a value beyond {self.check.largest:.3g} or a label "
+                             f"outside the run's classes 0..{classes - 1}; the checkpoint is damaged: remove it "
+                             "(and learn-journal.jsonl) to start learning afresh")
+        self.replay.x[...] = x
+        self.replay.y[...] = y
+        self.replay.restore(filled, seen)
 
     def export(self):
         """model.npz and model.onnx of the net as it is now, both written then swapped in (atomic_write_files)."""

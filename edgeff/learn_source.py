@@ -137,7 +137,7 @@ def read_image(path, folder, label_names):
     or a class number; Rejected for an unreadable image or an unknown folder."""
     if folder in label_names:
         label = label_names.index(folder)
-    elif folder.isdigit():
+    elif folder.isascii() and folder.isdigit():     # '0'-'9' only: str.isdigit holds for '²' too, which int refuses
         label = int(folder)                  # the row's check bounds it by the run's classes
     else:
         raise Rejected(f"its folder {folder!r} is neither one of the run's classes ({', '.join(label_names) or 'none named'}) "

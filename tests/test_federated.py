@@ -3,6 +3,7 @@ server killed and started again, bad clients left out of the aggregate; partitio
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import pytest
 from edgeff.data import load_dataset
 from edgeff.federated.partition import partition
 from edgeff.runs import load_run
+from images import write_images_npz
 from run_cli import edgeff, ok, one_line_error
 
 pytest.importorskip("ray")     # Flower's simulation engine (edgeff[fed-sim])
@@ -134,6 +136,56 @@ def test_federations_saved_with_the_old_server_lr_default_resume_with_the_settin
     saved = dict(settings.identity(), **{"server-lr": 1.0})          # the old default, saved for every strategy
     assert _made_with({"settings": saved}) == FederationConfig(**{**settings.__dict__, **resumed_with}).identity()
     assert _made_with({"settings": saved, "format": 2}) == saved
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """A federation's run directory as its server saves it before the first round (no simulation), and
+    the settings that resume it."""
+    from edgeff.federated.server_app import GlobalModel
+    from edgeff.federated.settings import FederationConfig
+    root = tmp_path_factory.mktemp("saved")
+    settings = dict(clients=2, rounds=1, model="64-20", dataset=str(write_images_npz(root / "data.npz", 200, 60)))
+    GlobalModel(FederationConfig(out=str(root / "fed"), **settings).validate())
+    return root / "fed", settings
+
+
+def _finish(metrics, federation):
+    """The record made to say its one round is done, as a finished federation's says."""
+    line = dict(round=1, test_error=0.5, bytes_down=0, bytes_up=0, updates=2, rejected=0, seconds=1.0)
+    federation.update(round=1, history=[line])
+    metrics.update(rounds=1)
+
+
+SAVED_RECORDS = [
+    # (what, change(metrics, its federation record), fragment of the one line)
+    ("round a string", lambda m, f: f.update(round="1"), "federation: 'round' is '1'"),
+    ("round beyond the rounds", lambda m, f: (_finish(m, f), f.update(round=2)), "'round' is 2, not a whole number 0 to 1"),
+    ("history not a list", lambda m, f: f.update(history={}), "'history' is {}"),
+    ("a round without its history line", lambda m, f: (_finish(m, f), f.update(history=[])), "'history' is []"),
+    ("history line test_error 2", lambda m, f: (_finish(m, f), f["history"][0].update(test_error=2)),
+     "federation: history line 1: 'test_error' is 2"),
+    ("bytes_down a string", lambda m, f: f.update(bytes_down="x"), "'bytes_down' is 'x'"),
+    ("bytes_sent not the bytes down and up", lambda m, f: m.update(bytes_sent=5), "'bytes_sent' is 5"),
+    ("finished without a test_error", lambda m, f: (_finish(m, f), m.pop("test_error")), "no 'test_error'"),
+    ("finished with test_error a string", lambda m, f: (_finish(m, f), m.update(test_error="x")),
+     "'test_error' is 'x'"),
+]
+
+
+@pytest.mark.parametrize("what, change, fragment", SAVED_RECORDS, ids=[c[0] for c in SAVED_RECORDS])
+def test_a_damaged_federation_record_is_one_line_before_any_round(saved, tmp_path, what, change, fragment):
+    """metrics.json's federation record is checked field by field before a resume simulates anything (or a
+    finished federation prints its summary): one line naming the file and the field, every file kept."""
+    out = tmp_path / "fed"
+    shutil.copytree(saved[0], out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    change(metrics, metrics["federation"])
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    one_line_error(edgeff("federate", *_options(saved[1]), "--out", out), "metrics.json", fragment,
+                   "restore it, or federate afresh with another --out")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):

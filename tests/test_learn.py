@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from edgeff import checkpoint
 from edgeff.learn_source import read_journal, record
 from data_files import write_lying_npz
 from run_cli import edgeff, ok, one_line_error
@@ -178,6 +179,52 @@ def test_bad_input_is_one_line(run_dir, trained, tmp_path):
     assert (run_dir / "model.npz").read_bytes() == before and not (run_dir / "learn-checkpoint.npz").exists()
 
 
+LEARN = ["--once", "--batch-size", "4", "--replay", "16"]
+
+
+@pytest.fixture(scope="module")
+def learned(trained, tmp_path_factory):
+    """The trained run after a learn session with a full replay buffer: it holds a learn checkpoint."""
+    d = tmp_path_factory.mktemp("learned")
+    shutil.copytree(trained / "run", d / "run")
+    ok(edgeff("learn", d / "run", "--from", stream_dir(d, 3, 10), *LEARN, "--json"))
+    return d / "run"
+
+
+CRAFTED = [
+    # (what, change(arrays, meta), fragment of the one line)
+    ("rng uinteger beyond 32 bits", lambda a, m: m["rng"].update(uinteger=2**70), "'rng' is not a PCG64"),
+    ("replay_seen beyond int64", lambda a, m: m["learn"].update(replay_seen=[10**30, 0, 0]), "'replay_seen'"),
+    ("replay_seen summing beyond int64", lambda a, m: m["learn"].update(replay_seen=[2**62, 2**62, 0]),
+     "'replay_seen'"),
+    ("opt_t beyond a float", lambda a, m: m["learn"].update(opt_t={k: 10**400 for k in m["learn"]["opt_t"]}),
+     "'opt_t'"),
+    ("replay rows NaN", lambda a, m: a.update(replay_x=np.full_like(a["replay_x"], np.nan)), "'replay_x' holds NaN"),
+    ("replay rows float64 beyond float32", lambda a, m: a.update(replay_x=a["replay_x"].astype(np.float64) * 1e300),
+     "'replay_x' is float64"),
+    ("replay rows too large to normalise", lambda a, m: a.update(replay_x=a["replay_x"] + np.float32(1e30)),
+     "replay buffer holds a value beyond"),
+]
+
+
+@pytest.mark.parametrize("what, change, fragment", CRAFTED, ids=[c[0] for c in CRAFTED])
+def test_a_crafted_learn_checkpoint_is_one_line_and_nothing_is_written(learned, tmp_path, what, change, fragment):
+    """A learn checkpoint with a valid checksum over crafted contents is refused before any update: one line
+    saying it is damaged (not an internal error, not 'learning diverged'), every file of the run kept."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(learned, run_dir)
+    path = run_dir / "learn-checkpoint.npz"
+    arrays, meta = checkpoint.read(path)
+    change(arrays, meta)
+    checkpoint.save(path, arrays, meta)
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
+    src = tmp_path / "src"
+    src.mkdir()
+    save(src / "new.npz", *samples(10, 50))
+    one_line_error(edgeff("learn", run_dir, "--from", src, *LEARN), "learn-checkpoint.npz", fragment)
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
+
+
 def checkpoint_updates(run_dir):
     """The updates the run's learn checkpoint holds (0 before there is one)."""
     try:
@@ -293,8 +340,8 @@ def write_pgm(path, image):
 
 def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir, trained, tmp_path):
     """LABEL/IMAGE.pgm under --from is the sample (image, LABEL): the same weights, bit for bit, as the same
-    rows in .npz files in the same order; an unknown folder, a broken image and a label beyond the run's
-    classes are rejected one line each."""
+    rows in .npz files in the same order; an unknown folder (digits other than '0'-'9' among them), a broken
+    image and a label beyond the run's classes are rejected one line each."""
     x, y = samples(6, 5)
     images = tmp_path / "images"
     for i, (image, label) in enumerate(zip(x, y)):
@@ -313,11 +360,13 @@ def test_images_in_per_label_folders_learn_as_the_same_rows_in_npz_files(run_dir
     assert sorted(read_journal(run_dir)) == sorted(f"{y[i]}/{i}.pgm" for i in range(6))
     write_pgm(images / "cat" / "a.pgm", x[0])
     write_pgm(images / "7" / "a.pgm", x[0])
+    write_pgm(images / "²" / "a.pgm", x[0])          # digits to str.isdigit, but only '0'-'9' name a class
+    write_pgm(images / "١" / "a.pgm", x[0])          # an Arabic-Indic 1: int() reads it, learn does not
     (images / "1" / "broken.pgm").write_bytes(b"P5\n5 4\n255\n\x01")
     r = edgeff("learn", run_dir, "--from", images, *args)
-    assert ok(r)["rejected"] == 3 and ok(r)["samples"] == 6
+    assert ok(r)["rejected"] == 5 and ok(r)["samples"] == 6
     lines = [line for line in r.stderr.splitlines() if "rejected" in line]
-    assert len(lines) == 3 and any("'cat'" in line for line in lines), lines
+    assert len(lines) == 5 and all(any(f"'{d}'" in line for line in lines) for d in ("cat", "²", "١")), lines
 
 
 def test_a_class_declared_when_training_but_never_seen_is_learned_later(tmp_path):

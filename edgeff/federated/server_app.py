@@ -24,10 +24,11 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedAvgM
 from flwr.supercore import log
 
-from ..errors import UsageError
+from ..errors import ModelError, UsageError
 from ..ffcl_model import FFCLNet
+from ..fields import count, field
 from ..model import FFNet
-from ..runs import MODEL, load_metrics, load_run, save_run
+from ..runs import METRICS, MODEL, load_metrics, load_run, save_run
 from .client_app import FROZEN_SHA256, GLOBAL_ROUND, PHASE
 from .local import set_layers, training_set
 from .records import ARRAYS, FROZEN, digest, layers_record, record_layers, update_problem
@@ -59,12 +60,14 @@ class GlobalModel:
 
     def _resumed(self):
         out = self.settings.out
-        federation = load_metrics(out).get("federation")
+        metrics = load_metrics(out)
+        federation = metrics.get("federation")
         if not isinstance(federation, dict) or _made_with(federation) != self.wanted:
             raise UsageError(f"{out} holds a model that is not this federation's (other settings, or not a "
                              "federation); give the same settings to resume it, or another --out")
+        _check_saved(os.path.join(out, METRICS), metrics, self.settings)
         net, _ = load_run(out)
-        federation.update(format=FORMAT, settings=self.wanted)
+        federation.update(format=FORMAT, settings=self.wanted, total_rounds=self.settings.total_rounds)
         return net, federation
 
     @property
@@ -116,6 +119,30 @@ def _new_net(cfg, ds):
                               cfg.feedback_steps, cfg.goodness == "mean")
     return FFNet.create(cfg.sizes, ds.num_classes, cfg.label_value, cfg.goodness == "mean", rng,
                         image=ds.image_shape is not None)
+
+
+def _check_saved(path, metrics, settings):
+    """Every field of a saved federation's metrics.json (at path) that its resume continues from, or that
+    edgeff federate prints when it is finished: typed, in range, consistent with the rounds done."""
+    f, where = metrics["federation"], f"{path}: federation"
+    try:
+        done = field(where, f, "round", int, lambda r: 0 <= r <= settings.total_rounds,
+                     f"a whole number 0 to {settings.total_rounds}, the rounds done")
+        sent = count(where, f, "bytes_down") + count(where, f, "bytes_up")
+        history = field(where, f, "history", list, lambda h: len(h) == done, f"a list of {done} lines, one a round")
+        for i, line in enumerate(history, 1):
+            at = f"{where}: history line {i}"
+            field(at, line, "round", int, lambda r: r == i, str(i))
+            field(at, line, "test_error", float, lambda e: 0 <= e <= 1, "an error rate 0 to 1")
+            field(at, line, "seconds", float, lambda t: t >= 0, "0 or more seconds")
+            for key in ("bytes_down", "bytes_up", "updates", "rejected"):
+                count(at, line, key)
+        field(path, metrics, "rounds", int, lambda r: r == done, f"{done}, the federation's round")
+        field(path, metrics, "bytes_sent", int, lambda b: b == sent, f"{sent}, the federation's bytes down and up")
+        field(path, metrics, "test_error", float, lambda e: 0 <= e <= 1, "an error rate 0 to 1")
+        field(path, metrics, "classifier", str, lambda c: c == settings.classifier, repr(settings.classifier))
+    except ModelError as exc:
+        raise ModelError(f"{exc}: restore it, or federate afresh with another --out") from None
 
 
 def _made_with(federation):
