@@ -97,7 +97,9 @@ def test_a_fraction_of_the_clients_trains_each_round(tmp_path):
     assert [(h["round"], h["updates"], h["rejected"]) for h in history] == [(r, 1, 0) for r in (1, 2, 3, 4)]
     # one client's layer each way; the frozen layer 1 goes down once to each node that trains in phase 2
     assert history[1]["bytes_down"] == history[1]["bytes_up"] == history[0]["bytes_up"]
-    assert result["test_error"] < 0.85 and _federation(out)["settings"]["fraction-train"] == 0.34
+    # better than chance (0.9) by far more than the 10,000 test rows' noise (0.003): which client trains each
+    # round is Flower's unseeded draw, and some draws of 500 rows end at 0.86 (< 0.85 failed 1 run in 5)
+    assert result["test_error"] < 0.88 and _federation(out)["settings"]["fraction-train"] == 0.34
     one_line_error(edgeff("federate", *_options(SMALL), "--out", out), "not this federation's")
 
 
