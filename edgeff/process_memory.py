@@ -97,10 +97,11 @@ def release_compiler_pages():
     return page_out(compiler_ranges())
 
 
-def clean_bytes(ranges, smaps="/proc/self/smaps"):
-    """Resident clean bytes (Shared_Clean + Private_Clean: pages the kernel may drop and read back
-    from the file) of the mappings that start where the given (start, end) ranges start; 0 when
-    the smaps file cannot be read."""
+def file_bytes(ranges, smaps="/proc/self/smaps"):
+    """Resident bytes that are the file's own pages (Rss - Anonymous: its page cache, clean, or dirty
+    while a freshly installed library is still being written back) of the mappings that start where
+    the given (start, end) ranges start; the pages the loader relocated are anonymous copies, the
+    process's own, and stay out. 0 when the smaps file cannot be read."""
     starts, total, counting = {start for start, _ in ranges}, 0, False
     try:
         with open(smaps, errors="replace") as f:
@@ -109,20 +110,21 @@ def clean_bytes(ranges, smaps="/proc/self/smaps"):
                 if not head:
                     continue
                 if head[0].endswith(":"):
-                    if counting and head[0] in ("Shared_Clean:", "Private_Clean:"):
-                        total += int(line.split()[1]) * 1024
+                    if counting and head[0] in ("Rss:", "Anonymous:"):
+                        total += int(line.split()[1]) * 1024 * (1 if head[0] == "Rss:" else -1)
                     continue
                 start = head[0].partition("-")[0]
                 counting = all(c in "0123456789abcdef" for c in start) and start != "" and int(start, 16) in starts
     except (OSError, ValueError, IndexError):
         return 0
-    return total
+    return max(0, total)
 
 
 def runtime_bytes():
-    """The runtime a memory budget counts: resident memory once the kernels are ready, less LLVM's
-    clean read-only pages, released first (call it after the warm-up, before the data is loaded).
-    Where another process that maps them too (a parent that linked kernels) keeps them resident,
-    they are still not this process's to need; the pages the loader wrote (relocations) count."""
+    """The runtime a memory budget counts: resident memory once the kernels are ready, less the pages
+    of LLVM's read-only mappings that are its file's, released first (call it after the warm-up,
+    before the data is loaded). Where they stay resident (another process that maps them too, a
+    parent that linked kernels, keeps them; a library pip has just written is not yet written back,
+    its pages dirty), they are still not this process's to need; the pages the loader relocated count."""
     release_compiler_pages()
-    return max(0, rss_bytes() - clean_bytes(compiler_ranges()))
+    return max(0, rss_bytes() - file_bytes(compiler_ranges()))

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgeff.process_memory import clean_bytes, compiler_ranges, page_out
+from edgeff.process_memory import file_bytes, compiler_ranges, page_out
 
 LIB = "/venv/lib/python3.11/site-packages/llvmlite/binding/libllvmlite.so"
 
@@ -34,17 +34,18 @@ def test_the_compiler_ranges_are_llvmlites_read_only_mappings_and_junk_is_passed
     assert compiler_ranges(tmp_path / "missing") == []
 
 
-def test_clean_bytes_sum_the_clean_pages_of_the_mappings_asked_for_and_junk_is_passed_over(tmp_path):
+def test_file_bytes_sum_the_file_pages_of_the_mappings_asked_for_and_junk_is_passed_over(tmp_path):
     smaps = tmp_path / "smaps"
     smaps.write_text(
         f"7f0000000000-7f0000004000 r-xp 00000000 08:01 7 {LIB}\nSize: 16 kB\nRss: 12 kB\nPss: 6 kB\n"
-        "Shared_Clean: 8 kB\nPrivate_Clean: 4 kB\nPrivate_Dirty: 0 kB\n"
-        "7f0000004000-7f0000008000 r--p 00000000 08:01 9 /usr/lib/libc.so.6\nShared_Clean: 16 kB\n"
+        "Shared_Clean: 4 kB\nShared_Dirty: 4 kB\nPrivate_Clean: 4 kB\nPrivate_Dirty: 0 kB\nAnonymous: 0 kB\n"
+        "7f0000004000-7f0000008000 r--p 00000000 08:01 9 /usr/lib/libc.so.6\nRss: 16 kB\nShared_Clean: 16 kB\n"
         f"7f0000008000-7f000000c000 r--p 00004000 08:01 7 {LIB}\nRss: 8 kB\nPrivate_Clean: 4 kB\n"
-        "Private_Dirty: 4 kB\n"                                    # relocated: the process's own, counted
-        "zz-yy r--p 0 0 0 junk\nShared_Clean: 999 kB\n\nPrivate_Clean: x kB\n")
-    assert clean_bytes([(0x7f0000000000, 0), (0x7f0000008000, 0)], smaps) == 16 * 1024
-    assert clean_bytes([], smaps) == 0 and clean_bytes([(1, 2)], tmp_path / "missing") == 0
+        "Private_Dirty: 4 kB\nAnonymous: 4 kB\n"                   # relocated: the process's own copy, counted
+        "zz-yy r--p 0 0 0 junk\nRss: 999 kB\n\nRss: x kB\n")
+    # 12 kB of the first (dirty in the page cache or not: the file's) and 8 - 4 of the third
+    assert file_bytes([(0x7f0000000000, 0), (0x7f0000008000, 0)], smaps) == 16 * 1024
+    assert file_bytes([], smaps) == 0 and file_bytes([(1, 2)], tmp_path / "missing") == 0
 
 
 def test_the_runtime_leaves_out_llvms_pages_even_where_another_process_keeps_them_resident():
@@ -53,10 +54,10 @@ def test_the_runtime_leaves_out_llvms_pages_even_where_another_process_keeps_the
     a budget from a child's runtime saw it 66 MiB higher inside the test suite than from a shell)."""
     from edgeff.train import warm_up
     warm_up()
-    assert clean_bytes(compiler_ranges()) > 10 * 2**20
+    assert file_bytes(compiler_ranges()) > 10 * 2**20
     code = ("from edgeff.train import warm_up; warm_up()\n"
-            "from edgeff.process_memory import runtime_bytes, rss_bytes, clean_bytes, compiler_ranges\n"
-            "print(runtime_bytes(), rss_bytes(), clean_bytes(compiler_ranges()))")
+            "from edgeff.process_memory import runtime_bytes, rss_bytes, file_bytes, compiler_ranges\n"
+            "print(runtime_bytes(), rss_bytes(), file_bytes(compiler_ranges()))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     runtime, rss, llvm = map(int, r.stdout.split())
