@@ -131,7 +131,7 @@ def test_a_limit_below_what_linking_the_kernels_touched_holds_the_run_once_llvms
     free = ok(edgeff_inside(cgroup, *run, "--out", tmp_path / "free"))
     plan = json.loads(edgeff_inside(cgroup, "plan", "--dataset", data, "--model", "784-200-200", "--json").stdout)
     limit = (plan["runtime_bytes"] + plan["arena_bytes"] + plan["data_bytes"]) // MiB * MiB + 8 * MiB   # whole pages
-    assert limit < free["peak_rss_mib"] * MiB        # below what the process held when nothing held it back
+    assert limit < free["peak_rss_mib"] * MiB, (plan, free["peak_rss_mib"])   # below the peak when nothing held it back
     with open(limit_path, "w") as f:
         f.write(str(limit))
     tight = ok(edgeff_inside(cgroup, *run, "--memory-budget", f"{limit}B", "--out", tmp_path / "tight"))
