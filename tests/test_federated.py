@@ -190,6 +190,21 @@ def test_a_damaged_federation_record_is_one_line_before_any_round(saved, tmp_pat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_another_runs_model_in_a_federation_directory_is_one_line_before_any_round(saved, tmp_path):
+    """A model.npz of other layers (another run's, copied in) made the clients fail and the server overwrite
+    the directory with a run whose config disagreed with its weights."""
+    out = tmp_path / "fed"
+    shutil.copytree(saved[0], out)
+    other = tmp_path / "other"
+    ok(edgeff("train", "--dataset", saved[1]["dataset"], "--model", "64-40-30", "--epochs", "1", "--out", other,
+              "--quiet", "--json"))
+    shutil.copy(other / "model.npz", out / "model.npz")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    one_line_error(edgeff("federate", *_options(saved[1]), "--out", out), "model.npz", "layers 64-40-30",
+                   "not this federation's 64-20")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_updates_with_nan_or_the_wrong_shape_are_left_out(tmp_path):
     out = str(tmp_path / "fed")
     settings = dict(SMALL, rounds=1, schedule="simultaneous")

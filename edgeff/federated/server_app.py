@@ -67,6 +67,11 @@ class GlobalModel:
                              "federation); give the same settings to resume it, or another --out")
         _check_saved(os.path.join(out, METRICS), metrics, self.settings)
         net, _ = load_run(out)
+        kind = FFCLNet if self.cfg.algo == "ffcl" else FFNet
+        if not isinstance(net, kind) or (net.in_features, *net.widths) != tuple(self.cfg.sizes):
+            raise ModelError(f"{os.path.join(out, MODEL)}: a {type(net).__name__} of layers "
+                             f"{'-'.join(map(str, (net.in_features, *net.widths)))}, not this federation's "
+                             f"{self.cfg.model} ({kind.__name__}): restore it, or federate afresh with another --out")
         federation.update(format=FORMAT, settings=self.wanted, total_rounds=self.settings.total_rounds)
         return net, federation
 
