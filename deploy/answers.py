@@ -10,6 +10,7 @@ answers say, the same for every transport.
 import re
 
 from ..errors import DeployError
+from ..fields import is_count
 from .trust import RELEASE_ID
 
 MAX_SAID = 300                  # characters of a device's message shown
@@ -42,15 +43,11 @@ def probe(url, found):
     return {"machine": machine, "model": printable(model), "python": python}
 
 
-def _count(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def adopted(url, result, files):
     """(linked, missing) from the installer's adopt: missing names files of this bundle, each once."""
     linked = result.get("linked") if isinstance(result, dict) else None
     missing = result.get("missing") if isinstance(result, dict) else None
-    if not (_count(linked) and isinstance(missing, list) and all(isinstance(p, str) and p in files for p in missing)
+    if not (is_count(linked) and isinstance(missing, list) and all(isinstance(p, str) and p in files for p in missing)
             and len(set(missing)) == len(missing) and linked + len(missing) <= len(files)):
         raise bad_answer(url, "adopt", "a count of files linked and a list of this bundle's files still missing")
     return linked, missing

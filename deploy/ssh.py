@@ -122,8 +122,8 @@ class SshTransport:
             progress(offset)          # a resumed partial counts as done
         cmd = self._argv() + [self._in_root(False) + ("cat >> " if offset else "cat > ") + shlex.quote(part)]
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        said = collections.deque(maxlen=16)  # the last blocks ssh and the device wrote to stderr, drained as they come
-        drain = threading.Thread(target=lambda: said.extend(iter(lambda: proc.stderr.read1(1 << 16), b"")))
+        tail = collections.deque(maxlen=16)  # the last blocks ssh and the device wrote to stderr, drained as they come
+        drain = threading.Thread(target=lambda: tail.extend(iter(lambda: proc.stderr.read1(1 << 16), b"")))
         drain.start()
         try:
             with open(local, "rb") as f:
@@ -139,7 +139,7 @@ class SshTransport:
         drain.join()
         proc.stderr.close()
         if rc != 0:
-            raise DeployError(f"{self.url}: transfer of {rel} cut off ({_last_line(b''.join(said), 'connection lost')}); "
+            raise DeployError(f"{self.url}: transfer of {rel} cut off ({_last_line(b''.join(tail), 'connection lost')}); "
                               "deploy again to resume where it stopped")
         rc, out, err = self._sh('h=$(sha256sum < "$1" | cut -c1-64); if [ "$h" = "$3" ]; then mv -f "$1" "$2"; '
                                 'else rm -f "$1"; echo "sha256 $h"; exit 3; fi', part, rel, sha256)
